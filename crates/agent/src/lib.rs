@@ -1,0 +1,26 @@
+//! The Stockade agent: the process that runs as pid 1 inside a sandbox and carries out the agent
+//! protocol ([`stockade_proto`]) for the host: execs with streamed output, files and stats.
+//!
+//! It runs a single-threaded tokio runtime on purpose: execs are started with `fork`, which is only
+//! safe to follow with ordinary Rust code when the forking process has one thread.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod files;
+pub mod process_tree;
+pub mod server;
+pub mod session;
+pub mod spawn;
+pub mod users;
+
+pub use config::{AgentConfig, CONFIG_ENV};
+
+/// Runs the agent on an already-listening socket until killed.
+pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        server::serve(listener, config).await
+    })
+}

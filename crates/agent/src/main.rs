@@ -1,0 +1,66 @@
+//! `stockade-agent`: the in-sandbox agent, and the native driver's supervisor.
+//!
+//! ```text
+//! stockade-agent init --listen-fd N      serve the agent protocol on an inherited socket
+//! stockade-agent init --listen PATH      ... on a new socket at PATH (container drivers)
+//! stockade-agent supervise HOME ID       supervise native sandbox ID of the Stockade home HOME
+//! ```
+#![forbid(unsafe_code)]
+
+use std::os::unix::net::UnixListener;
+
+use stockade_agent::{AgentConfig, CONFIG_ENV};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let code = match args.get(1).map(String::as_str) {
+        Some("init") => init(&args[2..]),
+        #[cfg(feature = "native")]
+        Some("supervise") => match (args.get(2), args.get(3)) {
+            (Some(home), Some(id)) => stockade_native::supervisor::main(std::path::Path::new(home), id),
+            _ => usage(),
+        },
+        _ => usage(),
+    };
+    std::process::exit(code);
+}
+
+fn usage() -> i32 {
+    eprintln!("usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise HOME ID");
+    2
+}
+
+fn init(args: &[String]) -> i32 {
+    let config = match std::env::var(CONFIG_ENV) {
+        Ok(json) => match serde_json::from_str::<AgentConfig>(&json) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("stockade-agent: bad {CONFIG_ENV}: {e}");
+                return 2;
+            }
+        },
+        Err(_) => AgentConfig { workdir: "/".into(), ..Default::default() },
+    };
+    // Not for the commands we start: they get exactly the environment the plan builds.
+    std::env::remove_var(CONFIG_ENV);
+    let listener = match args {
+        [flag, fd] if flag == "--listen-fd" => fd
+            .parse::<i32>()
+            .map_err(|_| std::io::Error::other(format!("--listen-fd {fd:?} is not a number")))
+            .and_then(stockade_sys::claim_inherited_fd)
+            .map(UnixListener::from),
+        [flag, path] if flag == "--listen" => {
+            let _ = std::fs::remove_file(path);
+            UnixListener::bind(path)
+        }
+        _ => return usage(),
+    };
+    let result = listener.and_then(|l| stockade_agent::run(l, config));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("stockade-agent: {e}");
+            1
+        }
+    }
+}

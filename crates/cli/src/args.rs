@@ -1,0 +1,194 @@
+//! The command line, as clap types.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "stockade", version, about = "Sandboxes for AI coding agents", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a sandbox and print its id.
+    Create(CreateArgs),
+    /// Run a command in a sandbox; exits with the command's exit code.
+    Exec(ExecArgs),
+    /// Create a sandbox, run one command in it, destroy it; exits with the command's exit code.
+    Run(RunArgs),
+    /// List sandboxes.
+    #[command(alias = "ps")]
+    Ls(ListArgs),
+    /// Show everything about a sandbox (JSON).
+    Inspect(TargetArgs),
+    /// Show a sandbox's resource usage.
+    Stats(TargetArgs),
+    /// Copy files between the host and a sandbox (`SANDBOX:PATH` on either side).
+    Cp(CopyArgs),
+    /// Open an interactive shell in a sandbox.
+    Shell(ShellArgs),
+    /// Stop a sandbox's processes, keeping its files.
+    Stop(TargetArgs),
+    /// Start a stopped sandbox again.
+    Start(TargetArgs),
+    /// Destroy sandboxes.
+    Rm(RemoveArgs),
+    /// What this host supports and which drivers are usable.
+    Info(JsonArgs),
+    /// Measure Stockade against baselines run beside it.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// A unique name for the sandbox.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Driver to use.
+    #[arg(long, default_value = "native")]
+    pub driver: String,
+    /// Root filesystem directory (the host / read-only when absent).
+    #[arg(long)]
+    pub rootfs: Option<String>,
+    /// Memory limit, e.g. 512m.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. 1.5.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Process limit.
+    #[arg(long)]
+    pub pids: Option<String>,
+    /// Writable-layer size limit, e.g. 1g.
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Network: none (loopback only) or full.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Environment variable for every exec (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Mount a host path (repeatable): HOST:PATH[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "HOST:PATH[:ro]")]
+    pub volumes: Vec<String>,
+    /// Working directory for execs.
+    #[arg(long, default_value = stockade_core::DEFAULT_WORKDIR)]
+    pub workdir: String,
+    /// User for execs (name, uid or uid:gid).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Label (repeatable): K=V.
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Destroy the sandbox after this long, e.g. 30m.
+    #[arg(long)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExecOptions {
+    /// Environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name, uid or uid:gid).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Kill the command's whole process tree after this long, e.g. 30s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Stream this terminal's stdin to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run under a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Print the exec's events as JSON lines instead of raw output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub opts: ExecOptions,
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Kill the command's whole process tree after this long, e.g. 30s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Stream this terminal's stdin to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run under a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print ids only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: a host path or SANDBOX:PATH.
+    pub src: String,
+    /// Destination: a host path or SANDBOX:PATH.
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// Shell to run.
+    #[arg(long, default_value = "/bin/bash")]
+    pub shell: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Also destroy running sandboxes.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Sandbox ids or names.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}

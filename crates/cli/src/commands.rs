@@ -1,0 +1,469 @@
+//! One function per command. Each turns its flags into a core request, calls the driver and
+//! prints; errors come back as `stockade_core::Error` and become one line and an exit code.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use stockade_core::{
+    parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec, SandboxStatus,
+};
+use stockade_native::NativeDriver;
+
+use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, RemoveArgs};
+use crate::exit;
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Info(a) => info(a.json).map(|_| 0),
+        Command::Bench(a) => crate::bench::run(a).await,
+        command => match driver("native") {
+            Ok(d) => dispatch(d, command).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stockade: {e}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+/// The driver named `name`.
+pub fn driver(name: &str) -> Result<Arc<dyn Driver>> {
+    match name {
+        "native" => Ok(Arc::new(NativeDriver::from_env()?)),
+        other => Err(Error::invalid("driver", format!("{other:?} is not available; known drivers: native"))),
+    }
+}
+
+async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
+    match command {
+        Command::Create(a) => {
+            let info = d.create(spec_from(&a)?).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
+        Command::Exec(a) => {
+            let info = d.get(&a.sandbox).await?;
+            let req = exec_request(&a.opts, a.command)?;
+            exec(&*d, &info, req, a.opts.json).await
+        }
+        Command::Run(a) => {
+            let opts = ExecOptions {
+                env: Vec::new(),
+                workdir: None,
+                user: None,
+                timeout: a.timeout.clone(),
+                interactive: a.interactive,
+                tty: a.tty,
+                json: false,
+            };
+            let req = exec_request(&opts, a.command)?;
+            let spec = spec_from(&a.create)?;
+            let info = d.create(spec).await?;
+            let result = tokio::select! {
+                r = exec(&*d, &info, req, false) => r,
+                _ = tokio::signal::ctrl_c(), if !a.tty => Ok(130),
+            };
+            let destroyed = d.destroy(&info.id).await;
+            let code = result?;
+            destroyed?;
+            Ok(code)
+        }
+        Command::Ls(a) => {
+            let all = d.list().await?;
+            if a.json {
+                print_json(&all);
+            } else if a.quiet {
+                all.iter().for_each(|s| println!("{}", s.id));
+            } else {
+                print_table(&all);
+            }
+            Ok(0)
+        }
+        Command::Inspect(a) => {
+            print_json(&d.get(&a.sandbox).await?);
+            Ok(0)
+        }
+        Command::Stats(a) => stats(&*d, &a.sandbox, a.json).await,
+        Command::Cp(a) => copy(&*d, &a).await,
+        Command::Shell(a) => {
+            let info = d.get(&a.sandbox).await?;
+            let shell = if d.stat(&info.id, &a.shell).await.is_ok() { a.shell } else { "/bin/sh".into() };
+            let opts = ExecOptions {
+                env: Vec::new(),
+                workdir: None,
+                user: None,
+                timeout: None,
+                interactive: true,
+                tty: true,
+                json: false,
+            };
+            exec(&*d, &info, exec_request(&opts, vec![shell])?, false).await
+        }
+        Command::Stop(a) => {
+            let info = d.get(&a.sandbox).await?;
+            d.stop(&info.id).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
+        Command::Start(a) => {
+            let info = d.get(&a.sandbox).await?;
+            d.start(&info.id).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
+        Command::Rm(a) => remove(&*d, &a).await,
+        Command::Info(_) | Command::Bench(_) => Ok(0),
+    }
+}
+
+/// Builds a spec from `create`'s flags; each error names its flag.
+pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
+    let mut spec = SandboxSpec {
+        name: a.name.clone(),
+        driver: a.driver.clone(),
+        rootfs: a.rootfs.as_ref().map(|r| absolute(r)).transpose()?,
+        workdir: a.workdir.clone(),
+        network: a.network.parse()?,
+        user: a.user.clone(),
+        ttl: a.ttl.as_deref().map(|t| parse::duration("ttl", t)).transpose()?,
+        ..Default::default()
+    };
+    spec.resources.memory_bytes = a.memory.as_deref().map(|m| parse::size("memory", m)).transpose()?;
+    spec.resources.disk_bytes = a.disk.as_deref().map(|m| parse::size("disk", m)).transpose()?;
+    spec.resources.millicpus = a.cpus.as_deref().map(|c| parse::cpus("cpus", c)).transpose()?;
+    spec.resources.pids = a
+        .pids
+        .as_deref()
+        .map(|p| p.parse::<u32>().map_err(|_| Error::invalid("pids", format!("{p:?} is not a whole number"))))
+        .transpose()?;
+    for e in &a.env {
+        let (k, v) = parse::key_value("env", e)?;
+        spec.env.insert(k, v);
+    }
+    for l in &a.labels {
+        let (k, v) = parse::key_value("label", l)?;
+        spec.labels.insert(k, v);
+    }
+    for v in &a.volumes {
+        let mut m = Mount::parse(v)?;
+        m.host = std::fs::canonicalize(&m.host)
+            .map_err(|e| Error::invalid("volume", format!("{}: {e}", m.host.display())))?;
+        spec.mounts.push(m);
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn absolute(path: &str) -> Result<std::path::PathBuf> {
+    std::fs::canonicalize(path).map_err(|e| Error::invalid("rootfs", format!("{path}: {e}")))
+}
+
+fn exec_request(o: &ExecOptions, argv: Vec<String>) -> Result<ExecRequest> {
+    let mut env = BTreeMap::new();
+    for e in &o.env {
+        let (k, v) = parse::key_value("env", e)?;
+        env.insert(k, v);
+    }
+    let req = ExecRequest {
+        argv,
+        env,
+        cwd: o.workdir.clone(),
+        user: o.user.clone(),
+        stdin: o.interactive,
+        tty: o.tty.then(crate::terminal::size),
+        timeout: o.timeout.as_deref().map(|t| parse::duration("timeout", t)).transpose()?,
+    };
+    req.validate()?;
+    Ok(req)
+}
+
+/// Runs one exec to its end, wiring the local stdio to it; returns the exit code to use.
+async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) -> Result<i32> {
+    let interactive = req.stdin || req.tty.is_some();
+    let tty = req.tty.is_some();
+    let timeout = req.timeout;
+    let mut session = d.exec(&info.id, req).await?;
+    let _raw = tty.then(crate::terminal::RawMode::enter);
+    if interactive {
+        let control = Arc::clone(&session.control);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        if !tty {
+                            let _ = control.close_stdin().await;
+                        }
+                        return;
+                    }
+                    Ok(n) => {
+                        if control.write_stdin(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    if tty {
+        let control = Arc::clone(&session.control);
+        tokio::spawn(async move {
+            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+                return;
+            };
+            while winch.recv().await.is_some() {
+                let _ = control.resize(crate::terminal::size()).await;
+            }
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    loop {
+        let event = tokio::select! {
+            e = session.events.next() => e,
+            _ = tokio::signal::ctrl_c(), if !tty => {
+                let _ = session.control.kill().await;
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return Err(Error::backend("exec", "the sandbox closed the stream before the command ended"));
+        };
+        let event = event?;
+        if json {
+            let _ = writeln!(stdout, "{}", event_json(&event));
+            let _ = stdout.flush();
+        }
+        match event {
+            ExecEvent::Started { .. } => {}
+            ExecEvent::Output { stream, data, .. } if !json => {
+                let _ = match stream {
+                    OutputStream::Stdout => stdout.write_all(&data).and_then(|_| stdout.flush()),
+                    OutputStream::Stderr => stderr.write_all(&data),
+                };
+            }
+            ExecEvent::Output { .. } => {}
+            ExecEvent::Exited { exit, .. } => {
+                drop(_raw);
+                if exit.timed_out {
+                    let after = timeout.map(|t| format!(" after {t:?}")).unwrap_or_default();
+                    eprintln!("stockade: command timed out{after}; its process tree was killed");
+                    return Ok(exit::TIMEOUT);
+                }
+                if exit.oom {
+                    eprintln!("stockade: command was killed by the out-of-memory killer (memory limit reached)");
+                }
+                return Ok(exit.shell_code());
+            }
+        }
+    }
+}
+
+/// JSON for an exec event: output bytes as UTF-8 text when they are, else base64-free hex is
+/// avoided by carrying them as an array.
+fn event_json(event: &ExecEvent) -> serde_json::Value {
+    match event {
+        ExecEvent::Output { seq, stream, data } => match std::str::from_utf8(data) {
+            Ok(text) => serde_json::json!({"type": "output", "seq": seq, "stream": stream, "text": text}),
+            Err(_) => serde_json::json!({"type": "output", "seq": seq, "stream": stream, "data": data}),
+        },
+        other => serde_json::to_value(other).unwrap_or_default(),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("stockade: cannot encode JSON: {e}"),
+    }
+}
+
+fn age(created_at: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let s = now.saturating_sub(created_at);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn print_table(all: &[SandboxInfo]) {
+    let name_w = all.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<12}  {:<name_w$}  {:<9}  {:<6}  {:<8}  CREATED", "ID", "NAME", "STATUS", "DRIVER", "NETWORK");
+    for s in all {
+        println!(
+            "{:<12}  {:<name_w$}  {:<9}  {:<6}  {:<8}  {}",
+            s.id,
+            s.name,
+            s.status,
+            s.driver,
+            s.spec.network,
+            age(s.created_at)
+        );
+    }
+}
+
+async fn stats(d: &dyn Driver, target: &str, json: bool) -> Result<i32> {
+    let info = d.get(target).await?;
+    let first = d.stats(&info.id).await?;
+    let window = std::time::Duration::from_millis(250);
+    tokio::time::sleep(window).await;
+    let second = d.stats(&info.id).await?;
+    let cpu_percent = (second.cpu_usec.saturating_sub(first.cpu_usec)) as f64 / window.as_micros() as f64 * 100.0;
+    if json {
+        let mut v = serde_json::to_value(&second).unwrap_or_default();
+        v["cpu_percent"] = serde_json::json!((cpu_percent * 10.0).round() / 10.0);
+        v["id"] = serde_json::json!(info.id);
+        print_json(&v);
+    } else {
+        let mib = |b: u64| format!("{:.1}MiB", b as f64 / (1 << 20) as f64);
+        let limit = info.spec.resources.memory_bytes.map(mib).unwrap_or_else(|| "-".into());
+        println!("{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>5}  SOURCE", "ID", "CPU %", "CPU TIME", "MEMORY", "LIMIT", "PIDS");
+        println!(
+            "{:<12}  {:>6.1}%  {:>9.2}s  {:>10}  {:>10}  {:>5}  {}",
+            info.id,
+            cpu_percent,
+            second.cpu_usec as f64 / 1e6,
+            mib(second.memory_bytes),
+            limit,
+            second.pids,
+            second.source
+        );
+    }
+    Ok(0)
+}
+
+async fn remove(d: &dyn Driver, a: &RemoveArgs) -> Result<i32> {
+    let mut code = 0;
+    for target in &a.sandboxes {
+        let result = async {
+            let info = d.get(target).await?;
+            if info.status == SandboxStatus::Running && !a.force {
+                return Err(Error::WrongState {
+                    id: info.id.to_string(),
+                    status: "running".into(),
+                    operation: "rm".into(),
+                    needed: "stopped (or use rm -f)".into(),
+                });
+            }
+            d.destroy(&info.id).await?;
+            println!("{}", info.id);
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!("stockade: {e}");
+            code = exit::code_for(&e);
+        }
+    }
+    Ok(code)
+}
+
+/// `SANDBOX:PATH` → (sandbox, path); a host path → None. A bare `name:` with an absolute path
+/// after the colon counts as a sandbox path.
+fn split_remote(s: &str) -> Option<(&str, &str)> {
+    let (sandbox, path) = s.split_once(':')?;
+    (!sandbox.is_empty() && !sandbox.contains('/') && path.starts_with('/')).then_some((sandbox, path))
+}
+
+async fn copy(d: &dyn Driver, a: &CopyArgs) -> Result<i32> {
+    match (split_remote(&a.src), split_remote(&a.dst)) {
+        (Some((sb, path)), None) => {
+            let info = d.get(sb).await?;
+            copy_out(d, &info, path, std::path::Path::new(&a.dst)).await?;
+        }
+        (None, Some((sb, path))) => {
+            let info = d.get(sb).await?;
+            copy_in(d, &info, std::path::Path::new(&a.src), path).await?;
+        }
+        (Some(_), Some(_)) => return Err(Error::invalid("cp", "copying between two sandboxes is not supported; copy through the host")),
+        (None, None) => return Err(Error::invalid("cp", "one side must be SANDBOX:/absolute/path")),
+    }
+    Ok(0)
+}
+
+async fn copy_in(d: &dyn Driver, info: &SandboxInfo, src: &std::path::Path, dst: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
+    // Copying into an existing directory puts the file inside it, like cp(1).
+    let dst = match d.stat(&info.id, dst).await {
+        Ok(st) if st.kind == stockade_core::FileKind::Dir => {
+            let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("{}/{name}", dst.trim_end_matches('/'))
+        }
+        _ => dst.to_owned(),
+    };
+    if meta.is_dir() {
+        d.mkdir(&info.id, &dst).await?;
+        let entries = std::fs::read_dir(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
+        for entry in entries.flatten() {
+            let child = format!("{dst}/{}", entry.file_name().to_string_lossy());
+            Box::pin(copy_in(d, info, &entry.path(), &child)).await?;
+        }
+        return Ok(());
+    }
+    let data = std::fs::read(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
+    d.write_file(&info.id, &dst, data, meta.permissions().mode() & 0o7777).await
+}
+
+async fn copy_out(d: &dyn Driver, info: &SandboxInfo, src: &str, dst: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let st = d.stat(&info.id, src).await?;
+    let dst = if dst.is_dir() {
+        dst.join(std::path::Path::new(src).file_name().unwrap_or_default())
+    } else {
+        dst.to_path_buf()
+    };
+    let host_err = |e: std::io::Error| Error::invalid("cp", format!("{}: {e}", dst.display()));
+    if st.kind == stockade_core::FileKind::Dir {
+        std::fs::create_dir_all(&dst).map_err(host_err)?;
+        for entry in d.list_dir(&info.id, src).await? {
+            let child_src = format!("{}/{}", src.trim_end_matches('/'), entry.name);
+            Box::pin(copy_out(d, info, &child_src, &dst.join(&entry.name))).await?;
+        }
+        return Ok(());
+    }
+    let data = d.read_file(&info.id, src).await?;
+    std::fs::write(&dst, data).map_err(host_err)?;
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(st.mode)).map_err(host_err)?;
+    Ok(())
+}
+
+fn info(json: bool) -> Result<()> {
+    let report = stockade_native::host::report();
+    if json {
+        let drivers = serde_json::json!([{ "name": "native", "usable": report.native_driver_usable.is_ok(),
+            "reason": report.native_driver_usable.as_ref().err() }]);
+        print_json(&serde_json::json!({ "host": report, "drivers": drivers }));
+        return Ok(());
+    }
+    let yes_no = |r: &std::result::Result<(), String>| match r {
+        Ok(()) => "yes".to_owned(),
+        Err(e) => format!("no ({e})"),
+    };
+    println!("kernel:           {}", report.kernel);
+    println!("running as root:  {}", report.running_as_root);
+    println!("namespaces:       {}", report.namespaces.join(", "));
+    println!("user namespaces:  {}", yes_no(&report.user_namespaces));
+    println!("cgroups:          {} ({})", report.cgroup, report.cgroup_detail);
+    println!("overlayfs:        {}", if report.overlayfs { "yes" } else { "no" });
+    println!("seccomp:          {}", if report.seccomp { "yes" } else { "no" });
+    println!(
+        "landlock:         {}",
+        report.landlock_abi.map(|v| format!("yes (ABI {v})")).unwrap_or_else(|| "no (not an active LSM)".into())
+    );
+    println!("drivers:");
+    println!("  native          {}", yes_no(&report.native_driver_usable));
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `stockade`: the command-line front end. Parses flags into core requests, hands them to a driver
+//! and prints the results; it does no sandbox work of its own.
+
+mod args;
+mod bench;
+mod commands;
+mod exit;
+mod terminal;
+
+use clap::Parser;
+
+fn main() {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stockade: cannot start the async runtime: {e}");
+            std::process::exit(exit::BACKEND);
+        }
+    };
+    let code = runtime.block_on(commands::run(cli));
+    // Do not wait for a blocked stdin reader thread.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(10));
+    std::process::exit(code);
+}

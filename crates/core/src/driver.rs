@@ -1,0 +1,131 @@
+//! The driver trait: the small surface every backend implements, plus default conveniences.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
+use crate::files::{DirEntry, FileOp, FileReply, FileStat};
+use crate::sandbox::{SandboxId, SandboxInfo, SandboxSpec};
+use crate::stats::Stats;
+
+/// The events of one exec, ending with [`ExecEvent::Exited`].
+pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecEvent>> + Send>>;
+
+/// Steering a running exec: stdin, terminal size, signals. Usable while the events are read.
+#[async_trait]
+pub trait ExecControl: Send + Sync {
+    /// Sends bytes to the process's stdin (needs `ExecRequest::stdin` or a tty).
+    async fn write_stdin(&self, data: &[u8]) -> Result<()>;
+    /// Closes stdin (EOF for the process).
+    async fn close_stdin(&self) -> Result<()>;
+    /// Resizes the pseudo-terminal.
+    async fn resize(&self, size: TtySize) -> Result<()>;
+    /// Kills the exec's whole process tree, `setsid` descendants included.
+    async fn kill(&self) -> Result<()>;
+}
+
+/// A started exec.
+pub struct ExecSession {
+    pub events: ExecStream,
+    pub control: Arc<dyn ExecControl>,
+}
+
+/// Collected result of an exec that ran to the end.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: ExecExit,
+}
+
+impl ExecSession {
+    /// Reads every event to the end and gathers the output.
+    pub async fn output(mut self) -> Result<ExecOutput> {
+        let mut out = ExecOutput::default();
+        while let Some(event) = self.events.next().await {
+            match event? {
+                ExecEvent::Started { .. } => {}
+                ExecEvent::Output { stream: OutputStream::Stdout, data, .. } => out.stdout.extend(data),
+                ExecEvent::Output { stream: OutputStream::Stderr, data, .. } => out.stderr.extend(data),
+                ExecEvent::Exited { exit, .. } => {
+                    out.exit = exit;
+                    return Ok(out);
+                }
+            }
+        }
+        Err(Error::backend("exec", "the event stream ended without an exit event"))
+    }
+}
+
+/// A sandbox backend. Required methods are the lifecycle, `exec`, `file` and `stats`; the file
+/// helpers are default methods over `file`.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// The driver's name as users type it (`native`, `docker`).
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts a sandbox; returns once it is ready to exec.
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo>;
+    /// Every sandbox this driver knows, including stopped and lost ones.
+    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+    /// Finds a sandbox by id or name.
+    async fn get(&self, id_or_name: &str) -> Result<SandboxInfo>;
+    /// Stops every process but keeps the files.
+    async fn stop(&self, id: &SandboxId) -> Result<()>;
+    /// Starts a stopped sandbox again.
+    async fn start(&self, id: &SandboxId) -> Result<()>;
+    /// Removes every process, mount, cgroup and file the sandbox had.
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+    /// Starts a command.
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession>;
+    /// One file operation.
+    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply>;
+    /// Resource usage.
+    async fn stats(&self, id: &SandboxId) -> Result<Stats>;
+
+    /// Reads a whole file.
+    async fn read_file(&self, id: &SandboxId, path: &str) -> Result<Vec<u8>> {
+        match self.file(id, FileOp::Read { path: path.into() }).await? {
+            FileReply::Data { data } => Ok(data),
+            other => Err(unexpected(path, &other)),
+        }
+    }
+    /// Writes a whole file atomically.
+    async fn write_file(&self, id: &SandboxId, path: &str, data: Vec<u8>, mode: u32) -> Result<()> {
+        self.file(id, FileOp::Write { path: path.into(), mode, data }).await.map(drop)
+    }
+    /// Lists a directory.
+    async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<Vec<DirEntry>> {
+        match self.file(id, FileOp::List { path: path.into() }).await? {
+            FileReply::Entries { entries } => Ok(entries),
+            other => Err(unexpected(path, &other)),
+        }
+    }
+    /// Stats one path.
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileStat> {
+        match self.file(id, FileOp::Stat { path: path.into() }).await? {
+            FileReply::Stat { stat } => Ok(stat),
+            other => Err(unexpected(path, &other)),
+        }
+    }
+    /// `mkdir -p`.
+    async fn mkdir(&self, id: &SandboxId, path: &str) -> Result<()> {
+        self.file(id, FileOp::Mkdir { path: path.into() }).await.map(drop)
+    }
+    /// Removes a file, or a directory tree when `recursive`.
+    async fn remove(&self, id: &SandboxId, path: &str, recursive: bool) -> Result<()> {
+        self.file(id, FileOp::Remove { path: path.into(), recursive }).await.map(drop)
+    }
+    /// Renames within the sandbox.
+    async fn rename(&self, id: &SandboxId, from: &str, to: &str) -> Result<()> {
+        self.file(id, FileOp::Rename { from: from.into(), to: to.into() }).await.map(drop)
+    }
+}
+
+fn unexpected(path: &str, reply: &FileReply) -> Error {
+    Error::backend(format!("file operation on {path}"), format!("unexpected reply {reply:?}"))
+}

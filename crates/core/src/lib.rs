@@ -1,0 +1,22 @@
+//! Stockade's core: the types every driver speaks, the [`Driver`] trait and the error enum.
+//!
+//! Nothing here touches the operating system or the network; drivers live in their own crates
+//! and the CLI and daemon only ever hold a `dyn Driver`.
+#![forbid(unsafe_code)]
+
+pub mod driver;
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod parse;
+pub mod sandbox;
+pub mod stats;
+
+pub use driver::{Driver, ExecControl, ExecSession, ExecStream};
+pub use error::{Error, Result};
+pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
+pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};
+pub use sandbox::{
+    Mount, NetworkMode, Resources, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, DEFAULT_WORKDIR,
+};
+pub use stats::Stats;

@@ -1,0 +1,389 @@
+//! The native driver's `Driver` implementation: records and supervisors on the host side, the
+//! agent protocol over each sandbox's unix socket for everything inside.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use stockade_core::{
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec,
+    SandboxStatus, Stats,
+};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::UnixStream;
+
+use crate::cgroup::CgroupHost;
+use crate::idmap::IdMap;
+use crate::layout::Layout;
+use crate::store::{self, Record, Runtime, Store};
+
+const DRIVER: &str = "native";
+/// How long a supervisor may take to report the sandbox ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long pid 1 and the supervisor may take to go away after a kill.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The native driver over one Stockade home.
+#[derive(Debug, Clone)]
+pub struct NativeDriver {
+    store: Store,
+    agent: PathBuf,
+}
+
+/// Finds the `stockade-agent` binary: `$STOCKADE_AGENT`, then beside the running executable, then
+/// (for `cargo test`) one directory up from it, then `PATH`.
+pub fn find_agent() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("STOCKADE_AGENT").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok();
+    let beside = exe.as_deref().and_then(Path::parent);
+    let candidates = [beside.map(Path::to_path_buf), beside.and_then(Path::parent).map(Path::to_path_buf)];
+    for dir in candidates.into_iter().flatten() {
+        let p = dir.join("stockade-agent");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join("stockade-agent");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::unsupported(
+        DRIVER,
+        "sandboxes",
+        "the stockade-agent binary was not found beside stockade or in PATH (set STOCKADE_AGENT)",
+    ))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn random_id() -> Result<SandboxId> {
+    let mut bytes = [0u8; 8];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(|e| Error::backend("/dev/urandom", e))?,
+        &mut bytes,
+    )
+    .map_err(|e| Error::backend("/dev/urandom", e))?;
+    Ok(SandboxId::from_random(u64::from_le_bytes(bytes)))
+}
+
+/// Whether this host lets us make user namespaces, and why not.
+pub fn user_namespaces_available() -> std::result::Result<(), String> {
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" {
+        return Err("user namespaces are disabled on this host (/proc/sys/user/max_user_namespaces is 0)".into());
+    }
+    if !Path::new("/proc/self/ns/user").exists() {
+        return Err("this kernel has no user namespaces (/proc/self/ns/user is missing)".into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let clone = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone").unwrap_or_default();
+        if clone.trim() == "0" {
+            return Err("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0); run as root or enable them".into());
+        }
+    }
+    Ok(())
+}
+
+impl NativeDriver {
+    /// A driver over `layout`, running `agent` in each sandbox.
+    pub fn new(layout: Layout, agent: PathBuf) -> Result<Self> {
+        layout.ensure().map_err(|e| Error::backend(format!("create {}", layout.home.display()), e))?;
+        Ok(NativeDriver { store: Store::new(layout), agent })
+    }
+
+    /// The driver for `$STOCKADE_HOME` with the agent found by [`find_agent`].
+    pub fn from_env() -> Result<Self> {
+        NativeDriver::new(Layout::from_env(), find_agent()?)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn layout(&self) -> &Layout {
+        self.store.layout()
+    }
+
+    /// The status as it really is: a record that says running with no live supervisor is lost.
+    fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
+        let runtime = self.store.load_runtime(&record.id);
+        match record.status {
+            SandboxStatus::Running | SandboxStatus::Creating => {
+                let alive = runtime
+                    .as_ref()
+                    .is_some_and(|rt| store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
+                        && store::is_same_process(rt.init_pid, rt.init_start));
+                if alive {
+                    (SandboxStatus::Running, runtime)
+                } else if record.status == SandboxStatus::Creating {
+                    (SandboxStatus::Creating, runtime)
+                } else {
+                    (SandboxStatus::Lost, runtime)
+                }
+            }
+            other => (other, runtime),
+        }
+    }
+
+    fn info(&self, record: &Record) -> SandboxInfo {
+        let (status, runtime) = self.live_status(record);
+        let mut details = serde_json::Map::new();
+        let l = self.layout();
+        details.insert("home".into(), l.home.display().to_string().into());
+        details.insert("upper_dir".into(), l.upper(&record.id).display().to_string().into());
+        details.insert("workspace_dir".into(), l.workspace(&record.id).display().to_string().into());
+        details.insert("socket".into(), l.socket(&record.id).display().to_string().into());
+        details.insert("log".into(), l.log(&record.id).display().to_string().into());
+        details.insert("uid_map".into(), record.idmap.uid_map().trim().into());
+        details.insert("rootfs".into(), record.spec.rootfs.as_deref().unwrap_or(Path::new("/")).display().to_string().into());
+        if let Some(rt) = runtime.filter(|_| status == SandboxStatus::Running) {
+            details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
+            details.insert("init_pid".into(), rt.init_pid.into());
+            details.insert("cgroup".into(), rt.cgroup_version.clone().into());
+            details.insert("cgroup_dirs".into(), rt.cgroups.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into());
+            details.insert("network_namespace".into(), rt.network.clone().into());
+        }
+        details.insert(
+            "namespaces".into(),
+            serde_json::json!(["user", "mount", "pid", "ipc", "uts", "cgroup", if record.spec.network == stockade_core::NetworkMode::None { "net" } else { "net (host, shared)" }]),
+        );
+        SandboxInfo {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            driver: DRIVER.into(),
+            status,
+            created_at: record.created_at,
+            spec: record.spec.clone(),
+            details,
+        }
+    }
+
+    fn check_spec(&self, spec: &SandboxSpec) -> Result<()> {
+        spec.validate()?;
+        if spec.driver != DRIVER {
+            return Err(Error::invalid("driver", format!("{:?} given to the native driver", spec.driver)));
+        }
+        if spec.image.is_some() {
+            return Err(Error::unsupported(DRIVER, "images", "use --rootfs DIR, or --driver docker for images"));
+        }
+        if let Some(rootfs) = &spec.rootfs {
+            if !rootfs.is_dir() {
+                return Err(Error::invalid("rootfs", format!("{} is not a directory", rootfs.display())));
+            }
+            let s = rootfs.to_string_lossy();
+            if s.contains(',') || s.contains(':') {
+                return Err(Error::invalid("rootfs", format!("{s}: overlayfs cannot take ',' or ':' in a path")));
+            }
+        }
+        for m in &spec.mounts {
+            if !m.host.exists() {
+                return Err(Error::invalid("volume", format!("{}: no such file or directory on the host", m.host.display())));
+            }
+        }
+        let r = &spec.resources;
+        if r.disk_bytes.is_some() {
+            return Err(Error::unsupported(DRIVER, "disk limit", "not implemented yet by the native driver"));
+        }
+        if r.memory_bytes.is_some() || r.millicpus.is_some() || r.pids.is_some() {
+            if let CgroupHost::None { reason } = CgroupHost::detect() {
+                return Err(Error::unsupported(DRIVER, "resource limits", format!("no usable cgroups: {reason}")));
+            }
+        }
+        user_namespaces_available().map_err(|why| Error::unsupported(DRIVER, "sandboxes", why))
+    }
+
+    /// Starts the supervisor for `record` and waits for its `ready` line.
+    async fn launch(&self, record: &Record) -> Result<()> {
+        let l = self.layout();
+        let mut child = tokio::process::Command::new(&self.agent)
+            .arg("supervise")
+            .arg(&l.home)
+            .arg(record.id.as_str())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .env_clear()
+            .spawn()
+            .map_err(|e| Error::backend(format!("start supervisor {}", self.agent.display()), e))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::backend("supervisor", "no stdout"))?;
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let read = tokio::time::timeout(START_TIMEOUT, reader.read_line(&mut line)).await;
+        // The supervisor lives on, detached in its own session; tokio reaps it if it exits while
+        // this process still runs.
+        drop(child);
+        match read {
+            Err(_) => Err(Error::Timeout(START_TIMEOUT, format!("sandbox {} to start", record.id))),
+            Ok(Err(e)) => Err(Error::backend("supervisor", e)),
+            Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
+            Ok(Ok(_)) => {
+                let msg = line.trim().strip_prefix("error ").unwrap_or(line.trim()).to_owned();
+                let msg = if msg.is_empty() { "the supervisor exited without a word".to_owned() } else { msg };
+                Err(Error::backend(format!("start sandbox {}", record.id), msg))
+            }
+        }
+    }
+
+    /// Kills pid 1 and waits until the supervisor has cleaned up and gone. When the supervisor is
+    /// already gone, cleans up after it.
+    async fn halt(&self, id: &SandboxId) -> Result<()> {
+        let Some(rt) = self.store.load_runtime(id) else { return Ok(()) };
+        if store::is_same_process(rt.init_pid, rt.init_start) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while store::is_same_process(rt.supervisor_pid, rt.supervisor_start) {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(STOP_TIMEOUT, format!("the supervisor of {id} to exit")));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The supervisor normally does this; after a crash (lost sandbox) we do.
+        while store::is_same_process(rt.init_pid, rt.init_start) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(STOP_TIMEOUT, format!("pid 1 of {id} to exit")));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        crate::cgroup::remove(&rt.cgroups).map_err(|e| Error::backend("remove cgroups", e))?;
+        let _ = std::fs::remove_file(self.layout().socket(id));
+        let _ = std::fs::remove_file(self.layout().runtime(id));
+        Ok(())
+    }
+
+    async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
+        let record = self.store.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_exec() {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "this".into(),
+                needed: "running".into(),
+            });
+        }
+        UnixStream::connect(self.layout().socket(id))
+            .await
+            .map_err(|e| Error::backend(format!("connect to sandbox {id}"), e))
+    }
+}
+
+#[async_trait]
+impl Driver for NativeDriver {
+    fn name(&self) -> &'static str {
+        DRIVER
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        self.check_spec(&spec)?;
+        let record = {
+            let _lock = self.store.lock()?;
+            if let Some(name) = &spec.name {
+                if self.store.list()?.iter().any(|r| &r.name == name) {
+                    return Err(Error::NameTaken(name.clone()));
+                }
+            }
+            let id = random_id()?;
+            let record = Record {
+                name: spec.name.clone().unwrap_or_else(|| id.to_string()),
+                idmap: IdMap::for_sandbox(&id, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+                id,
+                status: SandboxStatus::Creating,
+                created_at: now_secs(),
+                spec,
+                agent: self.agent.clone(),
+            };
+            self.store.save(&record)?;
+            record
+        };
+        if let Err(e) = self.launch(&record).await {
+            let _ = self.halt(&record.id).await;
+            let _ = crate::supervisor::remove_tree(&self.layout().sandbox_dir(&record.id));
+            let _ = self.store.remove(&record.id);
+            return Err(e);
+        }
+        let mut record = record;
+        record.status = SandboxStatus::Running;
+        self.store.save(&record)?;
+        Ok(self.info(&record))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        Ok(self.store.list()?.iter().map(|r| self.info(r)).collect())
+    }
+
+    async fn get(&self, id_or_name: &str) -> Result<SandboxInfo> {
+        Ok(self.info(&self.store.resolve(id_or_name)?))
+    }
+
+    async fn stop(&self, id: &SandboxId) -> Result<()> {
+        let mut record = self.store.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_stop() && status != SandboxStatus::Lost {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "stop".into(),
+                needed: "running".into(),
+            });
+        }
+        self.halt(id).await?;
+        record.status = SandboxStatus::Stopped;
+        self.store.save(&record)
+    }
+
+    async fn start(&self, id: &SandboxId) -> Result<()> {
+        let mut record = self.store.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_start() {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "start".into(),
+                needed: "stopped".into(),
+            });
+        }
+        self.halt(id).await?;
+        self.launch(&record).await?;
+        record.status = SandboxStatus::Running;
+        self.store.save(&record)
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        let record = self.store.load(id)?;
+        self.halt(id).await?;
+        crate::supervisor::remove_tree(&self.layout().sandbox_dir(&record.id))
+            .map_err(|e| Error::backend("remove sandbox files", e))?;
+        let _ = std::fs::remove_file(self.layout().log(id));
+        self.store.remove(id)
+    }
+
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
+        req.validate()?;
+        let conn = self.connect(id).await?;
+        stockade_proto::client::exec(conn, req).await
+    }
+
+    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::file(conn, op).await
+    }
+
+    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+        let record = self.store.load(id)?;
+        if let (SandboxStatus::Running, Some(rt)) = self.live_status(&record) {
+            if let Some(stats) = crate::cgroup::stats(&rt.cgroup_version, &rt.cgroups) {
+                return Ok(stats);
+            }
+        }
+        let conn = self.connect(id).await?;
+        stockade_proto::client::stats(conn).await
+    }
+}

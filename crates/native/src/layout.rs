@@ -1,0 +1,101 @@
+//! Where things live under `$STOCKADE_HOME`:
+//!
+//! ```text
+//! records/ID.json        the sandbox record (root only, 0600)
+//! run/ID.sock            the agent's socket        run/ID.log  the supervisor's log
+//! run/ID.runtime.json    pids of the live supervisor and pid 1
+//! sandboxes/ID/          owned by the sandbox's root uid, 0700:
+//!     upper/ work/       the overlay's writable layer
+//!     workspace/         /workspace unless a host dir is mounted there
+//!     root/              the overlay mount point
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use stockade_core::SandboxId;
+
+/// Paths under one Stockade home.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub home: PathBuf,
+}
+
+impl Layout {
+    /// `$STOCKADE_HOME`, else `/var/lib/stockade` for root, else `~/.local/share/stockade`.
+    pub fn from_env() -> Self {
+        if let Some(home) = std::env::var_os("STOCKADE_HOME").filter(|h| !h.is_empty()) {
+            return Layout { home: PathBuf::from(home) };
+        }
+        if nix::unistd::geteuid().is_root() {
+            return Layout { home: PathBuf::from("/var/lib/stockade") };
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        Layout { home: base.join("stockade") }
+    }
+
+    pub fn at(home: impl Into<PathBuf>) -> Self {
+        Layout { home: home.into() }
+    }
+
+    pub fn records(&self) -> PathBuf {
+        self.home.join("records")
+    }
+    pub fn record(&self, id: &SandboxId) -> PathBuf {
+        self.records().join(format!("{id}.json"))
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+    pub fn socket(&self, id: &SandboxId) -> PathBuf {
+        self.run_dir().join(format!("{id}.sock"))
+    }
+    pub fn log(&self, id: &SandboxId) -> PathBuf {
+        self.run_dir().join(format!("{id}.log"))
+    }
+    pub fn runtime(&self, id: &SandboxId) -> PathBuf {
+        self.run_dir().join(format!("{id}.runtime.json"))
+    }
+    pub fn sandboxes(&self) -> PathBuf {
+        self.home.join("sandboxes")
+    }
+    pub fn sandbox_dir(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes().join(id.as_str())
+    }
+    pub fn upper(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("upper")
+    }
+    pub fn work(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("work")
+    }
+    pub fn workspace(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("workspace")
+    }
+    pub fn root(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("root")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.home.join("lock")
+    }
+
+    /// Creates the top-level directories with their modes: records and run are private; the
+    /// sandboxes dir is traversable (0711) so each sandbox's unprivileged root can reach its own
+    /// directory, but not list the others.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for (dir, mode) in
+            [(self.home.as_path(), 0o711), (&self.records(), 0o700), (&self.run_dir(), 0o700), (&self.sandboxes(), 0o711)]
+        {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+}
+
+/// True when `path` is `base` or below it.
+pub fn is_within(path: &Path, base: &Path) -> bool {
+    path.starts_with(base)
+}

@@ -1,0 +1,350 @@
+//! The supervisor: one small process per running sandbox, started detached by the driver
+//! (`stockade-agent supervise HOME ID`). It builds the sandbox, reports `ready PID` or
+//! `error MESSAGE` on its stdout, then waits for the sandbox's pid 1. When pid 1 exits (stop,
+//! destroy, TTL, or a crash) it removes the cgroups and the socket and exits itself.
+//!
+//! Sequence: cgroups → directories → listening socket → `clone(NEWUSER|NEWPID)` → the parent writes
+//! the id maps and joins the child to the cgroups → the child unshares mount, ipc, uts, cgroup and
+//! net namespaces, applies the mount plan, and `fexecve`s the agent, which inherits the socket.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{Gid, Pid, Uid};
+use stockade_core::{NetworkMode, SandboxId};
+use stockade_sys::{Forked, LinuxSyscalls};
+
+use crate::cgroup::{self, CgroupHost};
+use crate::layout::Layout;
+use crate::mount_plan::{self, MountInputs};
+use crate::store::{self, Record, Runtime, Store};
+
+/// Entry point of `stockade-agent supervise HOME ID`; returns the process exit code.
+pub fn main(home: &Path, id: &str) -> i32 {
+    let _ = nix::unistd::setsid();
+    let layout = Layout::at(home);
+    let store = Store::new(layout.clone());
+    let mut ready = std::io::stdout();
+    let record = match SandboxId::parse(id).and_then(|id| store.load(&id)) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(ready, "error {e}");
+            return 1;
+        }
+    };
+    if let Ok(log) = std::fs::OpenOptions::new().create(true).append(true).open(layout.log(&record.id)) {
+        let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+    }
+    let sandbox = match start(&layout, &record) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("supervisor {}: {e}", record.id);
+            let _ = writeln!(ready, "error {e}");
+            return 1;
+        }
+    };
+    let runtime = Runtime {
+        supervisor_pid: std::process::id() as i32,
+        supervisor_start: store::process_start_time(std::process::id() as i32).unwrap_or(0),
+        init_pid: sandbox.init.as_raw(),
+        init_start: store::process_start_time(sandbox.init.as_raw()).unwrap_or(0),
+        cgroups: sandbox.cgroups.clone(),
+        cgroup_version: sandbox.cgroup_version.to_owned(),
+        network: if record.spec.network == NetworkMode::None { "private".into() } else { "host".into() },
+    };
+    if let Err(e) = store.save_runtime(&record.id, &runtime) {
+        let _ = writeln!(ready, "error {e}");
+        let _ = nix::sys::signal::kill(sandbox.init, nix::sys::signal::SIGKILL);
+    } else {
+        let _ = writeln!(ready, "ready {}", sandbox.init);
+    }
+    let _ = ready.flush();
+    // The driver is done listening; from here on stdout is the log too.
+    let _ = nix::unistd::dup2(2, 1);
+
+    let expired = Arc::new(AtomicBool::new(false));
+    if let Some(ttl) = record.spec.ttl {
+        let created = UNIX_EPOCH + Duration::from_secs(record.created_at);
+        let left = (created + ttl).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let (init, expired) = (sandbox.init, Arc::clone(&expired));
+        std::thread::spawn(move || {
+            std::thread::sleep(left);
+            expired.store(true, Ordering::SeqCst);
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+        });
+    }
+    loop {
+        match waitpid(sandbox.init, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(status) => {
+                eprintln!("supervisor {}: pid 1 ended: {status:?}", record.id);
+                break;
+            }
+            Err(e) => {
+                eprintln!("supervisor {}: waitpid: {e}", record.id);
+                break;
+            }
+        }
+    }
+    if let Err(e) = cgroup::remove(&sandbox.cgroups) {
+        eprintln!("supervisor {}: {e}", record.id);
+    }
+    let _ = std::fs::remove_file(layout.socket(&record.id));
+    let _ = std::fs::remove_file(layout.runtime(&record.id));
+    if expired.load(Ordering::SeqCst) {
+        eprintln!("supervisor {}: ttl expired, destroying", record.id);
+        let _ = remove_tree(&layout.sandbox_dir(&record.id));
+        let _ = store.remove(&record.id);
+        let _ = std::fs::remove_file(layout.log(&record.id));
+    }
+    0
+}
+
+struct Started {
+    init: Pid,
+    cgroups: Vec<std::path::PathBuf>,
+    cgroup_version: &'static str,
+}
+
+fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{context}: {e}"))
+}
+
+/// Builds the sandbox and returns once the agent runs (or with why it could not).
+fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
+    let id = &record.id;
+    let spec = &record.spec;
+    let cg_host = CgroupHost::detect();
+    let cgroups = cg_host.create(id.as_str(), &spec.resources).map_err(|e| io_err("cgroups", e))?;
+    let result = start_in_cgroups(layout, record, &cgroups);
+    match result {
+        Ok(init) => Ok(Started { init, cgroups, cgroup_version: cg_host.version() }),
+        Err(e) => {
+            let _ = cgroup::remove(&cgroups);
+            Err(e)
+        }
+    }
+}
+
+fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::PathBuf]) -> std::io::Result<Pid> {
+    let id = &record.id;
+    let spec = &record.spec;
+    let map = record.idmap;
+    let own_uid = Uid::from_raw(map.host_uid);
+    let own_gid = Gid::from_raw(map.host_gid);
+
+    // Directories: the sandbox's own tree belongs to its root uid.
+    let sandbox_dir = layout.sandbox_dir(id);
+    for dir in [sandbox_dir.clone(), layout.upper(id), layout.work(id), layout.workspace(id), layout.root(id)] {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
+        nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
+    }
+    std::fs::set_permissions(&sandbox_dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
+
+    let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
+    let workdir_mounted = spec.mounts.iter().any(|m| m.sandbox == Path::new(&spec.workdir));
+    let inputs = MountInputs {
+        lower: lower.clone(),
+        upper: layout.upper(id),
+        work: layout.work(id),
+        root: layout.root(id),
+        workspace: (!workdir_mounted).then(|| layout.workspace(id)),
+        workdir: spec.workdir.clone().into(),
+        binds: spec.mounts.iter().map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only)).collect(),
+        masks: vec![layout.home.clone()],
+        own_netns: spec.network == NetworkMode::None,
+    };
+    // Mount points the sandbox's root could not create itself go in the upper layer now.
+    for (point, is_dir) in mount_plan::mount_points(&inputs) {
+        if mount_plan::inside(&lower, &point).exists() {
+            continue;
+        }
+        let in_upper = mount_plan::inside(&layout.upper(id), &point);
+        if let Some(parent) = in_upper.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
+        }
+        let made = if is_dir { std::fs::create_dir_all(&in_upper) } else { std::fs::File::create(&in_upper).map(drop) };
+        made.map_err(|e| io_err(in_upper.display(), e))?;
+        nix::unistd::chown(&in_upper, Some(own_uid), Some(own_gid)).map_err(|e| io_err(in_upper.display(), e))?;
+    }
+    let steps = mount_plan::plan(&inputs);
+    let overlay = mount_plan::overlay_steps(&inputs);
+    // As host root, mount the overlay here, in a mount namespace of our own (see overlay_steps);
+    // unprivileged, the child mounts it inside its user namespace (a --rootfs dir allows that).
+    let host_root = nix::unistd::geteuid().is_root();
+    if host_root {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io_err("unshare mount namespace", e))?;
+        mount_plan::apply(&overlay, &LinuxSyscalls).map_err(|e| io_err("overlay", e))?;
+    }
+    let steps = if host_root { steps } else { overlay.into_iter().chain(steps).collect() };
+
+    let socket_path = layout.socket(id);
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(|e| io_err(socket_path.display(), e))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
+    let listen_fd = OwnedFd::from(listener);
+    let agent = std::fs::File::open(&record.agent).map_err(|e| io_err(record.agent.display(), e))?;
+
+    let agent_config = serde_json::json!({ "workdir": spec.workdir, "env": spec.env, "user": spec.user }).to_string();
+    let hostname = record.name.clone();
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
+
+    let child = ChildSetup {
+        own_netns: spec.network == NetworkMode::None,
+        setgroups_allowed: !map.needs_setgroups_deny(),
+        hostname,
+        steps,
+        listen_fd,
+        agent,
+        agent_config,
+    };
+    match stockade_sys::clone_namespaces(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID)
+        .map_err(|e| io_err("clone (user and pid namespaces)", e))?
+    {
+        Forked::Child => {
+            drop((go_w, done_r));
+            child_main(child, go_r, done_w)
+        }
+        Forked::Parent(pid) => {
+            drop((go_r, done_w, child));
+            let parent = || -> std::io::Result<()> {
+                let proc_dir = format!("/proc/{pid}");
+                if map.needs_setgroups_deny() {
+                    std::fs::write(format!("{proc_dir}/setgroups"), "deny").map_err(|e| io_err("setgroups", e))?;
+                }
+                std::fs::write(format!("{proc_dir}/uid_map"), map.uid_map()).map_err(|e| io_err("uid_map", e))?;
+                std::fs::write(format!("{proc_dir}/gid_map"), map.gid_map()).map_err(|e| io_err("gid_map", e))?;
+                cgroup::add_process(cgroups, pid.as_raw())?;
+                nix::unistd::write(&go_w, b"g").map_err(|e| io_err("start child", e))?;
+                Ok(())
+            };
+            if let Err(e) = parent() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+            let mut report = String::new();
+            let _ = std::fs::File::from(done_r).read_to_string(&mut report);
+            if !report.is_empty() {
+                let _ = waitpid(pid, None);
+                return Err(std::io::Error::other(report));
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// What the child needs; computed before the clone.
+struct ChildSetup {
+    own_netns: bool,
+    setgroups_allowed: bool,
+    hostname: String,
+    steps: Vec<mount_plan::Step>,
+    listen_fd: OwnedFd,
+    agent: std::fs::File,
+    agent_config: String,
+}
+
+/// Runs in the new user and pid namespaces as pid 1. Never returns: ends in the agent, or exits
+/// after writing what failed to `done`.
+fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        let _ = nix::unistd::write(&done, format!("{what}: {e}").as_bytes());
+        stockade_sys::exit_now(1)
+    };
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL);
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(go.as_raw_fd(), &mut byte), Ok(1)) {
+        stockade_sys::exit_now(1);
+    }
+    drop(go);
+    if setup.setgroups_allowed {
+        if let Err(e) = nix::unistd::setgroups(&[]) {
+            fail("setgroups", &e);
+        }
+    }
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    if let Err(e) = nix::unistd::setresgid(root_gid, root_gid, root_gid) {
+        fail("become root in the user namespace (gid)", &e);
+    }
+    if let Err(e) = nix::unistd::setresuid(root_uid, root_uid, root_uid) {
+        fail("become root in the user namespace (uid)", &e);
+    }
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
+    if setup.own_netns {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::unshare(flags) {
+        fail("unshare mount/ipc/uts/cgroup/net namespaces", &e);
+    }
+    if let Err(e) = nix::unistd::sethostname(&setup.hostname) {
+        fail("sethostname", &e);
+    }
+    if setup.own_netns {
+        if let Err(e) = stockade_sys::loopback_up() {
+            fail("bring up loopback", &e);
+        }
+    }
+    if let Err(e) = mount_plan::apply(&setup.steps, &LinuxSyscalls) {
+        fail("mount", &e);
+    }
+    // The socket must survive execve; everything else we hold is close-on-exec.
+    if let Err(e) = nix::fcntl::fcntl(
+        setup.listen_fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    ) {
+        fail("socket", &e);
+    }
+    let to_c = |s: String| CString::new(s).unwrap_or_default();
+    let argv = [
+        to_c("stockade-agent".into()),
+        to_c("init".into()),
+        to_c("--listen-fd".into()),
+        to_c(setup.listen_fd.as_raw_fd().to_string()),
+    ];
+    let envp = [to_c(format!("{}={}", "STOCKADE_AGENT_CONFIG", setup.agent_config))];
+    let err = match nix::unistd::fexecve(setup.agent.as_fd().as_raw_fd(), &argv, &envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    fail("exec agent", &err)
+}
+
+/// `rm -rf` that also gets through directories the sandbox made unwritable.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path.display(), e)),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    if meta.is_dir() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}

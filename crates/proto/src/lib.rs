@@ -1,0 +1,210 @@
+//! The agent protocol: how a host talks to the Stockade agent inside a sandbox over one stream
+//! (a unix socket for the native driver, the same socket bind-mounted for container drivers).
+//!
+//! A frame is `u32 header_len, u32 payload_len` (little endian), a JSON header, then raw payload
+//! bytes. Headers are small and readable; bulk bytes (output chunks, file contents, stdin) travel
+//! as payload so nothing is base64'd or escaped. One connection carries one exec, or any number
+//! of file/stats requests one after another.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use stockade_core::{Error, ExecExit, ExecRequest, FileOp, FileReply, OutputStream, Stats, TtySize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest JSON header accepted.
+pub const MAX_HEADER: usize = 1 << 20;
+/// Largest payload accepted (one file read or write).
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+/// Host → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Request {
+    /// Start a command; the connection then belongs to this exec.
+    Exec { req: ExecRequest },
+    /// Payload: bytes for the exec's stdin.
+    Stdin,
+    CloseStdin,
+    Resize { size: TtySize },
+    /// Kill the exec's whole process tree.
+    Kill,
+    /// A file operation; the payload is the data of a write.
+    File { op: FileOp },
+    Stats,
+    Ping,
+}
+
+/// Agent → host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Reply {
+    Started { seq: u64, pid: u32 },
+    /// Payload: the bytes.
+    Output { seq: u64, stream: OutputStream },
+    Exited { seq: u64, exit: ExecExit },
+    /// The payload is the data of a read.
+    File { reply: FileReply },
+    Stats { stats: Stats },
+    Pong { version: u32, pid: u32 },
+    Error { kind: String, message: String, path: Option<String> },
+}
+
+impl Reply {
+    /// The wire form of an error.
+    pub fn from_error(err: &Error) -> Reply {
+        let path = match err {
+            Error::File { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        let message = match err {
+            Error::File { reason, .. } => reason.clone(),
+            Error::CommandNotFound(what) => what.clone(),
+            other => other.to_string(),
+        };
+        Reply::Error { kind: err.kind().to_owned(), message, path }
+    }
+}
+
+/// Turns a wire error back into a typed one.
+pub fn error_from_wire(kind: &str, message: String, path: Option<String>) -> Error {
+    match (kind, path) {
+        ("command_not_found", _) => Error::CommandNotFound(message),
+        ("file", Some(path)) => Error::File { path, reason: message },
+        ("invalid", _) => Error::invalid("request", message),
+        ("timeout", _) => Error::Timeout(std::time::Duration::ZERO, message),
+        _ => Error::backend("agent", message),
+    }
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame<H> {
+    pub header: H,
+    pub payload: Vec<u8>,
+}
+
+/// Framing errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame too large: {0} bytes")]
+    TooLarge(usize),
+    #[error("bad header: {0}")]
+    BadHeader(#[from] serde_json::Error),
+}
+
+impl From<ProtoError> for Error {
+    fn from(e: ProtoError) -> Self {
+        Error::backend("agent connection", e)
+    }
+}
+
+/// Writes one frame. The caller flushes when it wants the bytes on the wire.
+pub async fn write_frame<W, H>(w: &mut W, header: &H, payload: &[u8]) -> Result<(), ProtoError>
+where
+    W: AsyncWrite + Unpin,
+    H: Serialize,
+{
+    let head = serde_json::to_vec(header)?;
+    if head.len() > MAX_HEADER {
+        return Err(ProtoError::TooLarge(head.len()));
+    }
+    if payload.len() > MAX_PAYLOAD {
+        return Err(ProtoError::TooLarge(payload.len()));
+    }
+    let mut prefix = [0u8; 8];
+    prefix[..4].copy_from_slice(&(head.len() as u32).to_le_bytes());
+    prefix[4..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    if payload.len() < 64 * 1024 {
+        // One write for the common small frame keeps latency down.
+        let mut buf = Vec::with_capacity(8 + head.len() + payload.len());
+        buf.extend_from_slice(&prefix);
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(payload);
+        w.write_all(&buf).await?;
+    } else {
+        w.write_all(&prefix).await?;
+        w.write_all(&head).await?;
+        w.write_all(payload).await?;
+    }
+    Ok(())
+}
+
+/// Reads one frame; [`ProtoError::Closed`] on a clean end of stream between frames.
+pub async fn read_frame<R, H>(r: &mut R) -> Result<Frame<H>, ProtoError>
+where
+    R: AsyncRead + Unpin,
+    H: for<'de> Deserialize<'de>,
+{
+    let mut prefix = [0u8; 8];
+    let mut got = 0;
+    while got < prefix.len() {
+        let n = r.read(&mut prefix[got..]).await?;
+        if n == 0 {
+            return Err(if got == 0 {
+                ProtoError::Closed
+            } else {
+                ProtoError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        got += n;
+    }
+    let head_len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let payload_len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]) as usize;
+    if head_len > MAX_HEADER {
+        return Err(ProtoError::TooLarge(head_len));
+    }
+    if payload_len > MAX_PAYLOAD {
+        return Err(ProtoError::TooLarge(payload_len));
+    }
+    let mut head = vec![0u8; head_len];
+    r.read_exact(&mut head).await?;
+    let mut payload = vec![0u8; payload_len];
+    r.read_exact(&mut payload).await?;
+    Ok(Frame { header: serde_json::from_slice(&head)?, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let big = vec![7u8; 200_000];
+        write_frame(&mut a, &Reply::Output { seq: 3, stream: OutputStream::Stderr }, &big).await.unwrap();
+        write_frame(&mut a, &Request::Ping, &[]).await.unwrap();
+        drop(a);
+        let f: Frame<Reply> = read_frame(&mut b).await.unwrap();
+        assert_eq!(f.header, Reply::Output { seq: 3, stream: OutputStream::Stderr });
+        assert_eq!(f.payload, big);
+        let f: Frame<Request> = read_frame(&mut b).await.unwrap();
+        assert_eq!(f.header, Request::Ping);
+        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn oversized_header_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let _ = a.write_all(&(u32::MAX).to_le_bytes()).await;
+            let _ = a.write_all(&0u32.to_le_bytes()).await;
+        });
+        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::TooLarge(_))));
+    }
+
+    #[test]
+    fn errors_keep_their_kind() {
+        let e = Error::File { path: "/x".into(), reason: "No such file".into() };
+        let Reply::Error { kind, message, path } = Reply::from_error(&e) else { panic!() };
+        let back = error_from_wire(&kind, message, path);
+        assert_eq!(back.to_string(), "/x: No such file");
+    }
+}
+
+pub mod client;
