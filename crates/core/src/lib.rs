@@ -12,7 +12,7 @@ pub mod parse;
 pub mod sandbox;
 pub mod stats;
 
-pub use driver::{Driver, ExecControl, ExecSession, ExecStream};
+pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream};
 pub use error::{Error, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
 pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};

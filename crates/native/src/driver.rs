@@ -305,7 +305,11 @@ impl Driver for NativeDriver {
         };
         if let Err(e) = self.launch(&record).await {
             let _ = self.halt(&record.id).await;
-            let _ = crate::supervisor::remove_tree(&self.layout().sandbox_dir(&record.id));
+            let l = self.layout();
+            let _ = crate::supervisor::remove_tree(&l.sandbox_dir(&record.id));
+            for leftover in [l.socket(&record.id), l.runtime(&record.id), l.log(&record.id)] {
+                let _ = std::fs::remove_file(leftover);
+            }
             let _ = self.store.remove(&record.id);
             return Err(e);
         }

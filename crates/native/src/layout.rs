@@ -7,6 +7,7 @@
 //! sandboxes/ID/          owned by the sandbox's root uid, 0700:
 //!     upper/ work/       the overlay's writable layer
 //!     workspace/         /workspace unless a host dir is mounted there
+//!     home/              /root, the sandbox root's home
 //!     root/              the overlay mount point
 //! ```
 
@@ -72,6 +73,10 @@ impl Layout {
     }
     pub fn workspace(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("workspace")
+    }
+    /// Root's home (`/root` inside), kept apart so the host's `/root` never shows through.
+    pub fn home_dir(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("home")
     }
     pub fn root(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("root")

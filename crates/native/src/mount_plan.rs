@@ -31,6 +31,8 @@ pub struct MountInputs {
     pub workspace: Option<PathBuf>,
     /// The sandbox's workdir, where `workspace` is mounted.
     pub workdir: PathBuf,
+    /// Host dir mounted at `/root` (hides the host's `/root`).
+    pub root_home: PathBuf,
     /// User mounts: (host, sandbox path, read-only).
     pub binds: Vec<(PathBuf, PathBuf, bool)>,
     /// Host paths that must not show through the lower layer (the Stockade home).
@@ -70,7 +72,7 @@ pub fn inside(root: &Path, path: &Path) -> PathBuf {
 /// The supervisor makes them in the upper layer beforehand.
 pub fn mount_points(inputs: &MountInputs) -> Vec<(PathBuf, bool)> {
     let mut points: Vec<(PathBuf, bool)> =
-        ["/proc", "/dev", "/tmp", "/sys"].iter().map(|p| (PathBuf::from(p), true)).collect();
+        ["/proc", "/dev", "/tmp", "/sys", "/root"].iter().map(|p| (PathBuf::from(p), true)).collect();
     if inputs.workspace.is_some() {
         points.push((inputs.workdir.clone(), true));
     }
@@ -172,6 +174,7 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
         steps.push(mount(Some(Path::new("/sys")), at("/sys"), None, MS_BIND | MS_REC, None));
         steps.push(mount(None, at("/sys"), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None));
     }
+    steps.push(mount(Some(&i.root_home), at("/root"), None, MS_BIND, None));
     if let Some(ws) = &i.workspace {
         steps.push(mount(Some(ws), inside(r, &i.workdir), None, MS_BIND | MS_REC, None));
     }
@@ -220,6 +223,7 @@ mod tests {
             root: "/s/root".into(),
             workspace: Some("/s/workspace".into()),
             workdir: "/workspace".into(),
+            root_home: "/s/home".into(),
             binds: vec![("/data".into(), "/mnt/data".into(), true)],
             masks: vec!["/var/lib/stockade".into()],
             own_netns: true,

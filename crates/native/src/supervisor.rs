@@ -143,7 +143,14 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
 
     // Directories: the sandbox's own tree belongs to its root uid.
     let sandbox_dir = layout.sandbox_dir(id);
-    for dir in [sandbox_dir.clone(), layout.upper(id), layout.work(id), layout.workspace(id), layout.root(id)] {
+    for dir in [
+        sandbox_dir.clone(),
+        layout.upper(id),
+        layout.work(id),
+        layout.workspace(id),
+        layout.home_dir(id),
+        layout.root(id),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
         nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
     }
@@ -159,6 +166,7 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
         root: layout.root(id),
         workspace: (!workdir_mounted).then(|| layout.workspace(id)),
         workdir: spec.workdir.clone().into(),
+        root_home: layout.home_dir(id),
         binds: spec.mounts.iter().map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only)).collect(),
         masks: vec![layout.home.clone()],
         own_netns: spec.network == NetworkMode::None,

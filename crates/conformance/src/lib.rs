@@ -1,0 +1,407 @@
+//! The conformance suite: what every driver must do the same way. Each case is an async function
+//! over a [`Harness`]; [`conformance_suite!`] stamps out one `#[test]` per case for a driver, the
+//! way ripgrep's `rgtest!` does for its flags. A driver is done when the whole suite passes.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use stockade_core::{
+    Driver, Error, ExecEvent, ExecOutput, ExecRequest, FileKind, OutputStream, SandboxId, SandboxSpec, SandboxStatus,
+    TtySize,
+};
+
+/// What a driver's test file provides.
+pub trait Harness: Send + Sync {
+    /// A fresh driver instance (a new one each call, as a second process would make).
+    fn driver(&self) -> Arc<dyn Driver>;
+    /// A spec for a plain sandbox of this driver.
+    fn spec(&self) -> SandboxSpec;
+}
+
+/// Stamps out the suite for one driver: `conformance_suite!(make_harness);` where
+/// `make_harness() -> Option<H>` returns `None` (after printing why) when the driver cannot run
+/// here. Under `CI=true` a `None` fails the test instead of skipping it.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance_suite!(@cases $make;
+            stdout_and_stderr_stay_apart_and_in_order,
+            exit_codes_and_signals,
+            env_and_cwd,
+            stdin_streams_in,
+            timeout_kills_tree_with_setsid_grandchild,
+            kill_ends_the_tree,
+            sequence_numbers_are_contiguous,
+            tty_mode,
+            command_not_found_is_an_error,
+            file_round_trips,
+            file_errors_name_the_path,
+            hundred_megabytes_of_output,
+            twenty_concurrent_execs,
+            fifty_sandboxes_at_once,
+            reattach_by_id_from_a_new_driver,
+            stop_start_keeps_files,
+            stats_report_usage,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let Some(h) = $make() else { return };
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+                rt.block_on($crate::cases::$case(&h));
+            }
+        )*
+    };
+}
+
+/// Prints why a driver is skipped; panics instead when `CI=true`.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and this test cannot run: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// A sandbox that is destroyed when the case ends, even when it fails.
+pub struct Sandbox {
+    pub driver: Arc<dyn Driver>,
+    pub id: SandboxId,
+}
+
+impl Sandbox {
+    pub async fn new(h: &dyn Harness) -> Sandbox {
+        Sandbox::with_spec(h, h.spec()).await
+    }
+
+    pub async fn with_spec(h: &dyn Harness, spec: SandboxSpec) -> Sandbox {
+        let driver = h.driver();
+        let info = driver.create(spec).await.expect("create sandbox");
+        Sandbox { driver, id: info.id }
+    }
+
+    /// Runs `sh -c script` to the end.
+    pub async fn sh(&self, script: &str) -> ExecOutput {
+        self.run(ExecRequest::new(["sh", "-c", script])).await
+    }
+
+    pub async fn run(&self, req: ExecRequest) -> ExecOutput {
+        self.driver.exec(&self.id, req).await.expect("start exec").output().await.expect("exec output")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let (driver, id) = (Arc::clone(&self.driver), self.id.clone());
+        // Destroy on a separate thread with its own runtime: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let _ = rt.block_on(driver.destroy(&id));
+        })
+        .join();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub mod cases {
+    use super::*;
+
+    pub async fn stdout_and_stderr_stay_apart_and_in_order(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let out = sb.sh("i=0; while [ $i -lt 200 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done").await;
+        let expect = |p: &str| (0..200).map(|i| format!("{p}{i}\n")).collect::<String>();
+        assert_eq!(text(&out.stdout), expect("out"));
+        assert_eq!(text(&out.stderr), expect("err"));
+        assert_eq!(out.exit.code, Some(0));
+    }
+
+    pub async fn exit_codes_and_signals(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        assert_eq!(sb.sh("exit 0").await.exit.code, Some(0));
+        let three = sb.sh("exit 3").await.exit;
+        assert_eq!((three.code, three.signal, three.timed_out), (Some(3), None, false));
+        let killed = sb.sh("kill -TERM $$").await.exit;
+        assert_eq!((killed.code, killed.signal), (None, Some(15)));
+        assert_eq!(killed.shell_code(), 143);
+    }
+
+    pub async fn env_and_cwd(h: &dyn Harness) {
+        let mut spec = h.spec();
+        spec.env.insert("FROM_SPEC".into(), "spec".into());
+        spec.env.insert("OVERRIDE".into(), "spec".into());
+        let sb = Sandbox::with_spec(h, spec).await;
+        let out = sb.sh("pwd; echo $FROM_SPEC $OVERRIDE $FROM_REQ; echo $HOME").await;
+        assert_eq!(text(&out.stdout), "/workspace\nspec spec\n/root\n");
+        let mut req = ExecRequest::new(["sh", "-c", "pwd; echo $FROM_SPEC $OVERRIDE $FROM_REQ"]);
+        req.cwd = Some("/tmp".into());
+        req.env.insert("OVERRIDE".into(), "req".into());
+        req.env.insert("FROM_REQ".into(), "r".into());
+        assert_eq!(text(&sb.run(req).await.stdout), "/tmp\nspec req r\n");
+        // Nothing from the host's environment leaks in.
+        std::env::set_var("STOCKADE_CONFORMANCE_HOST_SECRET", "hunter2");
+        let env = text(&sb.sh("env").await.stdout);
+        assert!(!env.contains("hunter2"), "host env leaked: {env}");
+    }
+
+    pub async fn stdin_streams_in(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let mut req = ExecRequest::new(["sh", "-c", "cat; echo done >&2"]);
+        req.stdin = true;
+        let session = sb.driver.exec(&sb.id, req).await.unwrap();
+        let control = Arc::clone(&session.control);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(10_000) {
+                control.write_stdin(chunk).await.unwrap();
+            }
+            control.close_stdin().await.unwrap();
+        });
+        let out = session.output().await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(out.stdout.len(), payload.len());
+        assert!(out.stdout == payload, "stdin bytes came back changed");
+        assert_eq!(text(&out.stderr), "done\n");
+        // Without stdin, the command reads EOF at once.
+        assert_eq!(sb.sh("cat; echo eof").await.stdout, b"eof\n");
+    }
+
+    pub async fn timeout_kills_tree_with_setsid_grandchild(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let mut req = ExecRequest::new([
+            "sh",
+            "-c",
+            "setsid sh -c 'echo $$ > /tmp/grandchild; exec sleep 1000' & sleep 1000 & echo $! > /tmp/child; wait",
+        ]);
+        req.timeout = Some(Duration::from_millis(1500));
+        let started = std::time::Instant::now();
+        let out = sb.run(req).await;
+        assert!(out.exit.timed_out, "{:?}", out.exit);
+        assert_eq!(out.exit.signal, Some(9));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let check = sb
+            .sh("for f in /tmp/grandchild /tmp/child; do p=$(cat $f); if kill -0 $p 2>/dev/null; then echo alive $f; fi; done; ps -eo comm | grep -c '^sleep$' || true")
+            .await;
+        assert_eq!(text(&check.stdout), "0\n", "leftover processes: {}", text(&check.stdout));
+    }
+
+    pub async fn kill_ends_the_tree(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let session = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", "sleep 1000 & echo ready; wait"])).await.unwrap();
+        let mut events = session.events;
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                ExecEvent::Output { data, .. } if data.starts_with(b"ready") => break,
+                ExecEvent::Exited { .. } => panic!("exited early"),
+                _ => {}
+            }
+        }
+        session.control.kill().await.unwrap();
+        let exit = loop {
+            if let ExecEvent::Exited { exit, .. } = events.next().await.unwrap().unwrap() {
+                break exit;
+            }
+        };
+        assert_eq!(exit.signal, Some(9));
+        assert!(!exit.timed_out);
+        assert_eq!(text(&sb.sh("ps -eo comm | grep -c '^sleep$' || true").await.stdout), "0\n");
+    }
+
+    pub async fn sequence_numbers_are_contiguous(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let mut events = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", "seq 1 2000; seq 1 500 >&2"])).await.unwrap().events;
+        let mut expected = 0;
+        let mut started = false;
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            assert_eq!(e.seq(), expected, "gap or duplicate at {e:?}");
+            expected += 1;
+            match e {
+                ExecEvent::Started { pid, .. } => {
+                    assert!(pid > 0);
+                    started = true;
+                }
+                ExecEvent::Output { .. } => assert!(started),
+                ExecEvent::Exited { .. } => break,
+            }
+        }
+        assert!(expected >= 3);
+    }
+
+    pub async fn tty_mode(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let mut req = ExecRequest::new(["sh", "-c", "tty; stty size; echo $TERM"]);
+        req.tty = Some(TtySize { rows: 33, cols: 101 });
+        let out = sb.run(req).await;
+        let s = text(&out.stdout);
+        assert!(s.starts_with("/dev/pts/"), "{s:?}");
+        assert!(s.contains("33 101"), "{s:?}");
+        assert!(s.contains("xterm"), "{s:?}");
+        assert_eq!(out.exit.code, Some(0));
+        // Interactive: what we type comes back, and the shell exits when told.
+        let mut req = ExecRequest::new(["sh"]);
+        req.tty = Some(TtySize::default());
+        let session = sb.driver.exec(&sb.id, req).await.unwrap();
+        session.control.write_stdin(b"echo hi-$((40+2))\nexit 7\n").await.unwrap();
+        let out = session.output().await.unwrap();
+        assert!(text(&out.stdout).contains("hi-42"), "{}", text(&out.stdout));
+        assert_eq!(out.exit.code, Some(7));
+    }
+
+    pub async fn command_not_found_is_an_error(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let err = sb.driver.exec(&sb.id, ExecRequest::new(["no-such-command-xyz"])).await.err().unwrap();
+        assert!(matches!(err, Error::CommandNotFound(_)), "{err:?}");
+        assert!(err.to_string().contains("no-such-command-xyz"));
+        let mut req = ExecRequest::new(["true"]);
+        req.cwd = Some("/no/such/dir".into());
+        let err = sb.driver.exec(&sb.id, req).await.err().unwrap();
+        assert!(err.to_string().contains("/no/such/dir"), "{err}");
+        // The sandbox is still fine afterwards.
+        assert_eq!(sb.sh("echo ok").await.stdout, b"ok\n");
+    }
+
+    pub async fn file_round_trips(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let d = &sb.driver;
+        let binary: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        d.mkdir(&sb.id, "/workspace/a/b/c").await.unwrap();
+        d.write_file(&sb.id, "/workspace/a/b/c/bin", binary.clone(), 0o600).await.unwrap();
+        d.write_file(&sb.id, "/workspace/empty", Vec::new(), 0o644).await.unwrap();
+        d.write_file(&sb.id, "/workspace/run.sh", b"#!/bin/sh\necho ran\n".to_vec(), 0o755).await.unwrap();
+        assert!(d.read_file(&sb.id, "/workspace/a/b/c/bin").await.unwrap() == binary);
+        assert_eq!(d.read_file(&sb.id, "/workspace/empty").await.unwrap(), Vec::<u8>::new());
+        let st = d.stat(&sb.id, "/workspace/a/b/c/bin").await.unwrap();
+        assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 1 << 20, 0o600));
+        assert_eq!(d.stat(&sb.id, "/workspace/a").await.unwrap().kind, FileKind::Dir);
+        // What the API wrote, a command sees, and the reverse.
+        assert_eq!(sb.sh("./run.sh; sha256sum < a/b/c/bin | cut -c1-16").await.stdout.len(), 4 + 17);
+        sb.sh("printf 'from exec' > /workspace/made-by-exec").await;
+        assert_eq!(d.read_file(&sb.id, "/workspace/made-by-exec").await.unwrap(), b"from exec");
+        // Overwrite is atomic and replaces the whole file.
+        d.write_file(&sb.id, "/workspace/empty", b"now full".to_vec(), 0o644).await.unwrap();
+        assert_eq!(d.read_file(&sb.id, "/workspace/empty").await.unwrap(), b"now full");
+        d.rename(&sb.id, "/workspace/empty", "/workspace/renamed").await.unwrap();
+        let names: Vec<String> = d.list_dir(&sb.id, "/workspace").await.unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["a", "made-by-exec", "renamed", "run.sh"]);
+        d.remove(&sb.id, "/workspace/a", true).await.unwrap();
+        d.remove(&sb.id, "/workspace/renamed", false).await.unwrap();
+        let names: Vec<String> = d.list_dir(&sb.id, "/workspace").await.unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["made-by-exec", "run.sh"]);
+    }
+
+    pub async fn file_errors_name_the_path(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let err = sb.driver.read_file(&sb.id, "/workspace/missing").await.unwrap_err();
+        assert_eq!(err.to_string(), "/workspace/missing: no such file or directory");
+        let err = sb.driver.write_file(&sb.id, "/no/such/dir/f", vec![1], 0o644).await.unwrap_err();
+        assert!(err.to_string().starts_with("/no/such/dir/f:"), "{err}");
+        let err = sb.driver.read_file(&sb.id, "relative").await.unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+    }
+
+    pub async fn hundred_megabytes_of_output(h: &dyn Harness) {
+        use sha2::Digest;
+        let sb = Sandbox::new(h).await;
+        let script = "head -c 100000000 /dev/urandom | tee /tmp/sent; sha256sum < /tmp/sent | cut -c1-64 >&2";
+        let mut events = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", script])).await.unwrap().events;
+        let mut received = 0usize;
+        let mut hasher = sha2::Sha256::new();
+        let mut stderr = Vec::new();
+        let run = async {
+            while let Some(e) = events.next().await {
+                match e.unwrap() {
+                    ExecEvent::Output { stream: OutputStream::Stdout, data, .. } => {
+                        received += data.len();
+                        hasher.update(&data);
+                    }
+                    ExecEvent::Output { stream: OutputStream::Stderr, data, .. } => stderr.extend(data),
+                    ExecEvent::Exited { exit, .. } => return exit,
+                    _ => {}
+                }
+            }
+            panic!("no exit event");
+        };
+        let exit = tokio::time::timeout(Duration::from_secs(300), run).await.expect("100 MB of output deadlocked");
+        assert_eq!(exit.code, Some(0));
+        assert_eq!(received, 100_000_000);
+        let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text(&stderr).trim(), digest, "bytes were lost or changed on the way");
+    }
+
+    pub async fn twenty_concurrent_execs(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let runs = (0..20).map(|i| {
+            let (d, id) = (Arc::clone(&sb.driver), sb.id.clone());
+            async move {
+                let req = ExecRequest::new(["sh", "-c", &format!("sleep 0.3; echo {i}; echo e{i} >&2; exit {}", i % 7)]);
+                d.exec(&id, req).await.unwrap().output().await.unwrap()
+            }
+        });
+        let started = std::time::Instant::now();
+        let outs = futures::future::join_all(runs).await;
+        for (i, out) in outs.iter().enumerate() {
+            assert_eq!(text(&out.stdout), format!("{i}\n"));
+            assert_eq!(text(&out.stderr), format!("e{i}\n"));
+            assert_eq!(out.exit.code, Some(i as i32 % 7));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "execs ran one after another");
+    }
+
+    pub async fn fifty_sandboxes_at_once(h: &dyn Harness) {
+        let creates = (0..50).map(|_| Sandbox::new(h));
+        let sandboxes = futures::future::join_all(creates).await;
+        let runs = sandboxes.iter().enumerate().map(|(i, sb)| async move {
+            sb.sh(&format!("echo {i} > /workspace/n; cat /workspace/n; hostname")).await
+        });
+        let outs = futures::future::join_all(runs).await;
+        let mut hostnames = std::collections::BTreeSet::new();
+        for (i, out) in outs.iter().enumerate() {
+            let s = text(&out.stdout);
+            let mut lines = s.lines();
+            assert_eq!(lines.next(), Some(i.to_string().as_str()));
+            hostnames.insert(lines.next().unwrap_or_default().to_owned());
+        }
+        assert_eq!(hostnames.len(), 50, "each sandbox has its own hostname");
+        let ids: std::collections::BTreeSet<_> = sandboxes.iter().map(|s| s.id.clone()).collect();
+        let listed = h.driver().list().await.unwrap();
+        assert!(ids.iter().all(|id| listed.iter().any(|s| &s.id == id && s.status == SandboxStatus::Running)));
+    }
+
+    pub async fn reattach_by_id_from_a_new_driver(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        sb.sh("echo kept > /workspace/state").await;
+        let other = h.driver();
+        let info = other.get(sb.id.as_str()).await.unwrap();
+        assert_eq!(info.status, SandboxStatus::Running);
+        let out = other.exec(&sb.id, ExecRequest::new(["cat", "/workspace/state"])).await.unwrap().output().await.unwrap();
+        assert_eq!(out.stdout, b"kept\n");
+    }
+
+    pub async fn stop_start_keeps_files(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        sb.sh("echo persisted > /workspace/f; echo upper > /root/in-home").await;
+        sb.driver.stop(&sb.id).await.unwrap();
+        assert_eq!(sb.driver.get(sb.id.as_str()).await.unwrap().status, SandboxStatus::Stopped);
+        let err = sb.driver.exec(&sb.id, ExecRequest::new(["true"])).await.err().unwrap();
+        assert!(matches!(err, Error::WrongState { .. }), "{err:?}");
+        sb.driver.start(&sb.id).await.unwrap();
+        assert_eq!(sb.sh("cat /workspace/f /root/in-home").await.stdout, b"persisted\nupper\n");
+    }
+
+    pub async fn stats_report_usage(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        sb.sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done").await;
+        let stats = sb.driver.stats(&sb.id).await.unwrap();
+        assert!(stats.pids >= 1, "{stats:?}");
+        assert!(stats.memory_bytes > 0, "{stats:?}");
+        assert!(stats.cpu_usec > 0, "{stats:?}");
+    }
+}
