@@ -1,11 +1,264 @@
-//! `stockade bench`: placeholder until the benchmark lands.
+//! `stockade bench`: measures the native driver against baselines run beside it in the same run,
+//! and prints ratios. Numbers are medians over the iterations; see BENCHMARKS.md.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use stockade_core::Result;
+use stockade_core::{Driver, Error, ExecRequest, Result, SandboxSpec};
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Iterations per latency measurement.
+    #[arg(long, default_value_t = 30)]
+    pub iterations: usize,
+    /// Sandboxes created at once in the concurrency measurement.
+    #[arg(long, default_value_t = 200)]
+    pub concurrent: usize,
+    /// Idle sandboxes to average host memory over.
+    #[arg(long, default_value_t = 20)]
+    pub idle: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_a: BenchArgs) -> Result<i32> {
+/// Median and 90th percentile of a sample, in milliseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Summary {
+    median_ms: f64,
+    p90_ms: f64,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Summary {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN)
+    };
+    Summary { median_ms: at(0.5), p90_ms: at(0.9) }
+}
+
+fn time_command(argv: &[&str]) -> Result<Duration> {
+    let start = Instant::now();
+    let status = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| Error::backend(format!("run {}", argv[0]), e))?;
+    if !status.success() {
+        return Err(Error::backend(format!("run {}", argv.join(" ")), format!("exited with {status}")));
+    }
+    Ok(start.elapsed())
+}
+
+const BWRAP: [&str; 10] = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"];
+
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    name: &'static str,
+    stockade: Summary,
+    baseline_name: &'static str,
+    baseline: Summary,
+    ratio: f64,
+}
+
+impl Row {
+    fn new(name: &'static str, stockade: Summary, baseline_name: &'static str, baseline: Summary) -> Row {
+        Row { name, stockade, baseline_name, baseline, ratio: stockade.median_ms / baseline.median_ms }
+    }
+}
+
+/// Proportional set size plus RSS of a process, in KiB, from smaps_rollup.
+fn memory_kib(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("Pss:"), field("Rss:"))
+}
+
+pub async fn run(a: BenchArgs) -> Result<i32> {
+    let driver: Arc<dyn Driver> = crate::commands::driver("native")?;
+    let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
+    let exe = exe.to_string_lossy().into_owned();
+    let n = a.iterations.max(3);
+    let have_bwrap = Command::new("bwrap").arg("--version").output().is_ok();
+    if !have_bwrap {
+        return Err(Error::unsupported("bench", "baseline", "bwrap is not installed (apt-get install bubblewrap)"));
+    }
+    eprintln!("stockade bench: {n} iterations each; warming up");
+    // Warm caches for both sides.
+    for _ in 0..3 {
+        time_command(&BWRAP)?;
+        time_command(&[&exe, "run", "--", "true"])?;
+    }
+
+    let mut rows = Vec::new();
+
+    // 1. create → exec true → destroy, as commands, against bwrap.
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..n {
+        theirs.push(time_command(&BWRAP)?);
+        ours.push(time_command(&[&exe, "run", "--", "true"])?);
+    }
+    rows.push(Row::new("create+exec+destroy (stockade run -- true)", summarize(ours), "bwrap --unshare-all ... true", summarize(theirs)));
+
+    // 1b. The same through the library, no process start of our own.
+    let mut lib = Vec::new();
+    let mut theirs = Vec::new();
+    let (mut t_create, mut t_exec, mut t_destroy) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        theirs.push(time_command(&BWRAP)?);
+        let start = Instant::now();
+        let info = driver.create(SandboxSpec::default()).await?;
+        let created = Instant::now();
+        let out = driver.exec(&info.id, ExecRequest::new(["true"])).await?.output().await?;
+        let execed = Instant::now();
+        driver.destroy(&info.id).await?;
+        if !out.exit.success() {
+            return Err(Error::backend("bench", "true failed"));
+        }
+        lib.push(start.elapsed());
+        t_create.push(created - start);
+        t_exec.push(execed - created);
+        t_destroy.push(execed.elapsed());
+    }
+    let stages = [("create", summarize(t_create)), ("first exec", summarize(t_exec)), ("destroy", summarize(t_destroy))];
+    rows.push(Row::new("create+exec+destroy (library)", summarize(lib), "bwrap --unshare-all ... true", summarize(theirs)));
+
+    // 2. exec round trip on a live sandbox.
+    let info = driver.create(SandboxSpec::default()).await?;
+    let mut lib = Vec::new();
+    let mut cli = Vec::new();
+    let mut host = Vec::new();
+    for _ in 0..n.max(50) {
+        let start = Instant::now();
+        driver.exec(&info.id, ExecRequest::new(["true"])).await?.output().await?;
+        lib.push(start.elapsed());
+        host.push(time_command(&["true"])?);
+    }
+    for _ in 0..n {
+        cli.push(time_command(&[&exe, "exec", info.id.as_str(), "--", "true"])?);
+    }
+    driver.destroy(&info.id).await?;
+    let host = summarize(host);
+    rows.push(Row::new("exec round trip (library)", summarize(lib), "fork+exec true on the host", host));
+    rows.push(Row::new("exec round trip (stockade exec -- true)", summarize(cli), "fork+exec true on the host", host));
+
+    // 3. Many sandboxes created at once.
+    let start = Instant::now();
+    let creates = (0..a.concurrent).map(|_| {
+        let d = Arc::clone(&driver);
+        async move { d.create(SandboxSpec::default()).await }
+    });
+    let created: Vec<_> = futures::future::join_all(creates).await;
+    let ours_total = start.elapsed();
+    let ids: Vec<_> = created.iter().filter_map(|r| r.as_ref().ok().map(|i| i.id.clone())).collect();
+    let failures: Vec<String> = created.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    let destroys = ids.iter().map(|id| {
+        let d = Arc::clone(&driver);
+        async move { d.destroy(id).await }
+    });
+    futures::future::join_all(destroys).await;
+    if let Some(first) = failures.first() {
+        return Err(Error::backend(format!("{} of {} concurrent creates failed", failures.len(), a.concurrent), first));
+    }
+    let start = Instant::now();
+    let bwraps: Vec<_> = (0..a.concurrent)
+        .map(|_| Command::new(BWRAP[0]).args(&BWRAP[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn())
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::backend("spawn bwrap", e))?;
+    for mut b in bwraps {
+        let _ = b.wait();
+    }
+    let theirs_total = start.elapsed();
+    let one = |d: Duration| Summary { median_ms: d.as_secs_f64() * 1000.0, p90_ms: d.as_secs_f64() * 1000.0 };
+    rows.push(Row::new("create N sandboxes concurrently (total)", one(ours_total), "N concurrent bwrap ... true", one(theirs_total)));
+
+    // 4. Host memory per idle sandbox: supervisor + pid 1 (the agent).
+    let mut idle = Vec::new();
+    for _ in 0..a.idle {
+        idle.push(driver.create(SandboxSpec::default()).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut pss, mut rss) = (0u64, 0u64);
+    for info in &idle {
+        for key in ["supervisor_pid", "init_pid"] {
+            let pid = info.details.get(key).and_then(|v| v.as_i64()).unwrap_or(0) as i32;
+            let (p, r) = memory_kib(pid);
+            pss += p;
+            rss += r;
+        }
+    }
+    for info in &idle {
+        driver.destroy(&info.id).await?;
+    }
+    let mut sleeper = Command::new(BWRAP[0])
+        .args(&BWRAP[1..BWRAP.len() - 1])
+        .args(["--die-with-parent", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::backend("spawn bwrap", e))?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // bwrap forks: the sandbox is bwrap plus its child (sleep), like our supervisor plus pid 1.
+    let bwrap_pid = sleeper.id() as i32;
+    let children = std::fs::read_to_string(format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children")).unwrap_or_default();
+    let (mut b_pss, mut b_rss) = memory_kib(bwrap_pid);
+    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        let (p, r) = memory_kib(child);
+        b_pss += p;
+        b_rss += r;
+        let grandchildren = std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).unwrap_or_default();
+        for g in grandchildren.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            let (p, r) = memory_kib(g);
+            b_pss += p;
+            b_rss += r;
+        }
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let per = a.idle.max(1) as u64;
+    let memory = serde_json::json!({
+        "idle_sandboxes": a.idle,
+        "stockade_pss_kib_per_sandbox": pss / per,
+        "stockade_rss_kib_per_sandbox": rss / per,
+        "bwrap_sleep_pss_kib": b_pss,
+        "bwrap_sleep_rss_kib": b_rss,
+    });
+
+    if a.json {
+        let stages: serde_json::Map<String, serde_json::Value> =
+            stages.iter().map(|(n, s)| ((*n).to_owned(), serde_json::json!(s))).collect();
+        let v = serde_json::json!({ "iterations": n, "concurrent": a.concurrent, "rows": rows, "stages": stages, "memory": memory });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    println!("{:<44} {:>10} {:>10}   {:<30} {:>10}  {:>7}", "measurement", "median ms", "p90 ms", "baseline", "median ms", "ratio");
+    for r in &rows {
+        println!(
+            "{:<44} {:>10.2} {:>10.2}   {:<30} {:>10.2}  {:>6.2}x",
+            r.name, r.stockade.median_ms, r.stockade.p90_ms, r.baseline_name, r.baseline.median_ms, r.ratio
+        );
+    }
+    println!("(N = {})", a.concurrent);
+    let stage_text: Vec<String> = stages.iter().map(|(n, s)| format!("{n} {:.2} ms", s.median_ms)).collect();
+    println!("library create+exec+destroy by stage (medians): {}", stage_text.join(", "));
+    println!(
+        "host memory per idle sandbox (supervisor + pid 1): PSS {} KiB, RSS {} KiB; idle bwrap+sleep: PSS {} KiB, RSS {} KiB",
+        pss / per,
+        rss / per,
+        b_pss,
+        b_rss
+    );
     Ok(0)
 }

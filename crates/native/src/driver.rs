@@ -234,17 +234,22 @@ impl NativeDriver {
     /// already gone, cleans up after it.
     async fn halt(&self, id: &SandboxId) -> Result<()> {
         let Some(rt) = self.store.load_runtime(id) else { return Ok(()) };
+        // Open the pidfd before the kill, and check it is still the same process afterwards, so a
+        // reused pid can never be waited on by mistake.
+        let supervisor = stockade_sys::pidfd_open(rt.supervisor_pid)
+            .ok()
+            .filter(|_| store::is_same_process(rt.supervisor_pid, rt.supervisor_start));
         if store::is_same_process(rt.init_pid, rt.init_start) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while store::is_same_process(rt.supervisor_pid, rt.supervisor_start) {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(STOP_TIMEOUT, format!("the supervisor of {id} to exit")));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if let Some(pidfd) = supervisor {
+            tokio::time::timeout(STOP_TIMEOUT, stockade_sys::wait_pidfd(pidfd))
+                .await
+                .map_err(|_| Error::Timeout(STOP_TIMEOUT, format!("the supervisor of {id} to exit")))?
+                .map_err(|e| Error::backend("wait for the supervisor", e))?;
         }
-        // The supervisor normally does this; after a crash (lost sandbox) we do.
+        // The supervisor normally does the rest; after a crash (a lost sandbox) we do.
+        let deadline = Instant::now() + STOP_TIMEOUT;
         while store::is_same_process(rt.init_pid, rt.init_start) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
             if Instant::now() > deadline {
@@ -362,8 +367,16 @@ impl Driver for NativeDriver {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         let record = self.store.load(id)?;
-        self.halt(id).await?;
-        crate::supervisor::remove_tree(&self.layout().sandbox_dir(&record.id))
+        // Nothing runs in the sandbox once pid 1 is killed, so its files can go while the
+        // supervisor is still tearing down the namespaces and cgroups.
+        let dir = self.layout().sandbox_dir(&record.id);
+        let (halted, removed) = tokio::join!(
+            self.halt(id),
+            tokio::task::spawn_blocking(move || crate::supervisor::remove_tree(&dir))
+        );
+        halted?;
+        removed
+            .map_err(|e| Error::backend("remove sandbox files", e))?
             .map_err(|e| Error::backend("remove sandbox files", e))?;
         let _ = std::fs::remove_file(self.layout().log(id));
         self.store.remove(id)

@@ -29,6 +29,7 @@ use crate::store::{self, Record, Runtime, Store};
 
 /// Entry point of `stockade-agent supervise HOME ID`; returns the process exit code.
 pub fn main(home: &Path, id: &str) -> i32 {
+    let began = std::time::Instant::now();
     let _ = nix::unistd::setsid();
     let layout = Layout::at(home);
     let store = Store::new(layout.clone());
@@ -65,6 +66,7 @@ pub fn main(home: &Path, id: &str) -> i32 {
         let _ = nix::sys::signal::kill(sandbox.init, nix::sys::signal::SIGKILL);
     } else {
         let _ = writeln!(ready, "ready {}", sandbox.init);
+        eprintln!("supervisor {}: ready after {:?}", record.id, began.elapsed());
     }
     let _ = ready.flush();
     // The driver is done listening; from here on stdout is the log too.
@@ -81,10 +83,12 @@ pub fn main(home: &Path, id: &str) -> i32 {
             let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
         });
     }
+    let mut ended = std::time::Instant::now();
     loop {
         match waitpid(sandbox.init, None) {
             Err(nix::errno::Errno::EINTR) => continue,
             Ok(status) => {
+                ended = std::time::Instant::now();
                 eprintln!("supervisor {}: pid 1 ended: {status:?}", record.id);
                 break;
             }
@@ -97,6 +101,7 @@ pub fn main(home: &Path, id: &str) -> i32 {
     if let Err(e) = cgroup::remove(&sandbox.cgroups) {
         eprintln!("supervisor {}: {e}", record.id);
     }
+    eprintln!("supervisor {}: cgroups removed {:?} after pid 1 ended", record.id, ended.elapsed());
     let _ = std::fs::remove_file(layout.socket(&record.id));
     let _ = std::fs::remove_file(layout.runtime(&record.id));
     if expired.load(Ordering::SeqCst) {

@@ -152,6 +152,33 @@ pub fn async_fd(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
+/// A pidfd for `pid` (Linux 5.3+): readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags, no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process behind `pidfd` has exited, without polling.
+pub async fn wait_pidfd(pidfd: std::os::fd::OwnedFd) -> io::Result<()> {
+    let afd = async_fd_with(pidfd, tokio::io::Interest::READABLE)?;
+    let _ready = afd.readable().await?;
+    Ok(())
+}
+
+fn async_fd_with(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: as in async_fd: the OwnedFd stays open and unchanged while the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
+}
+
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
