@@ -19,10 +19,18 @@ pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Info(a) => info(a.json).map(|_| 0),
         Command::Bench(a) => crate::bench::run(a).await,
-        command => match driver("native") {
-            Ok(d) => dispatch(d, command).await,
-            Err(e) => Err(e),
-        },
+        command => {
+            // A new sandbox uses the driver its flags name; an existing one is found in the store.
+            let name = match &command {
+                Command::Create(a) => a.driver.as_str(),
+                Command::Run(a) => a.create.driver.as_str(),
+                _ => "native",
+            };
+            match driver(name) {
+                Ok(d) => dispatch(d, command).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(code) => code,
