@@ -11,19 +11,30 @@ use stockade_core::{DirEntry, Error, FileKind, FileOp, FileReply, FileStat, Resu
 pub fn apply(op: FileOp) -> Result<FileReply> {
     let path = op.path().to_owned();
     if !path.starts_with('/') {
-        return Err(Error::invalid("path", format!("{path:?} must be an absolute path")));
+        return Err(Error::invalid(
+            "path",
+            format!("{path:?} must be an absolute path"),
+        ));
     }
     let err = |e: std::io::Error| file_error(&path, e);
     match op {
         FileOp::Read { path } => {
             let meta = fs::metadata(&path).map_err(err)?;
             if meta.is_dir() {
-                return Err(Error::File { path, reason: "is a directory".into() });
+                return Err(Error::File {
+                    path,
+                    reason: "is a directory".into(),
+                });
             }
             if meta.len() > stockade_proto::MAX_PAYLOAD as u64 {
-                return Err(Error::File { path, reason: "file is larger than 1 GiB".into() });
+                return Err(Error::File {
+                    path,
+                    reason: "file is larger than 1 GiB".into(),
+                });
             }
-            Ok(FileReply::Data { data: fs::read(&path).map_err(err)? })
+            Ok(FileReply::Data {
+                data: fs::read(&path).map_err(err)?,
+            })
         }
         FileOp::Write { path, mode, data } => {
             write_atomic(Path::new(&path), &data, mode).map_err(err)?;
@@ -34,12 +45,17 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
             for entry in fs::read_dir(&path).map_err(err)? {
                 let entry = entry.map_err(err)?;
                 let meta = fs::symlink_metadata(entry.path()).map_err(err)?;
-                entries.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), stat: stat_of(&meta) });
+                entries.push(DirEntry {
+                    name: entry.file_name().to_string_lossy().into_owned(),
+                    stat: stat_of(&meta),
+                });
             }
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(FileReply::Entries { entries })
         }
-        FileOp::Stat { path } => Ok(FileReply::Stat { stat: stat_of(&fs::symlink_metadata(&path).map_err(err)?) }),
+        FileOp::Stat { path } => Ok(FileReply::Stat {
+            stat: stat_of(&fs::symlink_metadata(&path).map_err(err)?),
+        }),
         FileOp::Mkdir { path } => {
             fs::create_dir_all(&path).map_err(err)?;
             Ok(FileReply::Done)
@@ -47,7 +63,12 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
         FileOp::Remove { path, recursive } => {
             let meta = fs::symlink_metadata(&path).map_err(err)?;
             if meta.is_dir() {
-                if recursive { fs::remove_dir_all(&path) } else { fs::remove_dir(&path) }.map_err(err)?;
+                if recursive {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_dir(&path)
+                }
+                .map_err(err)?;
             } else {
                 fs::remove_file(&path).map_err(err)?;
             }
@@ -66,11 +87,23 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
 /// Writes to a hidden temporary file beside `path` and renames it over `path`, so readers see the
 /// old or the new contents, never a mix.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.stockade-{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.stockade-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode & 0o7777).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o7777)
+            .open(&tmp)?;
         f.write_all(data)?;
         // The umask may have cleared bits the caller asked for.
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
@@ -93,7 +126,12 @@ fn stat_of(meta: &fs::Metadata) -> FileStat {
     } else {
         FileKind::Other
     };
-    FileStat { kind, size: meta.len(), mode: meta.mode() & 0o7777, modified: meta.mtime() }
+    FileStat {
+        kind,
+        size: meta.len(),
+        mode: meta.mode() & 0o7777,
+        modified: meta.mtime(),
+    }
 }
 
 fn file_error(path: &str, e: std::io::Error) -> Error {
@@ -103,7 +141,10 @@ fn file_error(path: &str, e: std::io::Error) -> Error {
         std::io::ErrorKind::AlreadyExists => "already exists".to_owned(),
         _ => e.to_string(),
     };
-    Error::File { path: path.to_owned(), reason }
+    Error::File {
+        path: path.to_owned(),
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -115,17 +156,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
         apply(FileOp::Mkdir { path: p("a/b") }).unwrap();
-        apply(FileOp::Write { path: p("a/b/f"), mode: 0o640, data: vec![0, 1, 2] }).unwrap();
-        let FileReply::Data { data } = apply(FileOp::Read { path: p("a/b/f") }).unwrap() else { panic!() };
+        apply(FileOp::Write {
+            path: p("a/b/f"),
+            mode: 0o640,
+            data: vec![0, 1, 2],
+        })
+        .unwrap();
+        let FileReply::Data { data } = apply(FileOp::Read { path: p("a/b/f") }).unwrap() else {
+            panic!()
+        };
         assert_eq!(data, vec![0, 1, 2]);
-        let FileReply::Stat { stat } = apply(FileOp::Stat { path: p("a/b/f") }).unwrap() else { panic!() };
+        let FileReply::Stat { stat } = apply(FileOp::Stat { path: p("a/b/f") }).unwrap() else {
+            panic!()
+        };
         assert_eq!((stat.kind, stat.size, stat.mode), (FileKind::File, 3, 0o640));
-        apply(FileOp::Rename { from: p("a/b/f"), to: p("a/g") }).unwrap();
-        let FileReply::Entries { entries } = apply(FileOp::List { path: p("a") }).unwrap() else { panic!() };
+        apply(FileOp::Rename {
+            from: p("a/b/f"),
+            to: p("a/g"),
+        })
+        .unwrap();
+        let FileReply::Entries { entries } = apply(FileOp::List { path: p("a") }).unwrap() else {
+            panic!()
+        };
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["b", "g"]);
-        assert!(apply(FileOp::Remove { path: p("a"), recursive: false }).is_err());
-        apply(FileOp::Remove { path: p("a"), recursive: true }).unwrap();
+        assert!(apply(FileOp::Remove {
+            path: p("a"),
+            recursive: false
+        })
+        .is_err());
+        apply(FileOp::Remove {
+            path: p("a"),
+            recursive: true,
+        })
+        .unwrap();
         let e = apply(FileOp::Read { path: p("a/g") }).unwrap_err();
         assert!(e.to_string().ends_with("no such file or directory"), "{e}");
     }

@@ -17,7 +17,10 @@ pub use config::{AgentConfig, CONFIG_ENV};
 
 /// Runs the agent on an already-listening socket until killed.
 pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;

@@ -26,7 +26,9 @@ fn main() {
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise HOME ID");
+    eprintln!(
+        "usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise HOME ID"
+    );
     2
 }
 
@@ -39,7 +41,10 @@ fn init(args: &[String]) -> i32 {
                 return 2;
             }
         },
-        Err(_) => AgentConfig { workdir: "/".into(), ..Default::default() },
+        Err(_) => AgentConfig {
+            workdir: "/".into(),
+            ..Default::default()
+        },
     };
     // Not for the commands we start: they get exactly the environment the plan builds.
     std::env::remove_var(CONFIG_ENV);

@@ -38,7 +38,9 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
 
 /// Every process visible in `/proc`.
 pub fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| {
         let e = e.ok()?;
         let name = e.file_name();
@@ -95,13 +97,31 @@ mod tests {
     fn parses_names_with_spaces_and_parens() {
         let line = "42 (we ird) name)) S 7 42 42 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 100 1000 250 18446744073709551615";
         let s = parse_stat(line).unwrap();
-        assert_eq!((s.pid, s.state, s.ppid, s.utime, s.stime, s.threads, s.rss_pages), (42, b'S', 7, 5, 6, 3, 250));
+        assert_eq!(
+            (s.pid, s.state, s.ppid, s.utime, s.stime, s.threads, s.rss_pages),
+            (42, b'S', 7, 5, 6, 3, 250)
+        );
     }
 
     #[test]
     fn descendants_skip_zombies_and_strangers() {
-        let p = |pid, ppid, state| ProcStat { pid, state, ppid, utime: 0, stime: 0, threads: 1, rss_pages: 0 };
-        let procs = [p(1, 0, b'S'), p(10, 1, b'S'), p(11, 10, b'S'), p(12, 11, b'Z'), p(13, 12, b'R'), p(20, 1, b'S')];
+        let p = |pid, ppid, state| ProcStat {
+            pid,
+            state,
+            ppid,
+            utime: 0,
+            stime: 0,
+            threads: 1,
+            rss_pages: 0,
+        };
+        let procs = [
+            p(1, 0, b'S'),
+            p(10, 1, b'S'),
+            p(11, 10, b'S'),
+            p(12, 11, b'Z'),
+            p(13, 12, b'R'),
+            p(20, 1, b'S'),
+        ];
         let mut d = live_descendants(10, &procs);
         d.sort();
         assert_eq!(d, vec![11, 13]);

@@ -25,7 +25,9 @@ pub async fn serve(listener: UnixListener, config: AgentConfig) -> std::io::Resu
 
 async fn reap_forever() {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else { return };
+    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
+        return;
+    };
     loop {
         while let Ok(ws) = waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             if ws == WaitStatus::StillAlive {
@@ -73,18 +75,45 @@ async fn serve_connection(config: &AgentConfig, stream: UnixStream) -> Result<()
                 }
                 match crate::files::apply(op) {
                     Ok(FileReply::Data { data }) => {
-                        write_frame(&mut wr, &Reply::File { reply: FileReply::Data { data: Vec::new() } }, &data).await?
+                        write_frame(
+                            &mut wr,
+                            &Reply::File {
+                                reply: FileReply::Data { data: Vec::new() },
+                            },
+                            &data,
+                        )
+                        .await?
                     }
                     Ok(reply) => write_frame(&mut wr, &Reply::File { reply }, &[]).await?,
                     Err(e) => write_frame(&mut wr, &Reply::from_error(&e), &[]).await?,
                 }
             }
-            Request::Stats => write_frame(&mut wr, &Reply::Stats { stats: procfs_stats() }, &[]).await?,
+            Request::Stats => {
+                write_frame(
+                    &mut wr,
+                    &Reply::Stats {
+                        stats: procfs_stats(),
+                    },
+                    &[],
+                )
+                .await?
+            }
             Request::Ping => {
-                write_frame(&mut wr, &Reply::Pong { version: PROTOCOL_VERSION, pid: std::process::id() }, &[]).await?
+                write_frame(
+                    &mut wr,
+                    &Reply::Pong {
+                        version: PROTOCOL_VERSION,
+                        pid: std::process::id(),
+                    },
+                    &[],
+                )
+                .await?
             }
             other => {
-                let e = Error::invalid("request", format!("{other:?} needs a running exec on this connection"));
+                let e = Error::invalid(
+                    "request",
+                    format!("{other:?} needs a running exec on this connection"),
+                );
                 write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
             }
         }
@@ -98,7 +127,10 @@ pub fn procfs_stats() -> Stats {
     let ticks_per_sec = 100u64;
     let page = 4096u64;
     Stats {
-        cpu_usec: procs.iter().map(|p| (p.utime + p.stime) * 1_000_000 / ticks_per_sec).sum(),
+        cpu_usec: procs
+            .iter()
+            .map(|p| (p.utime + p.stime) * 1_000_000 / ticks_per_sec)
+            .sum(),
         memory_bytes: procs.iter().map(|p| p.rss_pages * page).sum(),
         memory_peak_bytes: 0,
         pids: procs.iter().map(|p| p.threads).sum(),

@@ -27,9 +27,13 @@ impl Output {
     fn new(fd: OwnedFd, pty: bool) -> Result<Self> {
         if pty {
             set_nonblocking(&fd)?;
-            Ok(Output::Pty(stockade_sys::async_fd(fd).map_err(|e| Error::backend("pty", e))?))
+            Ok(Output::Pty(
+                stockade_sys::async_fd(fd).map_err(|e| Error::backend("pty", e))?,
+            ))
         } else {
-            Ok(Output::Pipe(pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::backend("pipe", e))?))
+            Ok(Output::Pipe(
+                pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::backend("pipe", e))?,
+            ))
         }
     }
 
@@ -39,7 +43,9 @@ impl Output {
             Output::Pipe(p) => p.read(buf).await,
             Output::Pty(fd) => loop {
                 let mut guard = fd.readable().await?;
-                match guard.try_io(|inner| nix::unistd::read(inner.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)) {
+                match guard.try_io(|inner| {
+                    nix::unistd::read(inner.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)
+                }) {
                     Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                     Ok(result) => return result,
                     Err(_would_block) => continue,
@@ -52,9 +58,12 @@ impl Output {
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::backend("fcntl", e))?;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK))
-        .map(drop)
-        .map_err(|e| Error::backend("fcntl", e))
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
+    )
+    .map(drop)
+    .map_err(|e| Error::backend("fcntl", e))
 }
 
 /// Runs `req` to the end, writing events to `out` and taking stdin/resize/kill from `requests`.
@@ -66,7 +75,15 @@ pub async fn run(
 ) -> Result<()> {
     let started_at = Instant::now();
     let plan = spawn::plan(config, &req)?;
-    let Spawned { reaper, pid, stdout, stderr, stdin, pty, status } = spawn::spawn(&plan)?;
+    let Spawned {
+        reaper,
+        pid,
+        stdout,
+        stderr,
+        stdin,
+        pty,
+        status,
+    } = spawn::spawn(&plan)?;
     let is_pty = pty.is_some();
     let mut seq = 0u64;
     write_frame(out, &Reply::Started { seq, pid }, &[]).await?;
@@ -87,7 +104,10 @@ pub async fn run(
     let mut status_pipe = pipe::Receiver::from_owned_fd(status).map_err(|e| Error::backend("pipe", e))?;
     tokio::spawn(async move {
         let mut raw = [0u8; 4];
-        let result = status_pipe.read_exact(&mut raw).await.map(|_| i32::from_le_bytes(raw));
+        let result = status_pipe
+            .read_exact(&mut raw)
+            .await
+            .map(|_| i32::from_le_bytes(raw));
         let _ = status_tx.send(result);
     });
 
@@ -193,8 +213,12 @@ fn spawn_stdin_writer(fd: OwnedFd, is_pty: bool) -> Result<StdinTx> {
             while let Some(Some(data)) = rx.recv().await {
                 let mut rest = &data[..];
                 while !rest.is_empty() {
-                    let Ok(mut guard) = afd.writable().await else { return };
-                    match guard.try_io(|inner| nix::unistd::write(inner.get_ref(), rest).map_err(std::io::Error::from)) {
+                    let Ok(mut guard) = afd.writable().await else {
+                        return;
+                    };
+                    match guard.try_io(|inner| {
+                        nix::unistd::write(inner.get_ref(), rest).map_err(std::io::Error::from)
+                    }) {
                         Ok(Ok(n)) => rest = &rest[n..],
                         Ok(Err(_)) => return,
                         Err(_would_block) => {}

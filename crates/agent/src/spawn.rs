@@ -57,12 +57,19 @@ pub fn plan(config: &AgentConfig, req: &ExecRequest) -> Result<SpawnPlan> {
     env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let cwd = req.cwd.clone().unwrap_or_else(|| config.workdir.clone());
-    let program = find_program(&req.argv[0], env.get("PATH").map(String::as_str).unwrap_or(""), &cwd)?;
+    let program = find_program(
+        &req.argv[0],
+        env.get("PATH").map(String::as_str).unwrap_or(""),
+        &cwd,
+    )?;
     let c = |s: &str| stockade_sys::cstring(s).map_err(|e| Error::invalid("command", e.to_string()));
     Ok(SpawnPlan {
         program: c(&program)?,
         argv: req.argv.iter().map(|a| c(a)).collect::<Result<_>>()?,
-        envp: env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect::<Result<_>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| c(&format!("{k}={v}")))
+            .collect::<Result<_>>()?,
         cwd: c(&cwd)?,
         identity,
         tty: req.tty,
@@ -73,13 +80,19 @@ pub fn plan(config: &AgentConfig, req: &ExecRequest) -> Result<SpawnPlan> {
 fn find_program(name: &str, path: &str, cwd: &str) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &std::path::Path| {
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if name.contains('/') {
         return Ok(name.to_owned());
     }
     for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let dir = if dir.starts_with('/') { dir.to_owned() } else { format!("{cwd}/{dir}") };
+        let dir = if dir.starts_with('/') {
+            dir.to_owned()
+        } else {
+            format!("{cwd}/{dir}")
+        };
         let candidate = std::path::Path::new(&dir).join(name);
         if executable(&candidate) {
             return Ok(candidate.to_string_lossy().into_owned());
@@ -119,29 +132,56 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned> {
     // (child side, parent side) per stream
     let (stdin_child, stdin_parent, stdout_child, stdout_parent, stderr_child, stderr_parent, pty) =
         if let Some(size) = plan.tty {
-            let ws = nix::pty::Winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+            let ws = nix::pty::Winsize {
+                ws_row: size.rows,
+                ws_col: size.cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
             let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| Error::backend("openpty", e))?;
             set_cloexec(&pty.master)?;
             set_cloexec(&pty.slave)?;
             let master_out = pty.master.try_clone().map_err(|e| Error::backend("dup", e))?;
             let master_in = pty.master.try_clone().map_err(|e| Error::backend("dup", e))?;
-            (pty.slave, Some(master_in), None, master_out, None, None, Some(pty.master))
+            (
+                pty.slave,
+                Some(master_in),
+                None,
+                master_out,
+                None,
+                None,
+                Some(pty.master),
+            )
         } else {
             let (in_child, in_parent) = if plan.stdin {
                 let (r, w) = pipe()?;
                 (r, Some(w))
             } else {
-                let null = std::fs::File::open("/dev/null").map_err(|e| Error::backend("open /dev/null", e))?;
+                let null =
+                    std::fs::File::open("/dev/null").map_err(|e| Error::backend("open /dev/null", e))?;
                 (OwnedFd::from(null), None)
             };
             let (out_r, out_w) = pipe()?;
             let (err_r2, err_w2) = pipe()?;
-            (in_child, in_parent, Some(out_w), out_r, Some(err_w2), Some(err_r2), None)
+            (
+                in_child,
+                in_parent,
+                Some(out_w),
+                out_r,
+                Some(err_w2),
+                Some(err_r2),
+                None,
+            )
         };
 
     match stockade_sys::fork_single_threaded().map_err(|e| Error::backend("fork", e))? {
         Forked::Child => {
-            let fds = ChildFds { stdin: stdin_child, stdout: stdout_child, stderr: stderr_child, err: err_w };
+            let fds = ChildFds {
+                stdin: stdin_child,
+                stdout: stdout_child,
+                stderr: stderr_child,
+                err: err_w,
+            };
             reaper_main(plan, fds, status_w)
         }
         Forked::Parent(reaper) => {
@@ -171,20 +211,32 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned> {
 
 fn set_cloexec(fd: &OwnedFd) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop).map_err(|e| Error::backend("fcntl", e))
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map(drop)
+        .map_err(|e| Error::backend("fcntl", e))
 }
 
 fn child_error(plan: &SpawnPlan, report: &[u8]) -> Error {
     let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
     let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([report[4], report[5], report[6], report[7]]));
-    let program = plan.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let program = plan
+        .argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match step {
-        s if s == Step::Cwd as u32 => {
-            Error::invalid("workdir", format!("{}: {}", plan.cwd.to_string_lossy(), errno.desc()))
-        }
+        s if s == Step::Cwd as u32 => Error::invalid(
+            "workdir",
+            format!("{}: {}", plan.cwd.to_string_lossy(), errno.desc()),
+        ),
         s if s == Step::User as u32 => Error::invalid(
             "user",
-            format!("cannot switch to uid {} gid {}: {}", plan.identity.uid, plan.identity.gid, errno.desc()),
+            format!(
+                "cannot switch to uid {} gid {}: {}",
+                plan.identity.uid,
+                plan.identity.gid,
+                errno.desc()
+            ),
         ),
         s if s == Step::Exec as u32 && errno == nix::errno::Errno::ENOENT => {
             Error::CommandNotFound(format!("{program}: no such file or directory"))
@@ -272,14 +324,17 @@ fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
         report[..4].copy_from_slice(&(step as u32).to_le_bytes());
         report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
         let _ = nix::unistd::write(err, &report);
-        exit_now(if step == Step::Exec && errno == nix::errno::Errno::ENOENT { 127 } else { 126 })
+        exit_now(if step == Step::Exec && errno == nix::errno::Errno::ENOENT {
+            127
+        } else {
+            126
+        })
     };
     let _ = nix::unistd::setsid();
     let stdio_result = (|| -> nix::Result<()> {
         if plan.tty.is_some() {
-            stockade_sys::set_controlling_tty(fds.stdin.as_fd()).map_err(|e| {
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-            })?;
+            stockade_sys::set_controlling_tty(fds.stdin.as_fd())
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
             for target in 0..3 {
                 dup2(fds.stdin.as_raw_fd(), target)?;
             }
@@ -303,8 +358,20 @@ fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
     if Uid::current().as_raw() != id.uid || Gid::current().as_raw() != id.gid {
         let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         let switched = nix::unistd::setgroups(&groups)
-            .and_then(|_| nix::unistd::setresgid(Gid::from_raw(id.gid), Gid::from_raw(id.gid), Gid::from_raw(id.gid)))
-            .and_then(|_| nix::unistd::setresuid(Uid::from_raw(id.uid), Uid::from_raw(id.uid), Uid::from_raw(id.uid)));
+            .and_then(|_| {
+                nix::unistd::setresgid(
+                    Gid::from_raw(id.gid),
+                    Gid::from_raw(id.gid),
+                    Gid::from_raw(id.gid),
+                )
+            })
+            .and_then(|_| {
+                nix::unistd::setresuid(
+                    Uid::from_raw(id.uid),
+                    Uid::from_raw(id.uid),
+                    Uid::from_raw(id.uid),
+                )
+            });
         if let Err(e) = switched {
             fail(Step::User, e, &fds.err);
         }

@@ -19,9 +19,12 @@ pub fn resolve(spec: Option<&str>, passwd: &str, group: &str) -> Result<Identity
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 7 && (f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part))
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() >= 7 && (f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part))
+        });
     let (uid, mut gid, home, name) = match (&entry, user_part.parse::<u32>()) {
         (Some(f), _) => (
             f[2].parse().map_err(|_| bad(spec, "bad uid in /etc/passwd"))?,
@@ -56,7 +59,12 @@ pub fn resolve(spec: Option<&str>, passwd: &str, group: &str) -> Result<Identity
             }
         }
     }
-    Ok(Identity { uid, gid, groups, home })
+    Ok(Identity {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 fn bad(spec: &str, why: &str) -> Error {
@@ -79,6 +87,9 @@ mod tests {
         let x = resolve(Some("1234:dev"), PASSWD, GROUP).unwrap();
         assert_eq!((x.uid, x.gid), (1234, 2000));
         assert_eq!(resolve(None, "", "").unwrap().uid, 0);
-        assert!(resolve(Some("nobody-here"), PASSWD, GROUP).unwrap_err().to_string().contains("invalid user"));
+        assert!(resolve(Some("nobody-here"), PASSWD, GROUP)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid user"));
     }
 }

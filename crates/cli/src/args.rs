@@ -3,7 +3,12 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "stockade", version, about = "Sandboxes for AI coding agents", propagate_version = true)]
+#[command(
+    name = "stockade",
+    version,
+    about = "Sandboxes for AI coding agents",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -35,9 +35,15 @@ fn summarize(mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     let at = |q: f64| {
         let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN)
+        samples
+            .get(i)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
     };
-    Summary { median_ms: at(0.5), p90_ms: at(0.9) }
+    Summary {
+        median_ms: at(0.5),
+        p90_ms: at(0.9),
+    }
 }
 
 fn time_command(argv: &[&str]) -> Result<Duration> {
@@ -50,12 +56,26 @@ fn time_command(argv: &[&str]) -> Result<Duration> {
         .status()
         .map_err(|e| Error::backend(format!("run {}", argv[0]), e))?;
     if !status.success() {
-        return Err(Error::backend(format!("run {}", argv.join(" ")), format!("exited with {status}")));
+        return Err(Error::backend(
+            format!("run {}", argv.join(" ")),
+            format!("exited with {status}"),
+        ));
     }
     Ok(start.elapsed())
 }
 
-const BWRAP: [&str; 10] = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"];
+const BWRAP: [&str; 10] = [
+    "bwrap",
+    "--unshare-all",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "true",
+];
 
 #[derive(Debug, serde::Serialize)]
 struct Row {
@@ -68,7 +88,13 @@ struct Row {
 
 impl Row {
     fn new(name: &'static str, stockade: Summary, baseline_name: &'static str, baseline: Summary) -> Row {
-        Row { name, stockade, baseline_name, baseline, ratio: stockade.median_ms / baseline.median_ms }
+        Row {
+            name,
+            stockade,
+            baseline_name,
+            baseline,
+            ratio: stockade.median_ms / baseline.median_ms,
+        }
     }
 }
 
@@ -92,7 +118,11 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     let n = a.iterations.max(3);
     let have_bwrap = Command::new("bwrap").arg("--version").output().is_ok();
     if !have_bwrap {
-        return Err(Error::unsupported("bench", "baseline", "bwrap is not installed (apt-get install bubblewrap)"));
+        return Err(Error::unsupported(
+            "bench",
+            "baseline",
+            "bwrap is not installed (apt-get install bubblewrap)",
+        ));
     }
     eprintln!("stockade bench: {n} iterations each; warming up");
     // Warm caches for both sides.
@@ -110,7 +140,12 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         theirs.push(time_command(&BWRAP)?);
         ours.push(time_command(&[&exe, "run", "--", "true"])?);
     }
-    rows.push(Row::new("create+exec+destroy (stockade run -- true)", summarize(ours), "bwrap --unshare-all ... true", summarize(theirs)));
+    rows.push(Row::new(
+        "create+exec+destroy (stockade run -- true)",
+        summarize(ours),
+        "bwrap --unshare-all ... true",
+        summarize(theirs),
+    ));
 
     // 1b. The same through the library, no process start of our own.
     let mut lib = Vec::new();
@@ -121,7 +156,11 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         let start = Instant::now();
         let info = driver.create(SandboxSpec::default()).await?;
         let created = Instant::now();
-        let out = driver.exec(&info.id, ExecRequest::new(["true"])).await?.output().await?;
+        let out = driver
+            .exec(&info.id, ExecRequest::new(["true"]))
+            .await?
+            .output()
+            .await?;
         let execed = Instant::now();
         driver.destroy(&info.id).await?;
         if !out.exit.success() {
@@ -132,8 +171,17 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         t_exec.push(execed - created);
         t_destroy.push(execed.elapsed());
     }
-    let stages = [("create", summarize(t_create)), ("first exec", summarize(t_exec)), ("destroy", summarize(t_destroy))];
-    rows.push(Row::new("create+exec+destroy (library)", summarize(lib), "bwrap --unshare-all ... true", summarize(theirs)));
+    let stages = [
+        ("create", summarize(t_create)),
+        ("first exec", summarize(t_exec)),
+        ("destroy", summarize(t_destroy)),
+    ];
+    rows.push(Row::new(
+        "create+exec+destroy (library)",
+        summarize(lib),
+        "bwrap --unshare-all ... true",
+        summarize(theirs),
+    ));
 
     // 2. exec round trip on a live sandbox.
     let info = driver.create(SandboxSpec::default()).await?;
@@ -142,7 +190,11 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     let mut host = Vec::new();
     for _ in 0..n.max(50) {
         let start = Instant::now();
-        driver.exec(&info.id, ExecRequest::new(["true"])).await?.output().await?;
+        driver
+            .exec(&info.id, ExecRequest::new(["true"]))
+            .await?
+            .output()
+            .await?;
         lib.push(start.elapsed());
         host.push(time_command(&["true"])?);
     }
@@ -151,8 +203,18 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     }
     driver.destroy(&info.id).await?;
     let host = summarize(host);
-    rows.push(Row::new("exec round trip (library)", summarize(lib), "fork+exec true on the host", host));
-    rows.push(Row::new("exec round trip (stockade exec -- true)", summarize(cli), "fork+exec true on the host", host));
+    rows.push(Row::new(
+        "exec round trip (library)",
+        summarize(lib),
+        "fork+exec true on the host",
+        host,
+    ));
+    rows.push(Row::new(
+        "exec round trip (stockade exec -- true)",
+        summarize(cli),
+        "fork+exec true on the host",
+        host,
+    ));
 
     // 3. Many sandboxes created at once.
     let start = Instant::now();
@@ -162,27 +224,50 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     });
     let created: Vec<_> = futures::future::join_all(creates).await;
     let ours_total = start.elapsed();
-    let ids: Vec<_> = created.iter().filter_map(|r| r.as_ref().ok().map(|i| i.id.clone())).collect();
-    let failures: Vec<String> = created.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    let ids: Vec<_> = created
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|i| i.id.clone()))
+        .collect();
+    let failures: Vec<String> = created
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
     let destroys = ids.iter().map(|id| {
         let d = Arc::clone(&driver);
         async move { d.destroy(id).await }
     });
     futures::future::join_all(destroys).await;
     if let Some(first) = failures.first() {
-        return Err(Error::backend(format!("{} of {} concurrent creates failed", failures.len(), a.concurrent), first));
+        return Err(Error::backend(
+            format!("{} of {} concurrent creates failed", failures.len(), a.concurrent),
+            first,
+        ));
     }
     let start = Instant::now();
     let bwraps: Vec<_> = (0..a.concurrent)
-        .map(|_| Command::new(BWRAP[0]).args(&BWRAP[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn())
+        .map(|_| {
+            Command::new(BWRAP[0])
+                .args(&BWRAP[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::backend("spawn bwrap", e))?;
     for mut b in bwraps {
         let _ = b.wait();
     }
     let theirs_total = start.elapsed();
-    let one = |d: Duration| Summary { median_ms: d.as_secs_f64() * 1000.0, p90_ms: d.as_secs_f64() * 1000.0 };
-    rows.push(Row::new("create N sandboxes concurrently (total)", one(ours_total), "N concurrent bwrap ... true", one(theirs_total)));
+    let one = |d: Duration| Summary {
+        median_ms: d.as_secs_f64() * 1000.0,
+        p90_ms: d.as_secs_f64() * 1000.0,
+    };
+    rows.push(Row::new(
+        "create N sandboxes concurrently (total)",
+        one(ours_total),
+        "N concurrent bwrap ... true",
+        one(theirs_total),
+    ));
 
     // 4. Host memory per idle sandbox: supervisor + pid 1 (the agent).
     let mut idle = Vec::new();
@@ -212,14 +297,19 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // bwrap forks: the sandbox is bwrap plus its child (sleep), like our supervisor plus pid 1.
     let bwrap_pid = sleeper.id() as i32;
-    let children = std::fs::read_to_string(format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children")).unwrap_or_default();
     let (mut b_pss, mut b_rss) = memory_kib(bwrap_pid);
     for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
         let (p, r) = memory_kib(child);
         b_pss += p;
         b_rss += r;
-        let grandchildren = std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).unwrap_or_default();
-        for g in grandchildren.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        let grandchildren =
+            std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).unwrap_or_default();
+        for g in grandchildren
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
             let (p, r) = memory_kib(g);
             b_pss += p;
             b_rss += r;
@@ -237,13 +327,18 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
     });
 
     if a.json {
-        let stages: serde_json::Map<String, serde_json::Value> =
-            stages.iter().map(|(n, s)| ((*n).to_owned(), serde_json::json!(s))).collect();
+        let stages: serde_json::Map<String, serde_json::Value> = stages
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), serde_json::json!(s)))
+            .collect();
         let v = serde_json::json!({ "iterations": n, "concurrent": a.concurrent, "rows": rows, "stages": stages, "memory": memory });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
-    println!("{:<44} {:>10} {:>10}   {:<30} {:>10}  {:>7}", "measurement", "median ms", "p90 ms", "baseline", "median ms", "ratio");
+    println!(
+        "{:<44} {:>10} {:>10}   {:<30} {:>10}  {:>7}",
+        "measurement", "median ms", "p90 ms", "baseline", "median ms", "ratio"
+    );
     for r in &rows {
         println!(
             "{:<44} {:>10.2} {:>10.2}   {:<30} {:>10.2}  {:>6.2}x",
@@ -251,8 +346,14 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         );
     }
     println!("(N = {})", a.concurrent);
-    let stage_text: Vec<String> = stages.iter().map(|(n, s)| format!("{n} {:.2} ms", s.median_ms)).collect();
-    println!("library create+exec+destroy by stage (medians): {}", stage_text.join(", "));
+    let stage_text: Vec<String> = stages
+        .iter()
+        .map(|(n, s)| format!("{n} {:.2} ms", s.median_ms))
+        .collect();
+    println!(
+        "library create+exec+destroy by stage (medians): {}",
+        stage_text.join(", ")
+    );
     println!(
         "host memory per idle sandbox (supervisor + pid 1): PSS {} KiB, RSS {} KiB; idle bwrap+sleep: PSS {} KiB, RSS {} KiB",
         pss / per,

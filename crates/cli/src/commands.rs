@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use stockade_core::{
-    parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec, SandboxStatus,
+    parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec,
+    SandboxStatus,
 };
 use stockade_native::NativeDriver;
 
@@ -45,7 +46,10 @@ pub async fn run(cli: Cli) -> i32 {
 pub fn driver(name: &str) -> Result<Arc<dyn Driver>> {
     match name {
         "native" => Ok(Arc::new(NativeDriver::from_env()?)),
-        other => Err(Error::invalid("driver", format!("{other:?} is not available; known drivers: native"))),
+        other => Err(Error::invalid(
+            "driver",
+            format!("{other:?} is not available; known drivers: native"),
+        )),
     }
 }
 
@@ -102,7 +106,11 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
         Command::Cp(a) => copy(&*d, &a).await,
         Command::Shell(a) => {
             let info = d.get(&a.sandbox).await?;
-            let shell = if d.stat(&info.id, &a.shell).await.is_ok() { a.shell } else { "/bin/sh".into() };
+            let shell = if d.stat(&info.id, &a.shell).await.is_ok() {
+                a.shell
+            } else {
+                "/bin/sh".into()
+            };
             let opts = ExecOptions {
                 env: Vec::new(),
                 workdir: None,
@@ -143,13 +151,20 @@ pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
         ttl: a.ttl.as_deref().map(|t| parse::duration("ttl", t)).transpose()?,
         ..Default::default()
     };
-    spec.resources.memory_bytes = a.memory.as_deref().map(|m| parse::size("memory", m)).transpose()?;
+    spec.resources.memory_bytes = a
+        .memory
+        .as_deref()
+        .map(|m| parse::size("memory", m))
+        .transpose()?;
     spec.resources.disk_bytes = a.disk.as_deref().map(|m| parse::size("disk", m)).transpose()?;
     spec.resources.millicpus = a.cpus.as_deref().map(|c| parse::cpus("cpus", c)).transpose()?;
     spec.resources.pids = a
         .pids
         .as_deref()
-        .map(|p| p.parse::<u32>().map_err(|_| Error::invalid("pids", format!("{p:?} is not a whole number"))))
+        .map(|p| {
+            p.parse::<u32>()
+                .map_err(|_| Error::invalid("pids", format!("{p:?} is not a whole number")))
+        })
         .transpose()?;
     for e in &a.env {
         let (k, v) = parse::key_value("env", e)?;
@@ -186,7 +201,11 @@ fn exec_request(o: &ExecOptions, argv: Vec<String>) -> Result<ExecRequest> {
         user: o.user.clone(),
         stdin: o.interactive,
         tty: o.tty.then(crate::terminal::size),
-        timeout: o.timeout.as_deref().map(|t| parse::duration("timeout", t)).transpose()?,
+        timeout: o
+            .timeout
+            .as_deref()
+            .map(|t| parse::duration("timeout", t))
+            .transpose()?,
     };
     req.validate()?;
     Ok(req)
@@ -225,7 +244,8 @@ async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) 
     if tty {
         let control = Arc::clone(&session.control);
         tokio::spawn(async move {
-            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            else {
                 return;
             };
             while winch.recv().await.is_some() {
@@ -244,7 +264,10 @@ async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) 
             }
         };
         let Some(event) = event else {
-            return Err(Error::backend("exec", "the sandbox closed the stream before the command ended"));
+            return Err(Error::backend(
+                "exec",
+                "the sandbox closed the stream before the command ended",
+            ));
         };
         let event = event?;
         if json {
@@ -268,7 +291,9 @@ async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) 
                     return Ok(exit::TIMEOUT);
                 }
                 if exit.oom {
-                    eprintln!("stockade: command was killed by the out-of-memory killer (memory limit reached)");
+                    eprintln!(
+                        "stockade: command was killed by the out-of-memory killer (memory limit reached)"
+                    );
                 }
                 return Ok(exit.shell_code());
             }
@@ -296,7 +321,10 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 fn age(created_at: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let s = now.saturating_sub(created_at);
     match s {
         0..=59 => format!("{s}s ago"),
@@ -308,7 +336,10 @@ fn age(created_at: u64) -> String {
 
 fn print_table(all: &[SandboxInfo]) {
     let name_w = all.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<12}  {:<name_w$}  {:<9}  {:<6}  {:<8}  CREATED", "ID", "NAME", "STATUS", "DRIVER", "NETWORK");
+    println!(
+        "{:<12}  {:<name_w$}  {:<9}  {:<6}  {:<8}  CREATED",
+        "ID", "NAME", "STATUS", "DRIVER", "NETWORK"
+    );
     for s in all {
         println!(
             "{:<12}  {:<name_w$}  {:<9}  {:<6}  {:<8}  {}",
@@ -328,7 +359,8 @@ async fn stats(d: &dyn Driver, target: &str, json: bool) -> Result<i32> {
     let window = std::time::Duration::from_millis(250);
     tokio::time::sleep(window).await;
     let second = d.stats(&info.id).await?;
-    let cpu_percent = (second.cpu_usec.saturating_sub(first.cpu_usec)) as f64 / window.as_micros() as f64 * 100.0;
+    let cpu_percent =
+        (second.cpu_usec.saturating_sub(first.cpu_usec)) as f64 / window.as_micros() as f64 * 100.0;
     if json {
         let mut v = serde_json::to_value(&second).unwrap_or_default();
         v["cpu_percent"] = serde_json::json!((cpu_percent * 10.0).round() / 10.0);
@@ -336,8 +368,16 @@ async fn stats(d: &dyn Driver, target: &str, json: bool) -> Result<i32> {
         print_json(&v);
     } else {
         let mib = |b: u64| format!("{:.1}MiB", b as f64 / (1 << 20) as f64);
-        let limit = info.spec.resources.memory_bytes.map(mib).unwrap_or_else(|| "-".into());
-        println!("{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>5}  SOURCE", "ID", "CPU %", "CPU TIME", "MEMORY", "LIMIT", "PIDS");
+        let limit = info
+            .spec
+            .resources
+            .memory_bytes
+            .map(mib)
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12}  {:>7}  {:>10}  {:>10}  {:>10}  {:>5}  SOURCE",
+            "ID", "CPU %", "CPU TIME", "MEMORY", "LIMIT", "PIDS"
+        );
         println!(
             "{:<12}  {:>6.1}%  {:>9.2}s  {:>10}  {:>10}  {:>5}  {}",
             info.id,
@@ -395,7 +435,12 @@ async fn copy(d: &dyn Driver, a: &CopyArgs) -> Result<i32> {
             let info = d.get(sb).await?;
             copy_in(d, &info, std::path::Path::new(&a.src), path).await?;
         }
-        (Some(_), Some(_)) => return Err(Error::invalid("cp", "copying between two sandboxes is not supported; copy through the host")),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "cp",
+                "copying between two sandboxes is not supported; copy through the host",
+            ))
+        }
         (None, None) => return Err(Error::invalid("cp", "one side must be SANDBOX:/absolute/path")),
     }
     Ok(0)
@@ -407,14 +452,18 @@ async fn copy_in(d: &dyn Driver, info: &SandboxInfo, src: &std::path::Path, dst:
     // Copying into an existing directory puts the file inside it, like cp(1).
     let dst = match d.stat(&info.id, dst).await {
         Ok(st) if st.kind == stockade_core::FileKind::Dir => {
-            let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             format!("{}/{name}", dst.trim_end_matches('/'))
         }
         _ => dst.to_owned(),
     };
     if meta.is_dir() {
         d.mkdir(&info.id, &dst).await?;
-        let entries = std::fs::read_dir(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
+        let entries =
+            std::fs::read_dir(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
         for entry in entries.flatten() {
             let child = format!("{dst}/{}", entry.file_name().to_string_lossy());
             Box::pin(copy_in(d, info, &entry.path(), &child)).await?;
@@ -422,7 +471,8 @@ async fn copy_in(d: &dyn Driver, info: &SandboxInfo, src: &std::path::Path, dst:
         return Ok(());
     }
     let data = std::fs::read(src).map_err(|e| Error::invalid("cp", format!("{}: {e}", src.display())))?;
-    d.write_file(&info.id, &dst, data, meta.permissions().mode() & 0o7777).await
+    d.write_file(&info.id, &dst, data, meta.permissions().mode() & 0o7777)
+        .await
 }
 
 async fn copy_out(d: &dyn Driver, info: &SandboxInfo, src: &str, dst: &std::path::Path) -> Result<()> {
@@ -465,11 +515,17 @@ fn info(json: bool) -> Result<()> {
     println!("namespaces:       {}", report.namespaces.join(", "));
     println!("user namespaces:  {}", yes_no(&report.user_namespaces));
     println!("cgroups:          {} ({})", report.cgroup, report.cgroup_detail);
-    println!("overlayfs:        {}", if report.overlayfs { "yes" } else { "no" });
+    println!(
+        "overlayfs:        {}",
+        if report.overlayfs { "yes" } else { "no" }
+    );
     println!("seccomp:          {}", if report.seccomp { "yes" } else { "no" });
     println!(
         "landlock:         {}",
-        report.landlock_abi.map(|v| format!("yes (ABI {v})")).unwrap_or_else(|| "no (not an active LSM)".into())
+        report
+            .landlock_abi
+            .map(|v| format!("yes (ABI {v})"))
+            .unwrap_or_else(|| "no (not an active LSM)".into())
     );
     println!("drivers:");
     println!("  native          {}", yes_no(&report.native_driver_usable));

@@ -17,7 +17,9 @@ impl RawMode {
         if !stdin.is_terminal() {
             return RawMode { saved: None };
         }
-        let Ok(saved) = termios::tcgetattr(&stdin) else { return RawMode { saved: None } };
+        let Ok(saved) = termios::tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
         if termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {

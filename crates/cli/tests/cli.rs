@@ -18,7 +18,11 @@ impl Home {
             eprintln!("SKIPPED: {why}");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("stockade-cli-test-{}-{}", std::process::id(), rand_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "stockade-cli-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         Some(Home { dir })
     }
 
@@ -44,7 +48,10 @@ impl Drop for Home {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
 }
 
 fn stdout(o: &Output) -> String {
@@ -75,16 +82,34 @@ fn create_then_exec_from_another_process_then_rm_leaves_nothing() {
 
     let out = home.run(&["exec", &id, "--", "cat", "/proc/1/cmdline"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("stockade-agent\0init"), "{:?}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("stockade-agent\0init"),
+        "{:?}",
+        stdout(&out)
+    );
     // by name too
-    assert_eq!(stdout(&home.run(&["exec", "keeper", "--", "hostname"])), "keeper\n");
+    assert_eq!(
+        stdout(&home.run(&["exec", "keeper", "--", "hostname"])),
+        "keeper\n"
+    );
 
     let inspect: serde_json::Value = serde_json::from_slice(&home.run(&["inspect", &id]).stdout).unwrap();
     assert_eq!(inspect["status"], "running");
     let d = &inspect["details"];
-    let pids = [d["init_pid"].as_i64().unwrap() as i32, d["supervisor_pid"].as_i64().unwrap() as i32];
-    let cgroups: Vec<PathBuf> = d["cgroup_dirs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
-    let sandbox_dir = Path::new(d["upper_dir"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    let pids = [
+        d["init_pid"].as_i64().unwrap() as i32,
+        d["supervisor_pid"].as_i64().unwrap() as i32,
+    ];
+    let cgroups: Vec<PathBuf> = d["cgroup_dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().into())
+        .collect();
+    let sandbox_dir = Path::new(d["upper_dir"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let socket = PathBuf::from(d["socket"].as_str().unwrap());
     assert!(!cgroups.is_empty(), "limits need cgroups: {d}");
     assert!(cgroups.iter().all(|c| c.exists()));
@@ -92,14 +117,25 @@ fn create_then_exec_from_another_process_then_rm_leaves_nothing() {
     assert!(pids.iter().all(|p| Path::new(&format!("/proc/{p}")).exists()));
 
     let out = home.run(&["rm", &id]);
-    assert_eq!(out.status.code(), Some(5), "rm without -f refuses a running sandbox: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "rm without -f refuses a running sandbox: {}",
+        stderr(&out)
+    );
     let out = home.run(&["rm", "-f", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // processes: gone (a zombie waiting for the host's init to reap it is not running)
     for pid in pids {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let running = !state.is_empty() && !state.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+        let running = !state.is_empty()
+            && !state
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z');
         assert!(!running, "pid {pid} still runs: {state}");
     }
     // cgroups, files, socket: gone
@@ -113,13 +149,21 @@ fn create_then_exec_from_another_process_then_rm_leaves_nothing() {
     // mounts: none anywhere on the host that mention the sandbox
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(mi) = std::fs::read_to_string(entry.path().join("mountinfo")) {
-            assert!(!mi.contains(&id), "a mount of {id} is left in {}", entry.path().display());
+            assert!(
+                !mi.contains(&id),
+                "a mount of {id} is left in {}",
+                entry.path().display()
+            );
         }
     }
     // and no process anywhere mentions it
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(!String::from_utf8_lossy(&cmd).contains(&id), "process {} left", entry.path().display());
+            assert!(
+                !String::from_utf8_lossy(&cmd).contains(&id),
+                "process {} left",
+                entry.path().display()
+            );
         }
     }
     assert_eq!(stdout(&home.run(&["ls", "-q"])), "");
@@ -128,7 +172,9 @@ fn create_then_exec_from_another_process_then_rm_leaves_nothing() {
 #[test]
 fn ls_json_and_stop_start() {
     let Some(home) = Home::new() else { return };
-    let id = stdout(&home.run(&["create", "--name", "lister", "-l", "team=a"])).trim().to_owned();
+    let id = stdout(&home.run(&["create", "--name", "lister", "-l", "team=a"]))
+        .trim()
+        .to_owned();
     let list: serde_json::Value = serde_json::from_slice(&home.run(&["ls", "--json"]).stdout).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["spec"]["labels"]["team"], "a");
@@ -141,7 +187,8 @@ fn ls_json_and_stop_start() {
     assert!(stderr(&out).contains("is stopped"), "{}", stderr(&out));
     assert!(home.run(&["start", "lister"]).status.success());
     assert!(home.run(&["exec", "lister", "--", "true"]).status.success());
-    let stats: serde_json::Value = serde_json::from_slice(&home.run(&["stats", "lister", "--json"]).stdout).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_slice(&home.run(&["stats", "lister", "--json"]).stdout).unwrap();
     assert!(stats["pids"].as_u64().unwrap() >= 1, "{stats}");
 }
 
@@ -155,7 +202,9 @@ fn lost_supervisor_shows_as_lost_and_rm_cleans_up() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
     // pid 1 dies with its supervisor (parent-death signal)
     for _ in 0..200 {
-        let alive = std::fs::read_to_string(format!("/proc/{init}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
+        let alive = std::fs::read_to_string(format!("/proc/{init}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false);
         if !alive {
             break;
         }
@@ -165,7 +214,10 @@ fn lost_supervisor_shows_as_lost_and_rm_cleans_up() {
     assert!(table.contains("lost"), "{table}");
     let out = home.run(&["exec", &id, "--", "true"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(home.run(&["rm", &id]).status.success(), "a lost sandbox can be removed without -f");
+    assert!(
+        home.run(&["rm", &id]).status.success(),
+        "a lost sandbox can be removed without -f"
+    );
     assert_eq!(stdout(&home.run(&["ls", "-q"])), "");
 }
 
@@ -176,16 +228,39 @@ fn cp_both_ways_and_shell_exec_flags() {
     let tmp = home.dir.with_extension("files");
     std::fs::create_dir_all(tmp.join("tree/sub")).unwrap();
     std::fs::write(tmp.join("tree/sub/f.bin"), [0u8, 1, 2, 255]).unwrap();
-    let out = home.run(&["cp", tmp.join("tree").to_str().unwrap(), &format!("{id}:/workspace")]);
+    let out = home.run(&[
+        "cp",
+        tmp.join("tree").to_str().unwrap(),
+        &format!("{id}:/workspace"),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = home.run(&["exec", "-w", "/workspace/tree", "-e", "X=1", &id, "--", "sh", "-c", "od -An -tu1 sub/f.bin; pwd; echo $X"]);
-    assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "255", "/workspace/tree", "1"]);
+    let out = home.run(&[
+        "exec",
+        "-w",
+        "/workspace/tree",
+        "-e",
+        "X=1",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "od -An -tu1 sub/f.bin; pwd; echo $X",
+    ]);
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "255", "/workspace/tree", "1"]
+    );
     let back = tmp.join("back");
     let out = home.run(&["cp", &format!("{id}:/workspace/tree"), back.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(back.join("sub/f.bin")).unwrap(), [0u8, 1, 2, 255]);
     // stdin with -i
-    let mut child = home.cmd(&["exec", "-i", &id, "--", "tr", "a-z", "A-Z"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = home
+        .cmd(&["exec", "-i", &id, "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
     assert_eq!(stdout(&child.wait_with_output().unwrap()), "SHOUT\n");
@@ -195,31 +270,72 @@ fn cp_both_ways_and_shell_exec_flags() {
     assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
     // --json events
     let out = home.run(&["exec", "--json", &id, "--", "sh", "-c", "echo a; echo b >&2"]);
-    let events: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.first().unwrap()["type"], "started");
     assert_eq!(events.last().unwrap()["type"], "exited");
-    assert!(events.iter().any(|e| e["stream"] == "stderr" && e["text"] == "b\n"));
+    assert!(events
+        .iter()
+        .any(|e| e["stream"] == "stderr" && e["text"] == "b\n"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// (args, exit code, what the one-line message must contain)
 const BAD_INPUT: &[(&[&str], i32, &str)] = &[
-    (&["create", "--memory", "lots"], 2, "invalid memory: \"lots\" is not a size"),
-    (&["create", "--network", "bogus"], 2, "invalid network: \"bogus\": expected \"none\" or \"full\""),
+    (
+        &["create", "--memory", "lots"],
+        2,
+        "invalid memory: \"lots\" is not a size",
+    ),
+    (
+        &["create", "--network", "bogus"],
+        2,
+        "invalid network: \"bogus\": expected \"none\" or \"full\"",
+    ),
     (&["create", "--cpus", "0"], 2, "invalid cpus"),
     (&["create", "--pids", "many"], 2, "invalid pids"),
     (&["create", "--ttl", "soon"], 2, "invalid ttl"),
     (&["create", "-v", "relative:/x"], 2, "invalid volume"),
     (&["create", "-v", "/definitely/not/here:/x"], 2, "invalid volume"),
-    (&["create", "-e", "NOVALUE"], 2, "invalid env: \"NOVALUE\": expected KEY=VALUE"),
+    (
+        &["create", "-e", "NOVALUE"],
+        2,
+        "invalid env: \"NOVALUE\": expected KEY=VALUE",
+    ),
     (&["create", "--name", "bad/name"], 2, "invalid name"),
-    (&["create", "--rootfs", "/definitely/not/here"], 2, "invalid rootfs"),
-    (&["create", "--driver", "warp"], 2, "invalid driver: \"warp\" is not available"),
-    (&["create", "--disk", "1g"], 4, "disk limit is not supported by the native driver"),
-    (&["exec", "no-such-sandbox", "--", "true"], 3, "no such sandbox: no-such-sandbox"),
-    (&["inspect", "no-such-sandbox"], 3, "no such sandbox: no-such-sandbox"),
+    (
+        &["create", "--rootfs", "/definitely/not/here"],
+        2,
+        "invalid rootfs",
+    ),
+    (
+        &["create", "--driver", "warp"],
+        2,
+        "invalid driver: \"warp\" is not available",
+    ),
+    (
+        &["create", "--disk", "1g"],
+        4,
+        "disk limit is not supported by the native driver",
+    ),
+    (
+        &["exec", "no-such-sandbox", "--", "true"],
+        3,
+        "no such sandbox: no-such-sandbox",
+    ),
+    (
+        &["inspect", "no-such-sandbox"],
+        3,
+        "no such sandbox: no-such-sandbox",
+    ),
     (&["rm", "no-such-sandbox"], 3, "no such sandbox: no-such-sandbox"),
-    (&["cp", "/etc/hostname", "/tmp/x"], 2, "one side must be SANDBOX:/absolute/path"),
+    (
+        &["cp", "/etc/hostname", "/tmp/x"],
+        2,
+        "one side must be SANDBOX:/absolute/path",
+    ),
 ];
 
 #[test]
@@ -230,7 +346,11 @@ fn bad_input_gets_one_line_errors_and_documented_codes() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert!(err.contains(message), "{args:?}: {err:?} lacks {message:?}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err:?}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err:?}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     // Nothing was created by any of them.
@@ -239,10 +359,17 @@ fn bad_input_gets_one_line_errors_and_documented_codes() {
     let id = stdout(&home.run(&["create"])).trim().to_owned();
     let out = home.run(&["exec", &id, "--", "no-such-command-xyz"]);
     assert_eq!(out.status.code(), Some(127));
-    assert_eq!(stderr(&out), "stockade: command not found in sandbox: no-such-command-xyz: not found in PATH\n");
+    assert_eq!(
+        stderr(&out),
+        "stockade: command not found in sandbox: no-such-command-xyz: not found in PATH\n"
+    );
     let out = home.run(&["exec", "-w", "/nope", &id, "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("invalid workdir: /nope"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid workdir: /nope"),
+        "{}",
+        stderr(&out)
+    );
     let out = home.run(&["create", "--name", "twin"]);
     assert!(out.status.success());
     let out = home.run(&["create", "--name", "twin"]);
@@ -264,7 +391,10 @@ fn host_without_user_namespaces_gets_a_clear_error() {
         home.dir.display(),
         env!("CARGO_BIN_EXE_stockade")
     );
-    let out = Command::new("unshare").args(["-Ur", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-Ur", "sh", "-c", &script])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -274,10 +404,17 @@ fn host_without_user_namespaces_gets_a_clear_error() {
 
 #[test]
 fn info_reports_the_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_stockade")).args(["info", "--json"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["info", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["host"]["namespaces"].as_array().unwrap().iter().any(|n| n == "user"));
+    assert!(v["host"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "user"));
     assert!(["v1", "v2", "none"].contains(&v["host"]["cgroup"].as_str().unwrap()));
     assert_eq!(v["drivers"][0]["name"], "native");
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use stockade_core::{
-    Driver, Error, ExecEvent, ExecOutput, ExecRequest, FileKind, OutputStream, SandboxId, SandboxSpec, SandboxStatus,
-    TtySize,
+    Driver, Error, ExecEvent, ExecOutput, ExecRequest, FileKind, OutputStream, SandboxId, SandboxSpec,
+    SandboxStatus, TtySize,
 };
 
 /// What a driver's test file provides.
@@ -90,7 +90,13 @@ impl Sandbox {
     }
 
     pub async fn run(&self, req: ExecRequest) -> ExecOutput {
-        self.driver.exec(&self.id, req).await.expect("start exec").output().await.expect("exec output")
+        self.driver
+            .exec(&self.id, req)
+            .await
+            .expect("start exec")
+            .output()
+            .await
+            .expect("exec output")
     }
 }
 
@@ -99,7 +105,10 @@ impl Drop for Sandbox {
         let (driver, id) = (Arc::clone(&self.driver), self.id.clone());
         // Destroy on a separate thread with its own runtime: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             let _ = rt.block_on(driver.destroy(&id));
         })
         .join();
@@ -115,7 +124,9 @@ pub mod cases {
 
     pub async fn stdout_and_stderr_stay_apart_and_in_order(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        let out = sb.sh("i=0; while [ $i -lt 200 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done").await;
+        let out = sb
+            .sh("i=0; while [ $i -lt 200 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done")
+            .await;
         let expect = |p: &str| (0..200).map(|i| format!("{p}{i}\n")).collect::<String>();
         assert_eq!(text(&out.stdout), expect("out"));
         assert_eq!(text(&out.stderr), expect("err"));
@@ -126,7 +137,10 @@ pub mod cases {
         let sb = Sandbox::new(h).await;
         assert_eq!(sb.sh("exit 0").await.exit.code, Some(0));
         let three = sb.sh("exit 3").await.exit;
-        assert_eq!((three.code, three.signal, three.timed_out), (Some(3), None, false));
+        assert_eq!(
+            (three.code, three.signal, three.timed_out),
+            (Some(3), None, false)
+        );
         let killed = sb.sh("kill -TERM $$").await.exit;
         assert_eq!((killed.code, killed.signal), (None, Some(15)));
         assert_eq!(killed.shell_code(), 143);
@@ -137,7 +151,9 @@ pub mod cases {
         spec.env.insert("FROM_SPEC".into(), "spec".into());
         spec.env.insert("OVERRIDE".into(), "spec".into());
         let sb = Sandbox::with_spec(h, spec).await;
-        let out = sb.sh("pwd; echo $FROM_SPEC $OVERRIDE $FROM_REQ; echo $HOME").await;
+        let out = sb
+            .sh("pwd; echo $FROM_SPEC $OVERRIDE $FROM_REQ; echo $HOME")
+            .await;
         assert_eq!(text(&out.stdout), "/workspace\nspec spec\n/root\n");
         let mut req = ExecRequest::new(["sh", "-c", "pwd; echo $FROM_SPEC $OVERRIDE $FROM_REQ"]);
         req.cwd = Some("/tmp".into());
@@ -189,12 +205,24 @@ pub mod cases {
         let check = sb
             .sh("for f in /tmp/grandchild /tmp/child; do p=$(cat $f); if kill -0 $p 2>/dev/null; then echo alive $f; fi; done; ps -eo comm | grep -c '^sleep$' || true")
             .await;
-        assert_eq!(text(&check.stdout), "0\n", "leftover processes: {}", text(&check.stdout));
+        assert_eq!(
+            text(&check.stdout),
+            "0\n",
+            "leftover processes: {}",
+            text(&check.stdout)
+        );
     }
 
     pub async fn kill_ends_the_tree(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        let session = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", "sleep 1000 & echo ready; wait"])).await.unwrap();
+        let session = sb
+            .driver
+            .exec(
+                &sb.id,
+                ExecRequest::new(["sh", "-c", "sleep 1000 & echo ready; wait"]),
+            )
+            .await
+            .unwrap();
         let mut events = session.events;
         loop {
             match events.next().await.unwrap().unwrap() {
@@ -211,12 +239,23 @@ pub mod cases {
         };
         assert_eq!(exit.signal, Some(9));
         assert!(!exit.timed_out);
-        assert_eq!(text(&sb.sh("ps -eo comm | grep -c '^sleep$' || true").await.stdout), "0\n");
+        assert_eq!(
+            text(&sb.sh("ps -eo comm | grep -c '^sleep$' || true").await.stdout),
+            "0\n"
+        );
     }
 
     pub async fn sequence_numbers_are_contiguous(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        let mut events = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", "seq 1 2000; seq 1 500 >&2"])).await.unwrap().events;
+        let mut events = sb
+            .driver
+            .exec(
+                &sb.id,
+                ExecRequest::new(["sh", "-c", "seq 1 2000; seq 1 500 >&2"]),
+            )
+            .await
+            .unwrap()
+            .events;
         let mut expected = 0;
         let mut started = false;
         while let Some(e) = events.next().await {
@@ -249,7 +288,11 @@ pub mod cases {
         let mut req = ExecRequest::new(["sh"]);
         req.tty = Some(TtySize::default());
         let session = sb.driver.exec(&sb.id, req).await.unwrap();
-        session.control.write_stdin(b"echo hi-$((40+2))\nexit 7\n").await.unwrap();
+        session
+            .control
+            .write_stdin(b"echo hi-$((40+2))\nexit 7\n")
+            .await
+            .unwrap();
         let out = session.output().await.unwrap();
         assert!(text(&out.stdout).contains("hi-42"), "{}", text(&out.stdout));
         assert_eq!(out.exit.code, Some(7));
@@ -257,7 +300,12 @@ pub mod cases {
 
     pub async fn command_not_found_is_an_error(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        let err = sb.driver.exec(&sb.id, ExecRequest::new(["no-such-command-xyz"])).await.err().unwrap();
+        let err = sb
+            .driver
+            .exec(&sb.id, ExecRequest::new(["no-such-command-xyz"]))
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::CommandNotFound(_)), "{err:?}");
         assert!(err.to_string().contains("no-such-command-xyz"));
         let mut req = ExecRequest::new(["true"]);
@@ -273,35 +321,85 @@ pub mod cases {
         let d = &sb.driver;
         let binary: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
         d.mkdir(&sb.id, "/workspace/a/b/c").await.unwrap();
-        d.write_file(&sb.id, "/workspace/a/b/c/bin", binary.clone(), 0o600).await.unwrap();
-        d.write_file(&sb.id, "/workspace/empty", Vec::new(), 0o644).await.unwrap();
-        d.write_file(&sb.id, "/workspace/run.sh", b"#!/bin/sh\necho ran\n".to_vec(), 0o755).await.unwrap();
+        d.write_file(&sb.id, "/workspace/a/b/c/bin", binary.clone(), 0o600)
+            .await
+            .unwrap();
+        d.write_file(&sb.id, "/workspace/empty", Vec::new(), 0o644)
+            .await
+            .unwrap();
+        d.write_file(
+            &sb.id,
+            "/workspace/run.sh",
+            b"#!/bin/sh\necho ran\n".to_vec(),
+            0o755,
+        )
+        .await
+        .unwrap();
         assert!(d.read_file(&sb.id, "/workspace/a/b/c/bin").await.unwrap() == binary);
-        assert_eq!(d.read_file(&sb.id, "/workspace/empty").await.unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            d.read_file(&sb.id, "/workspace/empty").await.unwrap(),
+            Vec::<u8>::new()
+        );
         let st = d.stat(&sb.id, "/workspace/a/b/c/bin").await.unwrap();
         assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 1 << 20, 0o600));
         assert_eq!(d.stat(&sb.id, "/workspace/a").await.unwrap().kind, FileKind::Dir);
         // What the API wrote, a command sees, and the reverse.
-        assert_eq!(sb.sh("./run.sh; sha256sum < a/b/c/bin | cut -c1-16").await.stdout.len(), 4 + 17);
+        assert_eq!(
+            sb.sh("./run.sh; sha256sum < a/b/c/bin | cut -c1-16")
+                .await
+                .stdout
+                .len(),
+            4 + 17
+        );
         sb.sh("printf 'from exec' > /workspace/made-by-exec").await;
-        assert_eq!(d.read_file(&sb.id, "/workspace/made-by-exec").await.unwrap(), b"from exec");
+        assert_eq!(
+            d.read_file(&sb.id, "/workspace/made-by-exec").await.unwrap(),
+            b"from exec"
+        );
         // Overwrite is atomic and replaces the whole file.
-        d.write_file(&sb.id, "/workspace/empty", b"now full".to_vec(), 0o644).await.unwrap();
-        assert_eq!(d.read_file(&sb.id, "/workspace/empty").await.unwrap(), b"now full");
-        d.rename(&sb.id, "/workspace/empty", "/workspace/renamed").await.unwrap();
-        let names: Vec<String> = d.list_dir(&sb.id, "/workspace").await.unwrap().into_iter().map(|e| e.name).collect();
+        d.write_file(&sb.id, "/workspace/empty", b"now full".to_vec(), 0o644)
+            .await
+            .unwrap();
+        assert_eq!(
+            d.read_file(&sb.id, "/workspace/empty").await.unwrap(),
+            b"now full"
+        );
+        d.rename(&sb.id, "/workspace/empty", "/workspace/renamed")
+            .await
+            .unwrap();
+        let names: Vec<String> = d
+            .list_dir(&sb.id, "/workspace")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["a", "made-by-exec", "renamed", "run.sh"]);
         d.remove(&sb.id, "/workspace/a", true).await.unwrap();
         d.remove(&sb.id, "/workspace/renamed", false).await.unwrap();
-        let names: Vec<String> = d.list_dir(&sb.id, "/workspace").await.unwrap().into_iter().map(|e| e.name).collect();
+        let names: Vec<String> = d
+            .list_dir(&sb.id, "/workspace")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["made-by-exec", "run.sh"]);
     }
 
     pub async fn file_errors_name_the_path(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        let err = sb.driver.read_file(&sb.id, "/workspace/missing").await.unwrap_err();
+        let err = sb
+            .driver
+            .read_file(&sb.id, "/workspace/missing")
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "/workspace/missing: no such file or directory");
-        let err = sb.driver.write_file(&sb.id, "/no/such/dir/f", vec![1], 0o644).await.unwrap_err();
+        let err = sb
+            .driver
+            .write_file(&sb.id, "/no/such/dir/f", vec![1], 0o644)
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("/no/such/dir/f:"), "{err}");
         let err = sb.driver.read_file(&sb.id, "relative").await.unwrap_err();
         assert!(err.to_string().contains("absolute"), "{err}");
@@ -311,29 +409,48 @@ pub mod cases {
         use sha2::Digest;
         let sb = Sandbox::new(h).await;
         let script = "head -c 100000000 /dev/urandom | tee /tmp/sent; sha256sum < /tmp/sent | cut -c1-64 >&2";
-        let mut events = sb.driver.exec(&sb.id, ExecRequest::new(["sh", "-c", script])).await.unwrap().events;
+        let mut events = sb
+            .driver
+            .exec(&sb.id, ExecRequest::new(["sh", "-c", script]))
+            .await
+            .unwrap()
+            .events;
         let mut received = 0usize;
         let mut hasher = sha2::Sha256::new();
         let mut stderr = Vec::new();
         let run = async {
             while let Some(e) = events.next().await {
                 match e.unwrap() {
-                    ExecEvent::Output { stream: OutputStream::Stdout, data, .. } => {
+                    ExecEvent::Output {
+                        stream: OutputStream::Stdout,
+                        data,
+                        ..
+                    } => {
                         received += data.len();
                         hasher.update(&data);
                     }
-                    ExecEvent::Output { stream: OutputStream::Stderr, data, .. } => stderr.extend(data),
+                    ExecEvent::Output {
+                        stream: OutputStream::Stderr,
+                        data,
+                        ..
+                    } => stderr.extend(data),
                     ExecEvent::Exited { exit, .. } => return exit,
                     _ => {}
                 }
             }
             panic!("no exit event");
         };
-        let exit = tokio::time::timeout(Duration::from_secs(300), run).await.expect("100 MB of output deadlocked");
+        let exit = tokio::time::timeout(Duration::from_secs(300), run)
+            .await
+            .expect("100 MB of output deadlocked");
         assert_eq!(exit.code, Some(0));
         assert_eq!(received, 100_000_000);
         let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(text(&stderr).trim(), digest, "bytes were lost or changed on the way");
+        assert_eq!(
+            text(&stderr).trim(),
+            digest,
+            "bytes were lost or changed on the way"
+        );
     }
 
     pub async fn twenty_concurrent_execs(h: &dyn Harness) {
@@ -341,7 +458,11 @@ pub mod cases {
         let runs = (0..20).map(|i| {
             let (d, id) = (Arc::clone(&sb.driver), sb.id.clone());
             async move {
-                let req = ExecRequest::new(["sh", "-c", &format!("sleep 0.3; echo {i}; echo e{i} >&2; exit {}", i % 7)]);
+                let req = ExecRequest::new([
+                    "sh",
+                    "-c",
+                    &format!("sleep 0.3; echo {i}; echo e{i} >&2; exit {}", i % 7),
+                ]);
                 d.exec(&id, req).await.unwrap().output().await.unwrap()
             }
         });
@@ -352,14 +473,18 @@ pub mod cases {
             assert_eq!(text(&out.stderr), format!("e{i}\n"));
             assert_eq!(out.exit.code, Some(i as i32 % 7));
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "execs ran one after another");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "execs ran one after another"
+        );
     }
 
     pub async fn fifty_sandboxes_at_once(h: &dyn Harness) {
         let creates = (0..50).map(|_| Sandbox::new(h));
         let sandboxes = futures::future::join_all(creates).await;
         let runs = sandboxes.iter().enumerate().map(|(i, sb)| async move {
-            sb.sh(&format!("echo {i} > /workspace/n; cat /workspace/n; hostname")).await
+            sb.sh(&format!("echo {i} > /workspace/n; cat /workspace/n; hostname"))
+                .await
         });
         let outs = futures::future::join_all(runs).await;
         let mut hostnames = std::collections::BTreeSet::new();
@@ -372,7 +497,9 @@ pub mod cases {
         assert_eq!(hostnames.len(), 50, "each sandbox has its own hostname");
         let ids: std::collections::BTreeSet<_> = sandboxes.iter().map(|s| s.id.clone()).collect();
         let listed = h.driver().list().await.unwrap();
-        assert!(ids.iter().all(|id| listed.iter().any(|s| &s.id == id && s.status == SandboxStatus::Running)));
+        assert!(ids.iter().all(|id| listed
+            .iter()
+            .any(|s| &s.id == id && s.status == SandboxStatus::Running)));
     }
 
     pub async fn reattach_by_id_from_a_new_driver(h: &dyn Harness) {
@@ -381,19 +508,37 @@ pub mod cases {
         let other = h.driver();
         let info = other.get(sb.id.as_str()).await.unwrap();
         assert_eq!(info.status, SandboxStatus::Running);
-        let out = other.exec(&sb.id, ExecRequest::new(["cat", "/workspace/state"])).await.unwrap().output().await.unwrap();
+        let out = other
+            .exec(&sb.id, ExecRequest::new(["cat", "/workspace/state"]))
+            .await
+            .unwrap()
+            .output()
+            .await
+            .unwrap();
         assert_eq!(out.stdout, b"kept\n");
     }
 
     pub async fn stop_start_keeps_files(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
-        sb.sh("echo persisted > /workspace/f; echo upper > /root/in-home").await;
+        sb.sh("echo persisted > /workspace/f; echo upper > /root/in-home")
+            .await;
         sb.driver.stop(&sb.id).await.unwrap();
-        assert_eq!(sb.driver.get(sb.id.as_str()).await.unwrap().status, SandboxStatus::Stopped);
-        let err = sb.driver.exec(&sb.id, ExecRequest::new(["true"])).await.err().unwrap();
+        assert_eq!(
+            sb.driver.get(sb.id.as_str()).await.unwrap().status,
+            SandboxStatus::Stopped
+        );
+        let err = sb
+            .driver
+            .exec(&sb.id, ExecRequest::new(["true"]))
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::WrongState { .. }), "{err:?}");
         sb.driver.start(&sb.id).await.unwrap();
-        assert_eq!(sb.sh("cat /workspace/f /root/in-home").await.stdout, b"persisted\nupper\n");
+        assert_eq!(
+            sb.sh("cat /workspace/f /root/in-home").await.stdout,
+            b"persisted\nupper\n"
+        );
     }
 
     pub async fn stats_report_usage(h: &dyn Harness) {

@@ -49,15 +49,26 @@ impl ExecSession {
         while let Some(event) = self.events.next().await {
             match event? {
                 ExecEvent::Started { .. } => {}
-                ExecEvent::Output { stream: OutputStream::Stdout, data, .. } => out.stdout.extend(data),
-                ExecEvent::Output { stream: OutputStream::Stderr, data, .. } => out.stderr.extend(data),
+                ExecEvent::Output {
+                    stream: OutputStream::Stdout,
+                    data,
+                    ..
+                } => out.stdout.extend(data),
+                ExecEvent::Output {
+                    stream: OutputStream::Stderr,
+                    data,
+                    ..
+                } => out.stderr.extend(data),
                 ExecEvent::Exited { exit, .. } => {
                     out.exit = exit;
                     return Ok(out);
                 }
             }
         }
-        Err(Error::backend("exec", "the event stream ended without an exit event"))
+        Err(Error::backend(
+            "exec",
+            "the event stream ended without an exit event",
+        ))
     }
 }
 
@@ -96,7 +107,16 @@ pub trait Driver: Send + Sync {
     }
     /// Writes a whole file atomically.
     async fn write_file(&self, id: &SandboxId, path: &str, data: Vec<u8>, mode: u32) -> Result<()> {
-        self.file(id, FileOp::Write { path: path.into(), mode, data }).await.map(drop)
+        self.file(
+            id,
+            FileOp::Write {
+                path: path.into(),
+                mode,
+                data,
+            },
+        )
+        .await
+        .map(drop)
     }
     /// Lists a directory.
     async fn list_dir(&self, id: &SandboxId, path: &str) -> Result<Vec<DirEntry>> {
@@ -118,14 +138,33 @@ pub trait Driver: Send + Sync {
     }
     /// Removes a file, or a directory tree when `recursive`.
     async fn remove(&self, id: &SandboxId, path: &str, recursive: bool) -> Result<()> {
-        self.file(id, FileOp::Remove { path: path.into(), recursive }).await.map(drop)
+        self.file(
+            id,
+            FileOp::Remove {
+                path: path.into(),
+                recursive,
+            },
+        )
+        .await
+        .map(drop)
     }
     /// Renames within the sandbox.
     async fn rename(&self, id: &SandboxId, from: &str, to: &str) -> Result<()> {
-        self.file(id, FileOp::Rename { from: from.into(), to: to.into() }).await.map(drop)
+        self.file(
+            id,
+            FileOp::Rename {
+                from: from.into(),
+                to: to.into(),
+            },
+        )
+        .await
+        .map(drop)
     }
 }
 
 fn unexpected(path: &str, reply: &FileReply) -> Error {
-    Error::backend(format!("file operation on {path}"), format!("unexpected reply {reply:?}"))
+    Error::backend(
+        format!("file operation on {path}"),
+        format!("unexpected reply {reply:?}"),
+    )
 }

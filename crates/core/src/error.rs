@@ -11,13 +11,22 @@ pub enum Error {
     InvalidSpec { field: String, reason: String },
     /// The driver cannot do this at all, or not on this host.
     #[error("{feature} is not supported by the {driver} driver: {reason}")]
-    Unsupported { driver: String, feature: String, reason: String },
+    Unsupported {
+        driver: String,
+        feature: String,
+        reason: String,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),
     /// The sandbox exists but is not in a state that allows the operation.
     #[error("sandbox {id} is {status}; {operation} needs it {needed}")]
-    WrongState { id: String, status: String, operation: String, needed: String },
+    WrongState {
+        id: String,
+        status: String,
+        operation: String,
+        needed: String,
+    },
     /// A sandbox name is already taken.
     #[error("a sandbox named {0:?} already exists")]
     NameTaken(String),
@@ -35,17 +44,27 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::InvalidSpec`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidSpec { field: field.into(), reason: reason.into() }
+        Error::InvalidSpec {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Shorthand for [`Error::Backend`].
     pub fn backend(context: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Error::Backend { context: context.into(), reason: reason.to_string() }
+        Error::Backend {
+            context: context.into(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Shorthand for [`Error::Unsupported`].
     pub fn unsupported(driver: &str, feature: &str, reason: impl Into<String>) -> Self {
-        Error::Unsupported { driver: driver.into(), feature: feature.into(), reason: reason.into() }
+        Error::Unsupported {
+            driver: driver.into(),
+            feature: feature.into(),
+            reason: reason.into(),
+        }
     }
 
     /// A stable machine-readable kind, used by the CLI's exit codes and the JSON error output.

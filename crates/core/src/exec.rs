@@ -52,7 +52,10 @@ impl ExecRequest {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        ExecRequest { argv: argv.into_iter().map(Into::into).collect(), ..Default::default() }
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
     }
 
     /// Checks the request; errors name the field.
@@ -74,7 +77,10 @@ impl ExecRequest {
         }
         if let Some(cwd) = &self.cwd {
             if !cwd.starts_with('/') {
-                return Err(Error::invalid("workdir", format!("{cwd:?} must be an absolute path")));
+                return Err(Error::invalid(
+                    "workdir",
+                    format!("{cwd:?} must be an absolute path"),
+                ));
             }
         }
         if let Some(tty) = self.tty {
@@ -155,7 +161,9 @@ impl ExecEvent {
     /// The event's sequence number.
     pub fn seq(&self) -> u64 {
         match self {
-            ExecEvent::Started { seq, .. } | ExecEvent::Output { seq, .. } | ExecEvent::Exited { seq, .. } => *seq,
+            ExecEvent::Started { seq, .. }
+            | ExecEvent::Output { seq, .. }
+            | ExecEvent::Exited { seq, .. } => *seq,
         }
     }
 }
@@ -188,13 +196,33 @@ mod tests {
 
     #[test]
     fn shell_code_follows_convention() {
-        assert_eq!(ExecExit { code: Some(3), ..Default::default() }.shell_code(), 3);
-        assert_eq!(ExecExit { signal: Some(9), ..Default::default() }.shell_code(), 137);
+        assert_eq!(
+            ExecExit {
+                code: Some(3),
+                ..Default::default()
+            }
+            .shell_code(),
+            3
+        );
+        assert_eq!(
+            ExecExit {
+                signal: Some(9),
+                ..Default::default()
+            }
+            .shell_code(),
+            137
+        );
     }
 
     #[test]
     fn event_json_is_tagged() {
-        let e = ExecEvent::Exited { seq: 4, exit: ExecExit { code: Some(0), ..Default::default() } };
+        let e = ExecEvent::Exited {
+            seq: 4,
+            exit: ExecExit {
+                code: Some(0),
+                ..Default::default()
+            },
+        };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "exited");
         assert_eq!(v["code"], 0);

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum FileOp {
-    Read { path: String },
+    Read {
+        path: String,
+    },
     /// Atomic: written to a temporary file beside `path`, then renamed over it.
     Write {
         path: String,
@@ -15,12 +17,24 @@ pub enum FileOp {
         #[serde(skip)]
         data: Vec<u8>,
     },
-    List { path: String },
-    Stat { path: String },
+    List {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
     /// Creates missing parents, like `mkdir -p`.
-    Mkdir { path: String },
-    Remove { path: String, recursive: bool },
-    Rename { from: String, to: String },
+    Mkdir {
+        path: String,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 impl FileOp {
@@ -76,7 +90,11 @@ pub enum FileReply {
         #[serde(skip)]
         data: Vec<u8>,
     },
-    Entries { entries: Vec<DirEntry> },
-    Stat { stat: FileStat },
+    Entries {
+        entries: Vec<DirEntry>,
+    },
+    Stat {
+        stat: FileStat,
+    },
     Done,
 }

@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 /// `512m`, `1g`, `100k`, `1048576`, `2GiB`: binary units, case-insensitive.
 pub fn size(field: &str, s: &str) -> Result<u64> {
     let t = s.trim().to_ascii_lowercase();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let digits_end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
     let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
         "" => 1,
@@ -27,25 +29,37 @@ pub fn size(field: &str, s: &str) -> Result<u64> {
 }
 
 fn bad_size(field: &str, s: &str) -> Error {
-    Error::invalid(field, format!("{s:?} is not a size; expected a number with an optional unit k, m, g or t (e.g. 512m)"))
+    Error::invalid(
+        field,
+        format!("{s:?} is not a size; expected a number with an optional unit k, m, g or t (e.g. 512m)"),
+    )
 }
 
 /// `30s`, `500ms`, `10m`, `1h30m`, `2d`, or a bare number of seconds.
 pub fn duration(field: &str, s: &str) -> Result<Duration> {
     let bad = || {
-        Error::invalid(field, format!("{s:?} is not a duration; expected e.g. 500ms, 30s, 10m, 1h30m"))
+        Error::invalid(
+            field,
+            format!("{s:?} is not a duration; expected e.g. 500ms, 30s, 10m, 1h30m"),
+        )
     };
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
     }
     if let Ok(secs) = t.parse::<f64>() {
-        return if secs.is_finite() && secs >= 0.0 { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(bad())
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+        let n_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
         let (num, tail) = rest.split_at(n_end);
         let u_end = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
         let (unit, next) = tail.split_at(u_end);
@@ -70,7 +84,12 @@ pub fn duration(field: &str, s: &str) -> Result<Duration> {
 
 /// `1.5` CPUs → 1500 millicpus.
 pub fn cpus(field: &str, s: &str) -> Result<u32> {
-    let bad = || Error::invalid(field, format!("{s:?} is not a CPU count; expected a positive number like 1.5"));
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("{s:?} is not a CPU count; expected a positive number like 1.5"),
+        )
+    };
     let v: f64 = s.trim().parse().map_err(|_| bad())?;
     if !v.is_finite() || v <= 0.0 || v > 4096.0 {
         return Err(bad());
@@ -109,7 +128,10 @@ mod tests {
         assert_eq!(duration("ttl", "1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(duration("ttl", "500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(duration("ttl", "2").unwrap(), Duration::from_secs(2));
-        assert!(duration("timeout", "soon").unwrap_err().to_string().starts_with("invalid timeout"));
+        assert!(duration("timeout", "soon")
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid timeout"));
         assert!(duration("timeout", "").is_err());
         assert!(duration("timeout", "5y").is_err());
     }

@@ -20,10 +20,16 @@ pub struct SandboxId(String);
 impl SandboxId {
     /// Wraps an id string after checking its shape.
     pub fn parse(s: &str) -> Result<Self> {
-        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if s.len() == 12
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             Ok(SandboxId(s.to_owned()))
         } else {
-            Err(Error::invalid("sandbox id", format!("{s:?} is not 12 lowercase hex characters")))
+            Err(Error::invalid(
+                "sandbox id",
+                format!("{s:?} is not 12 lowercase hex characters"),
+            ))
         }
     }
 
@@ -61,7 +67,10 @@ impl std::str::FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "full" => Ok(NetworkMode::Full),
-            other => Err(Error::invalid("network", format!("{other:?}: expected \"none\" or \"full\""))),
+            other => Err(Error::invalid(
+                "network",
+                format!("{other:?}: expected \"none\" or \"full\""),
+            )),
         }
     }
 }
@@ -114,17 +123,30 @@ impl Mount {
             [h, p, "ro"] => (*h, *p, true),
             [h, p, "rw"] => (*h, *p, false),
             [_, _, mode] => {
-                return Err(Error::invalid(field, format!("{s:?}: mode {mode:?} must be \"ro\" or \"rw\"")))
+                return Err(Error::invalid(
+                    field,
+                    format!("{s:?}: mode {mode:?} must be \"ro\" or \"rw\""),
+                ))
             }
             _ => return Err(Error::invalid(field, format!("{s:?}: expected HOST:PATH[:ro]"))),
         };
         if !host.starts_with('/') {
-            return Err(Error::invalid(field, format!("{s:?}: host path {host:?} must be absolute")));
+            return Err(Error::invalid(
+                field,
+                format!("{s:?}: host path {host:?} must be absolute"),
+            ));
         }
         if !sandbox.starts_with('/') {
-            return Err(Error::invalid(field, format!("{s:?}: sandbox path {sandbox:?} must be absolute")));
+            return Err(Error::invalid(
+                field,
+                format!("{s:?}: sandbox path {sandbox:?} must be absolute"),
+            ));
         }
-        Ok(Mount { host: host.into(), sandbox: sandbox.into(), read_only })
+        Ok(Mount {
+            host: host.into(),
+            sandbox: sandbox.into(),
+            read_only,
+        })
     }
 }
 
@@ -194,14 +216,20 @@ impl SandboxSpec {
             validate_name(name)?;
         }
         if !self.workdir.starts_with('/') {
-            return Err(Error::invalid("workdir", format!("{:?} must be an absolute path", self.workdir)));
+            return Err(Error::invalid(
+                "workdir",
+                format!("{:?} must be an absolute path", self.workdir),
+            ));
         }
         for key in self.env.keys() {
             validate_env_key(key)?;
         }
         if let Some(rootfs) = &self.rootfs {
             if !rootfs.is_absolute() {
-                return Err(Error::invalid("rootfs", format!("{} must be an absolute path", rootfs.display())));
+                return Err(Error::invalid(
+                    "rootfs",
+                    format!("{} must be an absolute path", rootfs.display()),
+                ));
             }
         }
         let r = &self.resources;
@@ -220,18 +248,33 @@ impl SandboxSpec {
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.mounts {
             if !m.host.is_absolute() || !m.sandbox.is_absolute() {
-                return Err(Error::invalid("volume", format!("{}: paths must be absolute", m.host.display())));
+                return Err(Error::invalid(
+                    "volume",
+                    format!("{}: paths must be absolute", m.host.display()),
+                ));
             }
-            if m.sandbox.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(Error::invalid("volume", format!("{}: must not contain ..", m.sandbox.display())));
+            if m.sandbox
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(Error::invalid(
+                    "volume",
+                    format!("{}: must not contain ..", m.sandbox.display()),
+                ));
             }
             if !seen.insert(&m.sandbox) {
-                return Err(Error::invalid("volume", format!("{} is mounted twice", m.sandbox.display())));
+                return Err(Error::invalid(
+                    "volume",
+                    format!("{} is mounted twice", m.sandbox.display()),
+                ));
             }
         }
         for key in self.labels.keys() {
             if key.is_empty() || key.contains('=') {
-                return Err(Error::invalid("label", format!("{key:?}: keys must be non-empty and without '='")));
+                return Err(Error::invalid(
+                    "label",
+                    format!("{key:?}: keys must be non-empty and without '='"),
+                ));
             }
         }
         Ok(())
@@ -240,7 +283,9 @@ impl SandboxSpec {
 
 /// Names: 1–63 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit, and not an id's shape.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     let ok_start = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 63 || !ok_chars || !ok_start {
         return Err(Error::invalid(
@@ -249,7 +294,10 @@ pub fn validate_name(name: &str) -> Result<()> {
         ));
     }
     if SandboxId::parse(name).is_ok() {
-        return Err(Error::invalid("name", format!("{name:?} looks like a sandbox id; pick another name")));
+        return Err(Error::invalid(
+            "name",
+            format!("{name:?} looks like a sandbox id; pick another name"),
+        ));
     }
     Ok(())
 }
@@ -257,7 +305,10 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// Environment keys: non-empty, no `=` and no NUL.
 pub fn validate_env_key(key: &str) -> Result<()> {
     if key.is_empty() || key.contains('=') || key.contains('\0') {
-        return Err(Error::invalid("env", format!("{key:?} is not a valid variable name")));
+        return Err(Error::invalid(
+            "env",
+            format!("{key:?} is not a valid variable name"),
+        ));
     }
     Ok(())
 }
@@ -337,7 +388,9 @@ mod opt_secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let secs: Option<f64> = Option::deserialize(d)?;
-        Ok(secs.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+        Ok(secs
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64))
     }
 }
 
@@ -351,8 +404,14 @@ mod tests {
         assert!(m.read_only);
         assert_eq!(m.sandbox, PathBuf::from("/b"));
         assert!(!Mount::parse("/a:/b").unwrap().read_only);
-        assert!(Mount::parse("a:/b").unwrap_err().to_string().contains("must be absolute"));
-        assert!(Mount::parse("/a:/b:xx").unwrap_err().to_string().contains("\"ro\""));
+        assert!(Mount::parse("a:/b")
+            .unwrap_err()
+            .to_string()
+            .contains("must be absolute"));
+        assert!(Mount::parse("/a:/b:xx")
+            .unwrap_err()
+            .to_string()
+            .contains("\"ro\""));
         assert!(Mount::parse("/a").is_err());
     }
 
@@ -367,11 +426,22 @@ mod tests {
 
     #[test]
     fn spec_validation_names_fields() {
-        let spec = SandboxSpec { workdir: "rel".into(), ..Default::default() };
-        assert!(spec.validate().unwrap_err().to_string().starts_with("invalid workdir"));
+        let spec = SandboxSpec {
+            workdir: "rel".into(),
+            ..Default::default()
+        };
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid workdir"));
         let mut spec = SandboxSpec::default();
         spec.resources.memory_bytes = Some(10);
-        assert!(spec.validate().unwrap_err().to_string().starts_with("invalid memory"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid memory"));
     }
 
     #[test]
@@ -384,7 +454,10 @@ mod tests {
 
     #[test]
     fn spec_json_round_trip() {
-        let mut spec = SandboxSpec { ttl: Some(Duration::from_secs(90)), ..Default::default() };
+        let mut spec = SandboxSpec {
+            ttl: Some(Duration::from_secs(90)),
+            ..Default::default()
+        };
         spec.env.insert("A".into(), "1".into());
         let json = serde_json::to_string(&spec).unwrap();
         let back: SandboxSpec = serde_json::from_str(&json).unwrap();

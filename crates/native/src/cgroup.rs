@@ -13,7 +13,12 @@ pub enum CgroupHost {
     /// Unified hierarchy with the memory, pids and cpu controllers, mounted at `root`.
     V2 { root: PathBuf },
     /// Per-controller hierarchies.
-    V1 { memory: PathBuf, pids: PathBuf, cpu: PathBuf, cpuacct: PathBuf },
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+        cpuacct: PathBuf,
+    },
     /// No usable cgroups (not root, or nothing mounted).
     None { reason: String },
 }
@@ -24,20 +29,40 @@ impl CgroupHost {
     /// Looks at `/sys/fs/cgroup`. Needs root to be usable.
     pub fn detect() -> Self {
         if !nix::unistd::geteuid().is_root() {
-            return CgroupHost::None { reason: "not running as root".into() };
+            return CgroupHost::None {
+                reason: "not running as root".into(),
+            };
         }
         for root in [V1_BASE, "/sys/fs/cgroup/unified"] {
-            let controllers = fs::read_to_string(Path::new(root).join("cgroup.controllers")).unwrap_or_default();
+            let controllers =
+                fs::read_to_string(Path::new(root).join("cgroup.controllers")).unwrap_or_default();
             let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
             if has("memory") && has("pids") && has("cpu") {
                 return CgroupHost::V2 { root: root.into() };
             }
         }
         let base = Path::new(V1_BASE);
-        let find = |names: &[&str]| names.iter().map(|n| base.join(n)).find(|p| p.join("tasks").exists());
-        match (find(&["memory"]), find(&["pids"]), find(&["cpu", "cpu,cpuacct"]), find(&["cpuacct", "cpu,cpuacct"])) {
-            (Some(memory), Some(pids), Some(cpu), Some(cpuacct)) => CgroupHost::V1 { memory, pids, cpu, cpuacct },
-            _ => CgroupHost::None { reason: "no cgroup v2 controllers and no v1 memory/pids/cpu hierarchies".into() },
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| base.join(n))
+                .find(|p| p.join("tasks").exists())
+        };
+        match (
+            find(&["memory"]),
+            find(&["pids"]),
+            find(&["cpu", "cpu,cpuacct"]),
+            find(&["cpuacct", "cpu,cpuacct"]),
+        ) {
+            (Some(memory), Some(pids), Some(cpu), Some(cpuacct)) => CgroupHost::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            },
+            _ => CgroupHost::None {
+                reason: "no cgroup v2 controllers and no v1 memory/pids/cpu hierarchies".into(),
+            },
         }
     }
 
@@ -55,7 +80,12 @@ impl CgroupHost {
         let leaf = Path::new("stockade").join(id);
         match self {
             CgroupHost::V2 { root } => vec![root.join(&leaf)],
-            CgroupHost::V1 { memory, pids, cpu, cpuacct } => {
+            CgroupHost::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => {
                 let mut dirs = vec![memory.join(&leaf), pids.join(&leaf), cpu.join(&leaf)];
                 if cpuacct != cpu {
                     dirs.push(cpuacct.join(&leaf));
@@ -82,10 +112,15 @@ impl CgroupHost {
                     w.push((d.join("pids.max"), p.to_string()));
                 }
                 if let Some(c) = res.millicpus {
-                    w.push((d.join("cpu.max"), format!("{} {PERIOD}", u64::from(c) * PERIOD / 1000)));
+                    w.push((
+                        d.join("cpu.max"),
+                        format!("{} {PERIOD}", u64::from(c) * PERIOD / 1000),
+                    ));
                 }
             }
-            CgroupHost::V1 { memory, pids, cpu, .. } => {
+            CgroupHost::V1 {
+                memory, pids, cpu, ..
+            } => {
                 if let Some(m) = res.memory_bytes {
                     let d = memory.join(&leaf);
                     w.push((d.join("memory.limit_in_bytes"), m.to_string()));
@@ -101,7 +136,10 @@ impl CgroupHost {
                 if let Some(c) = res.millicpus {
                     let d = cpu.join(&leaf);
                     w.push((d.join("cpu.cfs_period_us"), PERIOD.to_string()));
-                    w.push((d.join("cpu.cfs_quota_us"), (u64::from(c) * PERIOD / 1000).to_string()));
+                    w.push((
+                        d.join("cpu.cfs_quota_us"),
+                        (u64::from(c) * PERIOD / 1000).to_string(),
+                    ));
                 }
             }
             CgroupHost::None { .. } => {}
@@ -124,8 +162,9 @@ impl CgroupHost {
             fs::create_dir_all(d)?;
         }
         for (file, value) in self.limit_writes(id, res) {
-            fs::write(&file, &value)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("write {value} to {}: {e}", file.display())))?;
+            fs::write(&file, &value).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("write {value} to {}: {e}", file.display()))
+            })?;
         }
         Ok(dirs)
     }
@@ -167,8 +206,12 @@ pub fn stats(version: &str, dirs: &[PathBuf]) -> Option<Stats> {
         }
         "v1" => Some(Stats {
             cpu_usec: find("cpuacct.usage").and_then(|p| read_u64(&p)).unwrap_or(0) / 1000,
-            memory_bytes: find("memory.usage_in_bytes").and_then(|p| read_u64(&p)).unwrap_or(0),
-            memory_peak_bytes: find("memory.max_usage_in_bytes").and_then(|p| read_u64(&p)).unwrap_or(0),
+            memory_bytes: find("memory.usage_in_bytes")
+                .and_then(|p| read_u64(&p))
+                .unwrap_or(0),
+            memory_peak_bytes: find("memory.max_usage_in_bytes")
+                .and_then(|p| read_u64(&p))
+                .unwrap_or(0),
             pids: find("pids.current").and_then(|p| read_u64(&p)).unwrap_or(0),
             source: "cgroup v1".into(),
         }),
@@ -181,8 +224,12 @@ pub fn stats(version: &str, dirs: &[PathBuf]) -> Option<Stats> {
 pub fn oom_kills(version: &str, dirs: &[PathBuf]) -> u64 {
     let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
     match version {
-        "v2" => find("memory.events").and_then(|p| keyed(&p, "oom_kill")).unwrap_or(0),
-        "v1" => find("memory.oom_control").and_then(|p| keyed(&p, "oom_kill")).unwrap_or(0),
+        "v2" => find("memory.events")
+            .and_then(|p| keyed(&p, "oom_kill"))
+            .unwrap_or(0),
+        "v1" => find("memory.oom_control")
+            .and_then(|p| keyed(&p, "oom_kill"))
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -199,12 +246,16 @@ pub fn remove(dirs: &[PathBuf]) -> std::io::Result<()> {
             }
             if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
                 }
             }
             if let Err(e) = fs::remove_dir(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    last_err = Some(std::io::Error::new(e.kind(), format!("rmdir {}: {e}", d.display())));
+                    last_err = Some(std::io::Error::new(
+                        e.kind(),
+                        format!("rmdir {}: {e}", d.display()),
+                    ));
                 }
             }
         }
@@ -221,7 +272,12 @@ mod tests {
     use super::*;
 
     fn res() -> Resources {
-        Resources { memory_bytes: Some(512 << 20), millicpus: Some(1500), pids: Some(256), disk_bytes: None }
+        Resources {
+            memory_bytes: Some(512 << 20),
+            millicpus: Some(1500),
+            pids: Some(256),
+            disk_bytes: None,
+        }
     }
 
     #[test]

@@ -38,14 +38,21 @@ pub fn find_agent() -> Result<PathBuf> {
     }
     let exe = std::env::current_exe().ok();
     let beside = exe.as_deref().and_then(Path::parent);
-    let candidates = [beside.map(Path::to_path_buf), beside.and_then(Path::parent).map(Path::to_path_buf)];
+    let candidates = [
+        beside.map(Path::to_path_buf),
+        beside.and_then(Path::parent).map(Path::to_path_buf),
+    ];
     for dir in candidates.into_iter().flatten() {
         let p = dir.join("stockade-agent");
         if p.is_file() {
             return Ok(p);
         }
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+    {
         let p = Path::new(dir).join("stockade-agent");
         if p.is_file() {
             return Ok(p);
@@ -59,7 +66,10 @@ pub fn find_agent() -> Result<PathBuf> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn random_id() -> Result<SandboxId> {
@@ -76,7 +86,9 @@ fn random_id() -> Result<SandboxId> {
 pub fn user_namespaces_available() -> std::result::Result<(), String> {
     let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
     if max.trim() == "0" {
-        return Err("user namespaces are disabled on this host (/proc/sys/user/max_user_namespaces is 0)".into());
+        return Err(
+            "user namespaces are disabled on this host (/proc/sys/user/max_user_namespaces is 0)".into(),
+        );
     }
     if !Path::new("/proc/self/ns/user").exists() {
         return Err("this kernel has no user namespaces (/proc/self/ns/user is missing)".into());
@@ -93,8 +105,13 @@ pub fn user_namespaces_available() -> std::result::Result<(), String> {
 impl NativeDriver {
     /// A driver over `layout`, running `agent` in each sandbox.
     pub fn new(layout: Layout, agent: PathBuf) -> Result<Self> {
-        layout.ensure().map_err(|e| Error::backend(format!("create {}", layout.home.display()), e))?;
-        Ok(NativeDriver { store: Store::new(layout), agent })
+        layout
+            .ensure()
+            .map_err(|e| Error::backend(format!("create {}", layout.home.display()), e))?;
+        Ok(NativeDriver {
+            store: Store::new(layout),
+            agent,
+        })
     }
 
     /// The driver for `$STOCKADE_HOME` with the agent found by [`find_agent`].
@@ -115,10 +132,10 @@ impl NativeDriver {
         let runtime = self.store.load_runtime(&record.id);
         match record.status {
             SandboxStatus::Running | SandboxStatus::Creating => {
-                let alive = runtime
-                    .as_ref()
-                    .is_some_and(|rt| store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
-                        && store::is_same_process(rt.init_pid, rt.init_start));
+                let alive = runtime.as_ref().is_some_and(|rt| {
+                    store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
+                        && store::is_same_process(rt.init_pid, rt.init_start)
+                });
                 if alive {
                     (SandboxStatus::Running, runtime)
                 } else if record.status == SandboxStatus::Creating {
@@ -136,22 +153,57 @@ impl NativeDriver {
         let mut details = serde_json::Map::new();
         let l = self.layout();
         details.insert("home".into(), l.home.display().to_string().into());
-        details.insert("upper_dir".into(), l.upper(&record.id).display().to_string().into());
-        details.insert("workspace_dir".into(), l.workspace(&record.id).display().to_string().into());
+        details.insert(
+            "upper_dir".into(),
+            l.upper(&record.id).display().to_string().into(),
+        );
+        details.insert(
+            "workspace_dir".into(),
+            l.workspace(&record.id).display().to_string().into(),
+        );
         details.insert("socket".into(), l.socket(&record.id).display().to_string().into());
         details.insert("log".into(), l.log(&record.id).display().to_string().into());
         details.insert("uid_map".into(), record.idmap.uid_map().trim().into());
-        details.insert("rootfs".into(), record.spec.rootfs.as_deref().unwrap_or(Path::new("/")).display().to_string().into());
+        details.insert(
+            "rootfs".into(),
+            record
+                .spec
+                .rootfs
+                .as_deref()
+                .unwrap_or(Path::new("/"))
+                .display()
+                .to_string()
+                .into(),
+        );
         if let Some(rt) = runtime.filter(|_| status == SandboxStatus::Running) {
             details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
             details.insert("init_pid".into(), rt.init_pid.into());
             details.insert("cgroup".into(), rt.cgroup_version.clone().into());
-            details.insert("cgroup_dirs".into(), rt.cgroups.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into());
+            details.insert(
+                "cgroup_dirs".into(),
+                rt.cgroups
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
             details.insert("network_namespace".into(), rt.network.clone().into());
         }
         details.insert(
             "namespaces".into(),
-            serde_json::json!(["user", "mount", "pid", "ipc", "uts", "cgroup", if record.spec.network == stockade_core::NetworkMode::None { "net" } else { "net (host, shared)" }]),
+            serde_json::json!([
+                "user",
+                "mount",
+                "pid",
+                "ipc",
+                "uts",
+                "cgroup",
+                if record.spec.network == stockade_core::NetworkMode::None {
+                    "net"
+                } else {
+                    "net (host, shared)"
+                }
+            ]),
         );
         SandboxInfo {
             id: record.id.clone(),
@@ -167,32 +219,56 @@ impl NativeDriver {
     fn check_spec(&self, spec: &SandboxSpec) -> Result<()> {
         spec.validate()?;
         if spec.driver != DRIVER {
-            return Err(Error::invalid("driver", format!("{:?} given to the native driver", spec.driver)));
+            return Err(Error::invalid(
+                "driver",
+                format!("{:?} given to the native driver", spec.driver),
+            ));
         }
         if spec.image.is_some() {
-            return Err(Error::unsupported(DRIVER, "images", "use --rootfs DIR, or --driver docker for images"));
+            return Err(Error::unsupported(
+                DRIVER,
+                "images",
+                "use --rootfs DIR, or --driver docker for images",
+            ));
         }
         if let Some(rootfs) = &spec.rootfs {
             if !rootfs.is_dir() {
-                return Err(Error::invalid("rootfs", format!("{} is not a directory", rootfs.display())));
+                return Err(Error::invalid(
+                    "rootfs",
+                    format!("{} is not a directory", rootfs.display()),
+                ));
             }
             let s = rootfs.to_string_lossy();
             if s.contains(',') || s.contains(':') {
-                return Err(Error::invalid("rootfs", format!("{s}: overlayfs cannot take ',' or ':' in a path")));
+                return Err(Error::invalid(
+                    "rootfs",
+                    format!("{s}: overlayfs cannot take ',' or ':' in a path"),
+                ));
             }
         }
         for m in &spec.mounts {
             if !m.host.exists() {
-                return Err(Error::invalid("volume", format!("{}: no such file or directory on the host", m.host.display())));
+                return Err(Error::invalid(
+                    "volume",
+                    format!("{}: no such file or directory on the host", m.host.display()),
+                ));
             }
         }
         let r = &spec.resources;
         if r.disk_bytes.is_some() {
-            return Err(Error::unsupported(DRIVER, "disk limit", "not implemented yet by the native driver"));
+            return Err(Error::unsupported(
+                DRIVER,
+                "disk limit",
+                "not implemented yet by the native driver",
+            ));
         }
         if r.memory_bytes.is_some() || r.millicpus.is_some() || r.pids.is_some() {
             if let CgroupHost::None { reason } = CgroupHost::detect() {
-                return Err(Error::unsupported(DRIVER, "resource limits", format!("no usable cgroups: {reason}")));
+                return Err(Error::unsupported(
+                    DRIVER,
+                    "resource limits",
+                    format!("no usable cgroups: {reason}"),
+                ));
             }
         }
         user_namespaces_available().map_err(|why| Error::unsupported(DRIVER, "sandboxes", why))
@@ -211,7 +287,10 @@ impl NativeDriver {
             .env_clear()
             .spawn()
             .map_err(|e| Error::backend(format!("start supervisor {}", self.agent.display()), e))?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::backend("supervisor", "no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::backend("supervisor", "no stdout"))?;
         let mut line = String::new();
         let mut reader = tokio::io::BufReader::new(stdout);
         let read = tokio::time::timeout(START_TIMEOUT, reader.read_line(&mut line)).await;
@@ -219,12 +298,23 @@ impl NativeDriver {
         // this process still runs.
         drop(child);
         match read {
-            Err(_) => Err(Error::Timeout(START_TIMEOUT, format!("sandbox {} to start", record.id))),
+            Err(_) => Err(Error::Timeout(
+                START_TIMEOUT,
+                format!("sandbox {} to start", record.id),
+            )),
             Ok(Err(e)) => Err(Error::backend("supervisor", e)),
             Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
             Ok(Ok(_)) => {
-                let msg = line.trim().strip_prefix("error ").unwrap_or(line.trim()).to_owned();
-                let msg = if msg.is_empty() { "the supervisor exited without a word".to_owned() } else { msg };
+                let msg = line
+                    .trim()
+                    .strip_prefix("error ")
+                    .unwrap_or(line.trim())
+                    .to_owned();
+                let msg = if msg.is_empty() {
+                    "the supervisor exited without a word".to_owned()
+                } else {
+                    msg
+                };
                 Err(Error::backend(format!("start sandbox {}", record.id), msg))
             }
         }
@@ -233,14 +323,17 @@ impl NativeDriver {
     /// Kills pid 1 and waits until the supervisor has cleaned up and gone. When the supervisor is
     /// already gone, cleans up after it.
     async fn halt(&self, id: &SandboxId) -> Result<()> {
-        let Some(rt) = self.store.load_runtime(id) else { return Ok(()) };
+        let Some(rt) = self.store.load_runtime(id) else {
+            return Ok(());
+        };
         // Open the pidfd before the kill, and check it is still the same process afterwards, so a
         // reused pid can never be waited on by mistake.
         let supervisor = stockade_sys::pidfd_open(rt.supervisor_pid)
             .ok()
             .filter(|_| store::is_same_process(rt.supervisor_pid, rt.supervisor_start));
         if store::is_same_process(rt.init_pid, rt.init_start) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
         }
         if let Some(pidfd) = supervisor {
             tokio::time::timeout(STOP_TIMEOUT, stockade_sys::wait_pidfd(pidfd))
@@ -251,7 +344,8 @@ impl NativeDriver {
         // The supervisor normally does the rest; after a crash (a lost sandbox) we do.
         let deadline = Instant::now() + STOP_TIMEOUT;
         while store::is_same_process(rt.init_pid, rt.init_start) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.init_pid), nix::sys::signal::SIGKILL);
             if Instant::now() > deadline {
                 return Err(Error::Timeout(STOP_TIMEOUT, format!("pid 1 of {id} to exit")));
             }
@@ -298,7 +392,11 @@ impl Driver for NativeDriver {
             let id = random_id()?;
             let record = Record {
                 name: spec.name.clone().unwrap_or_else(|| id.to_string()),
-                idmap: IdMap::for_sandbox(&id, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+                idmap: IdMap::for_sandbox(
+                    &id,
+                    nix::unistd::geteuid().as_raw(),
+                    nix::unistd::getegid().as_raw(),
+                ),
                 id,
                 status: SandboxStatus::Creating,
                 created_at: now_secs(),

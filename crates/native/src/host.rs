@@ -24,17 +24,34 @@ pub struct HostReport {
 /// Probes the host.
 pub fn report() -> HostReport {
     let kernel = nix::sys::utsname::uname()
-        .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
+        .map(|u| {
+            format!(
+                "{} {}",
+                u.sysname().to_string_lossy(),
+                u.release().to_string_lossy()
+            )
+        })
         .unwrap_or_default();
     let mut namespaces: Vec<String> = std::fs::read_dir("/proc/self/ns")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     namespaces.sort();
     let cg = CgroupHost::detect();
     let cgroup_detail = match &cg {
         CgroupHost::V2 { root } => format!("unified hierarchy at {}", root.display()),
-        CgroupHost::V1 { memory, pids, cpu, .. } => {
-            format!("v1 controllers: {}, {}, {}", memory.display(), pids.display(), cpu.display())
+        CgroupHost::V1 {
+            memory, pids, cpu, ..
+        } => {
+            format!(
+                "v1 controllers: {}, {}, {}",
+                memory.display(),
+                pids.display(),
+                cpu.display()
+            )
         }
         CgroupHost::None { reason } => reason.clone(),
     };

@@ -26,9 +26,17 @@ impl IdMap {
         if euid == 0 {
             let slot = u32::from_str_radix(&id.as_str()[..8], 16).unwrap_or(0) % SLOTS;
             let base = HOST_UID_BASE + slot * RANGE;
-            IdMap { host_uid: base, host_gid: base, count: RANGE }
+            IdMap {
+                host_uid: base,
+                host_gid: base,
+                count: RANGE,
+            }
         } else {
-            IdMap { host_uid: euid, host_gid: egid, count: 1 }
+            IdMap {
+                host_uid: euid,
+                host_gid: egid,
+                count: 1,
+            }
         }
     }
 

@@ -25,16 +25,22 @@ impl Layout {
     /// `$STOCKADE_HOME`, else `/var/lib/stockade` for root, else `~/.local/share/stockade`.
     pub fn from_env() -> Self {
         if let Some(home) = std::env::var_os("STOCKADE_HOME").filter(|h| !h.is_empty()) {
-            return Layout { home: PathBuf::from(home) };
+            return Layout {
+                home: PathBuf::from(home),
+            };
         }
         if nix::unistd::geteuid().is_root() {
-            return Layout { home: PathBuf::from("/var/lib/stockade") };
+            return Layout {
+                home: PathBuf::from("/var/lib/stockade"),
+            };
         }
         let base = std::env::var_os("XDG_DATA_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        Layout { home: base.join("stockade") }
+        Layout {
+            home: base.join("stockade"),
+        }
     }
 
     pub fn at(home: impl Into<PathBuf>) -> Self {
@@ -90,9 +96,12 @@ impl Layout {
     /// directory, but not list the others.
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        for (dir, mode) in
-            [(self.home.as_path(), 0o711), (&self.records(), 0o700), (&self.run_dir(), 0o700), (&self.sandboxes(), 0o711)]
-        {
+        for (dir, mode) in [
+            (self.home.as_path(), 0o711),
+            (&self.records(), 0o700),
+            (&self.run_dir(), 0o700),
+            (&self.sandboxes(), 0o711),
+        ] {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
         }

@@ -6,14 +6,19 @@ use std::path::{Path, PathBuf};
 
 use stockade_sys::Syscalls;
 
-const MS_RDONLY: u64 = libc::MS_RDONLY as u64;
-const MS_NOSUID: u64 = libc::MS_NOSUID as u64;
-const MS_NODEV: u64 = libc::MS_NODEV as u64;
-const MS_NOEXEC: u64 = libc::MS_NOEXEC as u64;
-const MS_REMOUNT: u64 = libc::MS_REMOUNT as u64;
-const MS_BIND: u64 = libc::MS_BIND as u64;
-const MS_REC: u64 = libc::MS_REC as u64;
-const MS_PRIVATE: u64 = libc::MS_PRIVATE as u64;
+/// Mount flags as u64 (c_ulong is 32 bits on some targets, so the casts are no-ops only here).
+#[allow(clippy::unnecessary_cast)]
+mod flags {
+    pub const MS_RDONLY: u64 = libc::MS_RDONLY as u64;
+    pub const MS_NOSUID: u64 = libc::MS_NOSUID as u64;
+    pub const MS_NODEV: u64 = libc::MS_NODEV as u64;
+    pub const MS_NOEXEC: u64 = libc::MS_NOEXEC as u64;
+    pub const MS_REMOUNT: u64 = libc::MS_REMOUNT as u64;
+    pub const MS_BIND: u64 = libc::MS_BIND as u64;
+    pub const MS_REC: u64 = libc::MS_REC as u64;
+    pub const MS_PRIVATE: u64 = libc::MS_PRIVATE as u64;
+}
+use flags::*;
 
 /// Host device nodes bind-mounted into the sandbox's `/dev` (a user namespace cannot mknod).
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -44,12 +49,28 @@ pub struct MountInputs {
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Mount { src: Option<PathBuf>, target: PathBuf, fstype: Option<String>, flags: u64, data: Option<String> },
-    Mkdir { path: PathBuf, mode: u32 },
-    Touch { path: PathBuf },
-    Symlink { target: PathBuf, link: PathBuf },
+    Mount {
+        src: Option<PathBuf>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: u64,
+        data: Option<String>,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Touch {
+        path: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
     /// `chdir(new_root); pivot_root(".", "."); umount2(".", MNT_DETACH); chdir("/")`.
-    PivotRoot { new_root: PathBuf },
+    PivotRoot {
+        new_root: PathBuf,
+    },
 }
 
 fn mount(src: Option<&Path>, target: PathBuf, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Step {
@@ -71,8 +92,10 @@ pub fn inside(root: &Path, path: &Path) -> PathBuf {
 /// root could not create itself, because their parents in the lower layer belong to host root.
 /// The supervisor makes them in the upper layer beforehand.
 pub fn mount_points(inputs: &MountInputs) -> Vec<(PathBuf, bool)> {
-    let mut points: Vec<(PathBuf, bool)> =
-        ["/proc", "/dev", "/tmp", "/sys", "/root"].iter().map(|p| (PathBuf::from(p), true)).collect();
+    let mut points: Vec<(PathBuf, bool)> = ["/proc", "/dev", "/tmp", "/sys", "/root"]
+        .iter()
+        .map(|p| (PathBuf::from(p), true))
+        .collect();
     if inputs.workspace.is_some() {
         points.push((inputs.workdir.clone(), true));
     }
@@ -126,7 +149,13 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
             ));
         }
     }
-    steps.push(mount(Some(Path::new("proc")), at("/proc"), Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None));
+    steps.push(mount(
+        Some(Path::new("proc")),
+        at("/proc"),
+        Some("proc"),
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        None,
+    ));
     steps.push(mount(
         Some(Path::new("tmpfs")),
         at("/dev"),
@@ -137,9 +166,18 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
     for dev in DEVICES {
         let target = at(&format!("/dev/{dev}"));
         steps.push(Step::Touch { path: target.clone() });
-        steps.push(mount(Some(&PathBuf::from(format!("/dev/{dev}"))), target, None, MS_BIND, None));
+        steps.push(mount(
+            Some(&PathBuf::from(format!("/dev/{dev}"))),
+            target,
+            None,
+            MS_BIND,
+            None,
+        ));
     }
-    steps.push(Step::Mkdir { path: at("/dev/pts"), mode: 0o755 });
+    steps.push(Step::Mkdir {
+        path: at("/dev/pts"),
+        mode: 0o755,
+    });
     steps.push(mount(
         Some(Path::new("devpts")),
         at("/dev/pts"),
@@ -147,8 +185,14 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
         MS_NOSUID | MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=620"),
     ));
-    steps.push(Step::Symlink { target: "pts/ptmx".into(), link: at("/dev/ptmx") });
-    steps.push(Step::Mkdir { path: at("/dev/shm"), mode: 0o1777 });
+    steps.push(Step::Symlink {
+        target: "pts/ptmx".into(),
+        link: at("/dev/ptmx"),
+    });
+    steps.push(Step::Mkdir {
+        path: at("/dev/shm"),
+        mode: 0o1777,
+    });
     steps.push(mount(
         Some(Path::new("tmpfs")),
         at("/dev/shm"),
@@ -156,12 +200,24 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
         MS_NOSUID | MS_NODEV,
         Some("mode=1777,size=64m"),
     ));
-    for (name, target) in
-        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
-    {
-        steps.push(Step::Symlink { target: target.into(), link: at(&format!("/dev/{name}")) });
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            target: target.into(),
+            link: at(&format!("/dev/{name}")),
+        });
     }
-    steps.push(mount(Some(Path::new("tmpfs")), at("/tmp"), Some("tmpfs"), MS_NOSUID | MS_NODEV, Some("mode=1777")));
+    steps.push(mount(
+        Some(Path::new("tmpfs")),
+        at("/tmp"),
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some("mode=1777"),
+    ));
     if i.own_netns {
         steps.push(mount(
             Some(Path::new("sysfs")),
@@ -171,18 +227,42 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
             None,
         ));
     } else {
-        steps.push(mount(Some(Path::new("/sys")), at("/sys"), None, MS_BIND | MS_REC, None));
-        steps.push(mount(None, at("/sys"), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None));
+        steps.push(mount(
+            Some(Path::new("/sys")),
+            at("/sys"),
+            None,
+            MS_BIND | MS_REC,
+            None,
+        ));
+        steps.push(mount(
+            None,
+            at("/sys"),
+            None,
+            MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+            None,
+        ));
     }
     steps.push(mount(Some(&i.root_home), at("/root"), None, MS_BIND, None));
     if let Some(ws) = &i.workspace {
-        steps.push(mount(Some(ws), inside(r, &i.workdir), None, MS_BIND | MS_REC, None));
+        steps.push(mount(
+            Some(ws),
+            inside(r, &i.workdir),
+            None,
+            MS_BIND | MS_REC,
+            None,
+        ));
     }
     for (host, target, ro) in &i.binds {
         let t = inside(r, target);
         steps.push(mount(Some(host), t.clone(), None, MS_BIND | MS_REC, None));
         if *ro {
-            steps.push(mount(None, t, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None));
+            steps.push(mount(
+                None,
+                t,
+                None,
+                MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                None,
+            ));
         }
     }
     steps.push(Step::PivotRoot { new_root: r.clone() });
@@ -193,9 +273,13 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
 pub fn apply(steps: &[Step], sys: &dyn Syscalls) -> std::io::Result<()> {
     for step in steps {
         let result = match step {
-            Step::Mount { src, target, fstype, flags, data } => {
-                sys.mount(src.as_deref(), target, fstype.as_deref(), *flags, data.as_deref())
-            }
+            Step::Mount {
+                src,
+                target,
+                fstype,
+                flags,
+                data,
+            } => sys.mount(src.as_deref(), target, fstype.as_deref(), *flags, data.as_deref()),
             Step::Mkdir { path, mode } => sys.mkdir_all(path, *mode),
             Step::Touch { path } => sys.create_file(path),
             Step::Symlink { target, link } => sys.symlink(target, link),
@@ -237,15 +321,25 @@ mod tests {
         apply(&plan(&inputs()), &sys).unwrap();
         let lines = sys.lines();
         assert!(lines[0].starts_with("mount none / - 0x44000"), "{}", lines[0]);
-        assert!(lines[1].contains("overlay /s/root overlay") && lines[1].contains("lowerdir=/,upperdir=/s/upper"));
-        assert!(lines[4].contains("tmpfs /s/root/var/lib/stockade tmpfs"), "home is masked: {}", lines[4]);
+        assert!(
+            lines[1].contains("overlay /s/root overlay") && lines[1].contains("lowerdir=/,upperdir=/s/upper")
+        );
+        assert!(
+            lines[4].contains("tmpfs /s/root/var/lib/stockade tmpfs"),
+            "home is masked: {}",
+            lines[4]
+        );
         let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
         assert!(pos("proc /s/root/proc proc") < pos("pivot_root"));
         assert!(pos("/dev/null /s/root/dev/null") > pos("tmpfs /s/root/dev tmpfs"));
         assert!(pos("/s/workspace /s/root/workspace") < pos("pivot_root"));
         // read-only bind is a bind then a read-only remount of the same target
         let bind = pos("mount /data /s/root/mnt/data");
-        assert!(lines[bind + 1].starts_with("mount none /s/root/mnt/data - 0x1027"), "{}", lines[bind + 1]);
+        assert!(
+            lines[bind + 1].starts_with("mount none /s/root/mnt/data - 0x1027"),
+            "{}",
+            lines[bind + 1]
+        );
         assert_eq!(lines.last().unwrap(), "chdir /");
         assert!(lines.iter().any(|l| l == "pivot_root . ."));
     }
@@ -255,7 +349,9 @@ mod tests {
         let mut i = inputs();
         i.own_netns = false;
         let steps = plan(&i);
-        assert!(!steps.iter().any(|s| matches!(s, Step::Mount { fstype: Some(f), .. } if f == "sysfs")));
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::Mount { fstype: Some(f), .. } if f == "sysfs")));
     }
 
     #[test]

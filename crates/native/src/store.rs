@@ -56,8 +56,12 @@ pub fn is_same_process(pid: i32, start: u64) -> bool {
     if pid <= 0 {
         return false;
     }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let rest = &stat[close + 2..];
     let zombie = rest.starts_with('Z') || rest.starts_with('X');
     !zombie && rest.split(' ').nth(19).and_then(|s| s.parse::<u64>().ok()) == Some(start)
@@ -66,7 +70,12 @@ pub fn is_same_process(pid: i32, start: u64) -> bool {
 /// Writes `data` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(data)?;
     drop(f);
     fs::rename(&tmp, path)
@@ -101,7 +110,9 @@ impl Store {
         let path = self.layout.record(id);
         let data = match fs::read(&path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.to_string()))
+            }
             Err(e) => return Err(store_err("read", &path, e)),
         };
         serde_json::from_slice(&data).map_err(|e| store_err("decode", &path, e))
@@ -147,7 +158,10 @@ impl Store {
             return Ok(r.clone());
         }
         if id_or_name.len() >= 4 {
-            let matches: Vec<&Record> = all.iter().filter(|r| r.id.as_str().starts_with(id_or_name)).collect();
+            let matches: Vec<&Record> = all
+                .iter()
+                .filter(|r| r.id.as_str().starts_with(id_or_name))
+                .collect();
             if let [only] = matches.as_slice() {
                 return Ok((*only).clone());
             }

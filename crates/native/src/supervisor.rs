@@ -41,7 +41,11 @@ pub fn main(home: &Path, id: &str) -> i32 {
             return 1;
         }
     };
-    if let Ok(log) = std::fs::OpenOptions::new().create(true).append(true).open(layout.log(&record.id)) {
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.log(&record.id))
+    {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
     let sandbox = match start(&layout, &record) {
@@ -59,7 +63,11 @@ pub fn main(home: &Path, id: &str) -> i32 {
         init_start: store::process_start_time(sandbox.init.as_raw()).unwrap_or(0),
         cgroups: sandbox.cgroups.clone(),
         cgroup_version: sandbox.cgroup_version.to_owned(),
-        network: if record.spec.network == NetworkMode::None { "private".into() } else { "host".into() },
+        network: if record.spec.network == NetworkMode::None {
+            "private".into()
+        } else {
+            "host".into()
+        },
     };
     if let Err(e) = store.save_runtime(&record.id, &runtime) {
         let _ = writeln!(ready, "error {e}");
@@ -75,7 +83,9 @@ pub fn main(home: &Path, id: &str) -> i32 {
     let expired = Arc::new(AtomicBool::new(false));
     if let Some(ttl) = record.spec.ttl {
         let created = UNIX_EPOCH + Duration::from_secs(record.created_at);
-        let left = (created + ttl).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let left = (created + ttl)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         let (init, expired) = (sandbox.init, Arc::clone(&expired));
         std::thread::spawn(move || {
             std::thread::sleep(left);
@@ -101,7 +111,11 @@ pub fn main(home: &Path, id: &str) -> i32 {
     if let Err(e) = cgroup::remove(&sandbox.cgroups) {
         eprintln!("supervisor {}: {e}", record.id);
     }
-    eprintln!("supervisor {}: cgroups removed {:?} after pid 1 ended", record.id, ended.elapsed());
+    eprintln!(
+        "supervisor {}: cgroups removed {:?} after pid 1 ended",
+        record.id,
+        ended.elapsed()
+    );
     let _ = std::fs::remove_file(layout.socket(&record.id));
     let _ = std::fs::remove_file(layout.runtime(&record.id));
     if expired.load(Ordering::SeqCst) {
@@ -128,10 +142,16 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
     let id = &record.id;
     let spec = &record.spec;
     let cg_host = CgroupHost::detect();
-    let cgroups = cg_host.create(id.as_str(), &spec.resources).map_err(|e| io_err("cgroups", e))?;
+    let cgroups = cg_host
+        .create(id.as_str(), &spec.resources)
+        .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups);
     match result {
-        Ok(init) => Ok(Started { init, cgroups, cgroup_version: cg_host.version() }),
+        Ok(init) => Ok(Started {
+            init,
+            cgroups,
+            cgroup_version: cg_host.version(),
+        }),
         Err(e) => {
             let _ = cgroup::remove(&cgroups);
             Err(e)
@@ -139,7 +159,11 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
     }
 }
 
-fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::PathBuf]) -> std::io::Result<Pid> {
+fn start_in_cgroups(
+    layout: &Layout,
+    record: &Record,
+    cgroups: &[std::path::PathBuf],
+) -> std::io::Result<Pid> {
     let id = &record.id;
     let spec = &record.spec;
     let map = record.idmap;
@@ -172,7 +196,11 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
         workspace: (!workdir_mounted).then(|| layout.workspace(id)),
         workdir: spec.workdir.clone().into(),
         root_home: layout.home_dir(id),
-        binds: spec.mounts.iter().map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only)).collect(),
+        binds: spec
+            .mounts
+            .iter()
+            .map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only))
+            .collect(),
         masks: vec![layout.home.clone()],
         own_netns: spec.network == NetworkMode::None,
     };
@@ -185,9 +213,14 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
         if let Some(parent) = in_upper.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
         }
-        let made = if is_dir { std::fs::create_dir_all(&in_upper) } else { std::fs::File::create(&in_upper).map(drop) };
+        let made = if is_dir {
+            std::fs::create_dir_all(&in_upper)
+        } else {
+            std::fs::File::create(&in_upper).map(drop)
+        };
         made.map_err(|e| io_err(in_upper.display(), e))?;
-        nix::unistd::chown(&in_upper, Some(own_uid), Some(own_gid)).map_err(|e| io_err(in_upper.display(), e))?;
+        nix::unistd::chown(&in_upper, Some(own_uid), Some(own_gid))
+            .map_err(|e| io_err(in_upper.display(), e))?;
     }
     let steps = mount_plan::plan(&inputs);
     let overlay = mount_plan::overlay_steps(&inputs);
@@ -198,16 +231,22 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
         nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io_err("unshare mount namespace", e))?;
         mount_plan::apply(&overlay, &LinuxSyscalls).map_err(|e| io_err("overlay", e))?;
     }
-    let steps = if host_root { steps } else { overlay.into_iter().chain(steps).collect() };
+    let steps = if host_root {
+        steps
+    } else {
+        overlay.into_iter().chain(steps).collect()
+    };
 
     let socket_path = layout.socket(id);
     let _ = std::fs::remove_file(&socket_path);
-    let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(|e| io_err(socket_path.display(), e))?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(&socket_path).map_err(|e| io_err(socket_path.display(), e))?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
     let listen_fd = OwnedFd::from(listener);
     let agent = std::fs::File::open(&record.agent).map_err(|e| io_err(record.agent.display(), e))?;
 
-    let agent_config = serde_json::json!({ "workdir": spec.workdir, "env": spec.env, "user": spec.user }).to_string();
+    let agent_config =
+        serde_json::json!({ "workdir": spec.workdir, "env": spec.env, "user": spec.user }).to_string();
     let hostname = record.name.clone();
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
@@ -233,10 +272,13 @@ fn start_in_cgroups(layout: &Layout, record: &Record, cgroups: &[std::path::Path
             let parent = || -> std::io::Result<()> {
                 let proc_dir = format!("/proc/{pid}");
                 if map.needs_setgroups_deny() {
-                    std::fs::write(format!("{proc_dir}/setgroups"), "deny").map_err(|e| io_err("setgroups", e))?;
+                    std::fs::write(format!("{proc_dir}/setgroups"), "deny")
+                        .map_err(|e| io_err("setgroups", e))?;
                 }
-                std::fs::write(format!("{proc_dir}/uid_map"), map.uid_map()).map_err(|e| io_err("uid_map", e))?;
-                std::fs::write(format!("{proc_dir}/gid_map"), map.gid_map()).map_err(|e| io_err("gid_map", e))?;
+                std::fs::write(format!("{proc_dir}/uid_map"), map.uid_map())
+                    .map_err(|e| io_err("uid_map", e))?;
+                std::fs::write(format!("{proc_dir}/gid_map"), map.gid_map())
+                    .map_err(|e| io_err("gid_map", e))?;
                 cgroup::add_process(cgroups, pid.as_raw())?;
                 nix::unistd::write(&go_w, b"g").map_err(|e| io_err("start child", e))?;
                 Ok(())
@@ -294,8 +336,10 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     if let Err(e) = nix::unistd::setresuid(root_uid, root_uid, root_uid) {
         fail("become root in the user namespace (uid)", &e);
     }
-    let mut flags =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
     if setup.own_netns {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -327,7 +371,10 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
         to_c("--listen-fd".into()),
         to_c(setup.listen_fd.as_raw_fd().to_string()),
     ];
-    let envp = [to_c(format!("{}={}", "STOCKADE_AGENT_CONFIG", setup.agent_config))];
+    let envp = [to_c(format!(
+        "{}={}",
+        "STOCKADE_AGENT_CONFIG", setup.agent_config
+    ))];
     let err = match nix::unistd::fexecve(setup.agent.as_fd().as_raw_fd(), &argv, &envp) {
         Err(e) => e,
         Ok(never) => match never {},
@@ -351,7 +398,9 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 fn make_writable(path: &Path) {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
     if meta.is_dir() {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
         if let Ok(entries) = std::fs::read_dir(path) {

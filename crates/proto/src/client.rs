@@ -23,10 +23,14 @@ where
         _ => Vec::new(),
     };
     write_frame(&mut conn, &Request::File { op }, &payload).await?;
-    conn.flush().await.map_err(|e| Error::backend("agent connection", e))?;
+    conn.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
     let frame: Frame<Reply> = read_frame(&mut conn).await?;
     match frame.header {
-        Reply::File { reply: FileReply::Data { .. } } => Ok(FileReply::Data { data: frame.payload }),
+        Reply::File {
+            reply: FileReply::Data { .. },
+        } => Ok(FileReply::Data { data: frame.payload }),
         Reply::File { reply } => Ok(reply),
         Reply::Error { kind, message, path } => Err(error_from_wire(&kind, message, path)),
         other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
@@ -39,7 +43,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     write_frame(&mut conn, &Request::Stats, &[]).await?;
-    conn.flush().await.map_err(|e| Error::backend("agent connection", e))?;
+    conn.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
     match read_frame::<_, Reply>(&mut conn).await?.header {
         Reply::Stats { stats } => Ok(stats),
         Reply::Error { kind, message, path } => Err(error_from_wire(&kind, message, path)),
@@ -55,37 +61,63 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(conn);
     write_frame(&mut wr, &Request::Exec { req }, &[]).await?;
-    wr.flush().await.map_err(|e| Error::backend("agent connection", e))?;
+    wr.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
     let first: Frame<Reply> = read_frame(&mut rd).await?;
     let first_event = match first.header {
         Reply::Started { seq, pid } => ExecEvent::Started { seq, pid },
         Reply::Error { kind, message, path } => return Err(error_from_wire(&kind, message, path)),
         other => return Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
     };
-    let control = Arc::new(AgentExecControl { writer: Mutex::new(Some(Box::new(wr))) });
-    let events = stream::unfold((Some(first_event), Some(rd), false), |(pending, rd, done)| async move {
-        if let Some(ev) = pending {
-            return Some((Ok(ev), (None, rd, done)));
-        }
-        if done {
-            return None;
-        }
-        let mut rd = rd?;
-        let item = match read_frame::<_, Reply>(&mut rd).await {
-            Ok(Frame { header: Reply::Output { seq, stream }, payload }) => {
-                Ok(ExecEvent::Output { seq, stream, data: payload })
-            }
-            Ok(Frame { header: Reply::Exited { seq, exit }, .. }) => {
-                return Some((Ok(ExecEvent::Exited { seq, exit }), (None, None, true)));
-            }
-            Ok(Frame { header: Reply::Error { kind, message, path }, .. }) => Err(error_from_wire(&kind, message, path)),
-            Ok(Frame { header, .. }) => Err(Error::backend("agent", format!("unexpected reply {header:?}"))),
-            Err(e) => Err(Error::backend("agent connection", format!("lost before the exec ended: {e}"))),
-        };
-        let done = item.is_err();
-        Some((item, (None, Some(rd), done)))
+    let control = Arc::new(AgentExecControl {
+        writer: Mutex::new(Some(Box::new(wr))),
     });
-    Ok(ExecSession { events: Box::pin(events), control })
+    let events = stream::unfold(
+        (Some(first_event), Some(rd), false),
+        |(pending, rd, done)| async move {
+            if let Some(ev) = pending {
+                return Some((Ok(ev), (None, rd, done)));
+            }
+            if done {
+                return None;
+            }
+            let mut rd = rd?;
+            let item = match read_frame::<_, Reply>(&mut rd).await {
+                Ok(Frame {
+                    header: Reply::Output { seq, stream },
+                    payload,
+                }) => Ok(ExecEvent::Output {
+                    seq,
+                    stream,
+                    data: payload,
+                }),
+                Ok(Frame {
+                    header: Reply::Exited { seq, exit },
+                    ..
+                }) => {
+                    return Some((Ok(ExecEvent::Exited { seq, exit }), (None, None, true)));
+                }
+                Ok(Frame {
+                    header: Reply::Error { kind, message, path },
+                    ..
+                }) => Err(error_from_wire(&kind, message, path)),
+                Ok(Frame { header, .. }) => {
+                    Err(Error::backend("agent", format!("unexpected reply {header:?}")))
+                }
+                Err(e) => Err(Error::backend(
+                    "agent connection",
+                    format!("lost before the exec ended: {e}"),
+                )),
+            };
+            let done = item.is_err();
+            Some((item, (None, Some(rd), done)))
+        },
+    );
+    Ok(ExecSession {
+        events: Box::pin(events),
+        control,
+    })
 }
 
 type BoxWriter = Box<dyn AsyncWrite + Unpin + Send>;

@@ -23,15 +23,21 @@ pub const MAX_PAYLOAD: usize = 1 << 30;
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Request {
     /// Start a command; the connection then belongs to this exec.
-    Exec { req: ExecRequest },
+    Exec {
+        req: ExecRequest,
+    },
     /// Payload: bytes for the exec's stdin.
     Stdin,
     CloseStdin,
-    Resize { size: TtySize },
+    Resize {
+        size: TtySize,
+    },
     /// Kill the exec's whole process tree.
     Kill,
     /// A file operation; the payload is the data of a write.
-    File { op: FileOp },
+    File {
+        op: FileOp,
+    },
     Stats,
     Ping,
 }
@@ -40,15 +46,35 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Reply {
-    Started { seq: u64, pid: u32 },
+    Started {
+        seq: u64,
+        pid: u32,
+    },
     /// Payload: the bytes.
-    Output { seq: u64, stream: OutputStream },
-    Exited { seq: u64, exit: ExecExit },
+    Output {
+        seq: u64,
+        stream: OutputStream,
+    },
+    Exited {
+        seq: u64,
+        exit: ExecExit,
+    },
     /// The payload is the data of a read.
-    File { reply: FileReply },
-    Stats { stats: Stats },
-    Pong { version: u32, pid: u32 },
-    Error { kind: String, message: String, path: Option<String> },
+    File {
+        reply: FileReply,
+    },
+    Stats {
+        stats: Stats,
+    },
+    Pong {
+        version: u32,
+        pid: u32,
+    },
+    Error {
+        kind: String,
+        message: String,
+        path: Option<String>,
+    },
 }
 
 impl Reply {
@@ -63,7 +89,11 @@ impl Reply {
             Error::CommandNotFound(what) => what.clone(),
             other => other.to_string(),
         };
-        Reply::Error { kind: err.kind().to_owned(), message, path }
+        Reply::Error {
+            kind: err.kind().to_owned(),
+            message,
+            path,
+        }
     }
 }
 
@@ -71,7 +101,10 @@ impl Reply {
 pub fn error_from_wire(kind: &str, message: String, path: Option<String>) -> Error {
     match (kind, path) {
         ("command_not_found", _) => Error::CommandNotFound(message),
-        ("file", Some(path)) => Error::File { path, reason: message },
+        ("file", Some(path)) => Error::File {
+            path,
+            reason: message,
+        },
         ("invalid", _) => Error::invalid("request", message),
         ("timeout", _) => Error::Timeout(std::time::Duration::ZERO, message),
         _ => Error::backend("agent", message),
@@ -166,7 +199,10 @@ where
     r.read_exact(&mut head).await?;
     let mut payload = vec![0u8; payload_len];
     r.read_exact(&mut payload).await?;
-    Ok(Frame { header: serde_json::from_slice(&head)?, payload })
+    Ok(Frame {
+        header: serde_json::from_slice(&head)?,
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -177,15 +213,33 @@ mod tests {
     async fn frames_round_trip() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         let big = vec![7u8; 200_000];
-        write_frame(&mut a, &Reply::Output { seq: 3, stream: OutputStream::Stderr }, &big).await.unwrap();
+        write_frame(
+            &mut a,
+            &Reply::Output {
+                seq: 3,
+                stream: OutputStream::Stderr,
+            },
+            &big,
+        )
+        .await
+        .unwrap();
         write_frame(&mut a, &Request::Ping, &[]).await.unwrap();
         drop(a);
         let f: Frame<Reply> = read_frame(&mut b).await.unwrap();
-        assert_eq!(f.header, Reply::Output { seq: 3, stream: OutputStream::Stderr });
+        assert_eq!(
+            f.header,
+            Reply::Output {
+                seq: 3,
+                stream: OutputStream::Stderr
+            }
+        );
         assert_eq!(f.payload, big);
         let f: Frame<Request> = read_frame(&mut b).await.unwrap();
         assert_eq!(f.header, Request::Ping);
-        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::Closed)));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut b).await,
+            Err(ProtoError::Closed)
+        ));
     }
 
     #[tokio::test]
@@ -195,13 +249,21 @@ mod tests {
             let _ = a.write_all(&(u32::MAX).to_le_bytes()).await;
             let _ = a.write_all(&0u32.to_le_bytes()).await;
         });
-        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::TooLarge(_))));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut b).await,
+            Err(ProtoError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn errors_keep_their_kind() {
-        let e = Error::File { path: "/x".into(), reason: "No such file".into() };
-        let Reply::Error { kind, message, path } = Reply::from_error(&e) else { panic!() };
+        let e = Error::File {
+            path: "/x".into(),
+            reason: "No such file".into(),
+        };
+        let Reply::Error { kind, message, path } = Reply::from_error(&e) else {
+            panic!()
+        };
         let back = error_from_wire(&kind, message, path);
         assert_eq!(back.to_string(), "/x: No such file");
     }

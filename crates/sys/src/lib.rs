@@ -27,7 +27,9 @@ pub fn thread_count() -> io::Result<usize> {
 fn ensure_single_threaded(what: &str) -> io::Result<()> {
     let n = thread_count()?;
     if n != 1 {
-        return Err(io::Error::other(format!("{what} needs a single-threaded process, this one has {n} threads")));
+        return Err(io::Error::other(format!(
+            "{what} needs a single-threaded process, this one has {n} threads"
+        )));
     }
     Ok(())
 }
@@ -81,7 +83,12 @@ pub fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Sets a terminal's window size.
 pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which points at a live local.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
     if r == -1 {
@@ -93,7 +100,14 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<(
 /// Marks every fd from `first` up close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range only changes fd flags; no memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 4u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            4u32,
+        )
+    };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -107,7 +121,14 @@ pub fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     }
     // SAFETY: close_range closes fds in the range; the caller owns them (called in a freshly forked
     // child that only keeps the fds outside the range). No memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            0u32,
+        )
+    };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -119,13 +140,24 @@ pub fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
 pub fn reset_signals(reset_sigpipe: bool) -> io::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    let all = [Signal::SIGPIPE, Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+    let all = [
+        Signal::SIGPIPE,
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ];
     for sig in all.into_iter().filter(|s| reset_sigpipe || *s != Signal::SIGPIPE) {
         // SAFETY: installing SIG_DFL runs no handler code and so cannot break any invariant.
         unsafe { sigaction(sig, &default) }.map_err(io::Error::from)?;
     }
-    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(io::Error::from)
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Takes ownership of a file descriptor this process inherited from its parent (for example a
@@ -134,9 +166,14 @@ pub fn reset_signals(reset_sigpipe: bool) -> io::Result<()> {
 pub fn claim_inherited_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     static CLAIMED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-    let mut claimed = CLAIMED.lock().map_err(|_| io::Error::other("fd registry poisoned"))?;
+    let mut claimed = CLAIMED
+        .lock()
+        .map_err(|_| io::Error::other("fd registry poisoned"))?;
     if fd < 3 || claimed.contains(&fd) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} cannot be claimed")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} cannot be claimed"),
+        ));
     }
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(io::Error::from)?;
     claimed.push(fd);
@@ -182,8 +219,13 @@ fn async_fd_with(
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(io::Error::from)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -211,8 +253,14 @@ pub fn exit_now(code: i32) -> ! {
 /// The mount-namespace operations the sandbox setup needs, behind a trait so the plan that drives
 /// them can be checked without root (see [`RecordingSyscalls`]).
 pub trait Syscalls {
-    fn mount(&self, src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: u64, data: Option<&str>)
-        -> io::Result<()>;
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: u64,
+        data: Option<&str>,
+    ) -> io::Result<()>;
     fn umount_detach(&self, target: &Path) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
@@ -238,7 +286,12 @@ impl Syscalls for LinuxSyscalls {
         nix::mount::mount(src, target, fstype, flags, data).map_err(|e| {
             io::Error::new(
                 io::Error::from(e).kind(),
-                format!("mount {:?} on {} ({}): {e}", src.unwrap_or(Path::new("none")), target.display(), fstype.unwrap_or("bind")),
+                format!(
+                    "mount {:?} on {} ({}): {e}",
+                    src.unwrap_or(Path::new("none")),
+                    target.display(),
+                    fstype.unwrap_or("bind")
+                ),
             )
         })
     }
@@ -255,7 +308,12 @@ impl Syscalls for LinuxSyscalls {
         std::fs::DirBuilder::new().recursive(true).mode(mode).create(path)
     }
     fn create_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map(drop)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
     }
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
@@ -273,7 +331,10 @@ pub struct RecordingSyscalls {
 
 impl RecordingSyscalls {
     fn record(&self, s: String) -> io::Result<()> {
-        self.calls.lock().map_err(|_| io::Error::other("poisoned"))?.push(s);
+        self.calls
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .push(s);
         Ok(())
     }
     /// The calls so far, one line each.
@@ -293,7 +354,8 @@ impl Syscalls for RecordingSyscalls {
     ) -> io::Result<()> {
         self.record(format!(
             "mount {} {} {} {flags:#x} {}",
-            src.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            src.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into()),
             target.display(),
             fstype.unwrap_or("-"),
             data.unwrap_or("-")
@@ -321,5 +383,6 @@ impl Syscalls for RecordingSyscalls {
 
 /// A C string from user-controlled text; NUL bytes are an error naming the text.
 pub fn cstring(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{s:?} contains a NUL byte")))
+    CString::new(s)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{s:?} contains a NUL byte")))
 }
