@@ -288,13 +288,20 @@ fn start_in_cgroups(
                 let _ = waitpid(pid, None);
                 return Err(e);
             }
-            let mut report = String::new();
-            let _ = std::fs::File::from(done_r).read_to_string(&mut report);
-            if !report.is_empty() {
-                let _ = waitpid(pid, None);
-                return Err(std::io::Error::other(report));
+            // 'K' when the sandbox is set up; 'E' and the reason when it is not.
+            let mut done = std::fs::File::from(done_r);
+            let mut first = [0u8; 1];
+            let got = done.read(&mut first).unwrap_or(0);
+            if got == 1 && first[0] == b'K' {
+                return Ok(pid);
             }
-            Ok(pid)
+            let mut report = String::new();
+            let _ = done.read_to_string(&mut report);
+            let _ = waitpid(pid, None);
+            if report.is_empty() {
+                report = "the sandbox's first process exited during setup".into();
+            }
+            Err(std::io::Error::other(report))
         }
     }
 }
@@ -314,7 +321,7 @@ struct ChildSetup {
 /// after writing what failed to `done`.
 fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        let _ = nix::unistd::write(&done, format!("{what}: {e}").as_bytes());
+        let _ = nix::unistd::write(&done, format!("E{what}: {e}").as_bytes());
         stockade_sys::exit_now(1)
     };
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL);
@@ -375,6 +382,9 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
         "{}={}",
         "STOCKADE_AGENT_CONFIG", setup.agent_config
     ))];
+    // Ready: everything that can fail for a reason worth reporting has run. The socket is already
+    // listening, so connections made before the agent runs wait in its backlog.
+    let _ = nix::unistd::write(&done, b"K");
     let err = match nix::unistd::fexecve(setup.agent.as_fd().as_raw_fd(), &argv, &envp) {
         Err(e) => e,
         Ok(never) => match never {},
