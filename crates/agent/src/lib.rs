@@ -5,7 +5,6 @@
 //! safe to follow with ordinary Rust code when the forking process has one thread.
 #![forbid(unsafe_code)]
 
-pub mod config;
 pub mod files;
 pub mod process_tree;
 pub mod server;
@@ -13,10 +12,15 @@ pub mod session;
 pub mod spawn;
 pub mod users;
 
-pub use config::{AgentConfig, CONFIG_ENV};
+pub mod hardening;
+
+pub use stockade_proto::{AgentConfig, CONFIG_ENV};
 
 /// Runs the agent on an already-listening socket until killed.
 pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> std::io::Result<()> {
+    // Not dumpable: processes in the sandbox share our uid, and must not reach into our memory
+    // through /proc/1/mem or ptrace.
+    nix::sys::prctl::set_dumpable(false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()

@@ -8,17 +8,19 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use crate::config::AgentConfig;
+use crate::hardening::Prepared;
+use stockade_proto::AgentConfig;
 
 /// Serves connections until the process is killed. Also reaps every child that reaches pid 1.
 pub async fn serve(listener: UnixListener, config: AgentConfig) -> std::io::Result<()> {
-    let config = Arc::new(config);
+    let hardening = Prepared::new(config.hardening.clone()).map_err(std::io::Error::other)?;
+    let state = Arc::new((config, hardening));
     tokio::spawn(reap_forever());
     loop {
         let (stream, _) = listener.accept().await?;
-        let config = Arc::clone(&config);
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = serve_connection(&config, stream).await;
+            let _ = serve_connection(&state.0, &state.1, stream).await;
         });
     }
 }
@@ -40,7 +42,7 @@ async fn reap_forever() {
     }
 }
 
-async fn serve_connection(config: &AgentConfig, stream: UnixStream) -> Result<()> {
+async fn serve_connection(config: &AgentConfig, hardening: &Prepared, stream: UnixStream) -> Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     loop {
         let frame: Frame<Request> = match read_frame(&mut rd).await {
@@ -63,7 +65,7 @@ async fn serve_connection(config: &AgentConfig, stream: UnixStream) -> Result<()
                         }
                     }
                 });
-                if let Err(e) = crate::session::run(config, req, rx, &mut wr).await {
+                if let Err(e) = crate::session::run(config, hardening, req, rx, &mut wr).await {
                     write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
                     wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
                 }

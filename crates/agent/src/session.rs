@@ -11,8 +11,9 @@ use tokio::net::unix::pipe;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use crate::config::AgentConfig;
+use crate::hardening::Prepared;
 use crate::spawn::{self, Spawned};
+use stockade_proto::AgentConfig;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -69,6 +70,7 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
 /// Runs `req` to the end, writing events to `out` and taking stdin/resize/kill from `requests`.
 pub async fn run(
     config: &AgentConfig,
+    hardening: &Prepared,
     req: ExecRequest,
     mut requests: mpsc::UnboundedReceiver<Frame<Request>>,
     out: &mut OwnedWriteHalf,
@@ -83,7 +85,7 @@ pub async fn run(
         stdin,
         pty,
         status,
-    } = spawn::spawn(&plan)?;
+    } = spawn::spawn(&plan, hardening)?;
     let is_pty = pty.is_some();
     let mut seq = 0u64;
     write_frame(out, &Reply::Started { seq, pid }, &[]).await?;

@@ -16,8 +16,9 @@ use nix::unistd::{dup2, Gid, Pid, Uid};
 use stockade_core::{Error, ExecRequest, Result, TtySize};
 use stockade_sys::{exit_now, Forked};
 
-use crate::config::{AgentConfig, DEFAULT_PATH};
+use crate::hardening::{self, Prepared};
 use crate::users::Identity;
+use stockade_proto::{AgentConfig, DEFAULT_PATH};
 
 /// Everything the command's process needs, computed before the fork.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ enum Step {
     Cwd = 2,
     Exec = 3,
     Stdio = 4,
+    Hardening = 5,
 }
 
 /// Builds the plan: merges the environment, resolves the user and finds the program in `PATH`.
@@ -126,7 +128,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Forks the reaper and the command; returns once `execve` has succeeded, or with the error that
 /// stopped it (command not found, bad workdir, bad user).
-pub fn spawn(plan: &SpawnPlan) -> Result<Spawned> {
+pub fn spawn(plan: &SpawnPlan, hardening: &Prepared) -> Result<Spawned> {
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     // (child side, parent side) per stream
@@ -182,7 +184,7 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned> {
                 stderr: stderr_child,
                 err: err_w,
             };
-            reaper_main(plan, fds, status_w)
+            reaper_main(plan, hardening, fds, status_w)
         }
         Forked::Parent(reaper) => {
             drop((stdin_child, stdout_child, stderr_child, err_w, status_w));
@@ -242,6 +244,10 @@ fn child_error(plan: &SpawnPlan, report: &[u8]) -> Error {
             Error::CommandNotFound(format!("{program}: no such file or directory"))
         }
         s if s == Step::Exec as u32 => Error::invalid("command", format!("{program}: {}", errno.desc())),
+        s if s == Step::Hardening as u32 => Error::backend(
+            format!("exec hardening ({})", String::from_utf8_lossy(&report[8..])),
+            errno.desc(),
+        ),
         _ => Error::backend("exec setup", errno.desc()),
     }
 }
@@ -254,12 +260,12 @@ struct ChildFds {
 }
 
 /// The reaper: forks the command, waits for it, reports, cleans up the tree, exits.
-fn reaper_main(plan: &SpawnPlan, fds: ChildFds, status_w: OwnedFd) -> ! {
+fn reaper_main(plan: &SpawnPlan, hardening: &Prepared, fds: ChildFds, status_w: OwnedFd) -> ! {
     // Keep SIGPIPE ignored here: a host that went away must not kill the reaper mid-cleanup.
     let _ = stockade_sys::reset_signals(false);
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let command = match stockade_sys::fork_single_threaded() {
-        Ok(Forked::Child) => command_main(plan, fds),
+        Ok(Forked::Child) => command_main(plan, hardening, fds),
         Ok(Forked::Parent(pid)) => pid,
         Err(_) => exit_now(126),
     };
@@ -318,11 +324,12 @@ pub fn decode_status(raw: i32) -> (Option<i32>, Option<i32>) {
 }
 
 /// The command: session, stdio, user, cwd, then execve. Never returns.
-fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
-    let fail = |step: Step, errno: nix::errno::Errno, err: &OwnedFd| -> ! {
-        let mut report = [0u8; 8];
-        report[..4].copy_from_slice(&(step as u32).to_le_bytes());
-        report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
+fn command_main(plan: &SpawnPlan, hardening: &Prepared, fds: ChildFds) -> ! {
+    let fail_with = |step: Step, errno: nix::errno::Errno, what: &str, err: &OwnedFd| -> ! {
+        let mut report = Vec::with_capacity(8 + what.len());
+        report.extend_from_slice(&(step as u32).to_le_bytes());
+        report.extend_from_slice(&(errno as i32).to_le_bytes());
+        report.extend_from_slice(what.as_bytes());
         let _ = nix::unistd::write(err, &report);
         exit_now(if step == Step::Exec && errno == nix::errno::Errno::ENOENT {
             127
@@ -330,6 +337,7 @@ fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
             126
         })
     };
+    let fail = |step: Step, errno: nix::errno::Errno, err: &OwnedFd| -> ! { fail_with(step, errno, "", err) };
     let _ = nix::unistd::setsid();
     let stdio_result = (|| -> nix::Result<()> {
         if plan.tty.is_some() {
@@ -354,6 +362,9 @@ fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
     }
     // Everything but stdio closes at execve, the error pipe included.
     let _ = stockade_sys::cloexec_from(3);
+    if let Err((what, e)) = hardening::apply_privileged(hardening) {
+        fail_with(Step::Hardening, e, what, &fds.err);
+    }
     let id = &plan.identity;
     if Uid::current().as_raw() != id.uid || Gid::current().as_raw() != id.gid {
         let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -378,6 +389,9 @@ fn command_main(plan: &SpawnPlan, fds: ChildFds) -> ! {
     }
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
         fail(Step::Cwd, e, &fds.err);
+    }
+    if let Err((what, e)) = hardening::apply(hardening) {
+        fail_with(Step::Hardening, e, what, &fds.err);
     }
     let _ = stockade_sys::reset_signals(true);
     let e = match nix::unistd::execve(&plan.program, &plan.argv, &plan.envp) {

@@ -68,6 +68,12 @@ pub struct CreateArgs {
     /// Writable-layer size limit, e.g. 1g.
     #[arg(long)]
     pub disk: Option<String>,
+    /// Open files per process.
+    #[arg(long)]
+    pub open_files: Option<String>,
+    /// Largest file a process may write, e.g. 100m.
+    #[arg(long)]
+    pub file_size: Option<String>,
     /// Network: none (loopback only) or full.
     #[arg(long, default_value = "none")]
     pub network: String,

@@ -157,6 +157,19 @@ pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
         .map(|m| parse::size("memory", m))
         .transpose()?;
     spec.resources.disk_bytes = a.disk.as_deref().map(|m| parse::size("disk", m)).transpose()?;
+    spec.resources.file_size_bytes = a
+        .file_size
+        .as_deref()
+        .map(|m| parse::size("file-size", m))
+        .transpose()?;
+    spec.resources.open_files = a
+        .open_files
+        .as_deref()
+        .map(|p| {
+            p.parse::<u64>()
+                .map_err(|_| Error::invalid("open-files", format!("{p:?} is not a whole number")))
+        })
+        .transpose()?;
     spec.resources.millicpus = a.cpus.as_deref().map(|c| parse::cpus("cpus", c)).transpose()?;
     spec.resources.pids = a
         .pids

@@ -99,6 +99,12 @@ pub struct Resources {
     /// Size limit of the writable layer in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
+    /// Open files per process (`RLIMIT_NOFILE`); the driver's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// Largest file a process may write, in bytes (`RLIMIT_FSIZE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size_bytes: Option<u64>,
 }
 
 /// A host path made visible inside the sandbox.
@@ -244,6 +250,12 @@ impl SandboxSpec {
         }
         if r.disk_bytes.is_some_and(|d| d < 1 << 20) {
             return Err(Error::invalid("disk", "must be at least 1m"));
+        }
+        if r.open_files.is_some_and(|n| !(16..=1 << 20).contains(&n)) {
+            return Err(Error::invalid("open-files", "must be between 16 and 1048576"));
+        }
+        if r.file_size_bytes == Some(0) {
+            return Err(Error::invalid("file-size", "must be more than 0"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.mounts {

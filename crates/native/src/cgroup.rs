@@ -276,7 +276,7 @@ mod tests {
             memory_bytes: Some(512 << 20),
             millicpus: Some(1500),
             pids: Some(256),
-            disk_bytes: None,
+            ..Default::default()
         }
     }
 

@@ -23,6 +23,31 @@ use flags::*;
 /// Host device nodes bind-mounted into the sandbox's `/dev` (a user namespace cannot mknod).
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
+/// Kernel files hidden from the sandbox, as Docker hides them: files get `/dev/null` bound over
+/// them, directories an empty read-only tmpfs. Missing ones are skipped.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Kernel paths made read-only, as Docker does.
+pub const READ_ONLY_PATHS: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/asound",
+];
+
 /// What the plan is built from.
 #[derive(Debug, Clone)]
 pub struct MountInputs {
@@ -61,6 +86,14 @@ pub enum Step {
         mode: u32,
     },
     Touch {
+        path: PathBuf,
+    },
+    /// Hide `path` (inside the new root) if it exists: see [`MASKED_PATHS`].
+    Mask {
+        path: PathBuf,
+    },
+    /// Bind `path` onto itself read-only if it exists.
+    ReadOnly {
         path: PathBuf,
     },
     Symlink {
@@ -265,6 +298,8 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
             ));
         }
     }
+    steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask { path: at(p) }));
+    steps.extend(READ_ONLY_PATHS.iter().map(|p| Step::ReadOnly { path: at(p) }));
     steps.push(Step::PivotRoot { new_root: r.clone() });
     steps
 }
@@ -283,6 +318,31 @@ pub fn apply(steps: &[Step], sys: &dyn Syscalls) -> std::io::Result<()> {
             Step::Mkdir { path, mode } => sys.mkdir_all(path, *mode),
             Step::Touch { path } => sys.create_file(path),
             Step::Symlink { target, link } => sys.symlink(target, link),
+            Step::Mask { path } => match sys.kind(path) {
+                None => Ok(()),
+                Some(true) => sys.mount(
+                    Some(Path::new("tmpfs")),
+                    path,
+                    Some("tmpfs"),
+                    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    Some("size=0,mode=000"),
+                ),
+                Some(false) => sys.mount(Some(Path::new("/dev/null")), path, None, MS_BIND, None),
+            },
+            Step::ReadOnly { path } => match sys.kind(path) {
+                None => Ok(()),
+                Some(_) => sys
+                    .mount(Some(path), path, None, MS_BIND | MS_REC, None)
+                    .and_then(|_| {
+                        sys.mount(
+                            None,
+                            path,
+                            None,
+                            MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            None,
+                        )
+                    }),
+            },
             Step::PivotRoot { new_root } => sys
                 .chdir(new_root)
                 .and_then(|_| sys.pivot_root(Path::new("."), Path::new(".")))
@@ -341,6 +401,18 @@ mod tests {
             lines[bind + 1]
         );
         assert_eq!(lines.last().unwrap(), "chdir /");
+        // masked and read-only kernel paths come after /proc and /sys and before pivot_root
+        let kcore = pos("/dev/null /s/root/proc/kcore");
+        assert!(kcore > pos("proc /s/root/proc proc") && kcore < pos("pivot_root"));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("mount tmpfs /s/root/sys/firmware tmpfs 0x")));
+        let sys_ro = pos("mount /s/root/proc/sys /s/root/proc/sys");
+        assert!(
+            lines[sys_ro + 1].starts_with("mount none /s/root/proc/sys - 0x"),
+            "{}",
+            lines[sys_ro + 1]
+        );
         assert!(lines.iter().any(|l| l == "pivot_root . ."));
     }
 

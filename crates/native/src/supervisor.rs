@@ -245,8 +245,7 @@ fn start_in_cgroups(
     let listen_fd = OwnedFd::from(listener);
     let agent = std::fs::File::open(&record.agent).map_err(|e| io_err(record.agent.display(), e))?;
 
-    let agent_config =
-        serde_json::json!({ "workdir": spec.workdir, "env": spec.env, "user": spec.user }).to_string();
+    let agent_config = serde_json::to_string(&agent_config(spec)).map_err(|e| io_err("agent config", e))?;
     let hostname = record.name.clone();
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
@@ -303,6 +302,40 @@ fn start_in_cgroups(
             }
             Err(std::io::Error::other(report))
         }
+    }
+}
+
+/// The agent's configuration for this sandbox: exec defaults and hardening. Writes are allowed
+/// (where landlock exists) in the workdir, `/root`, `/tmp`, `/dev/shm` and read-write mounts.
+pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentConfig {
+    let mut writable = vec![
+        spec.workdir.clone(),
+        "/root".into(),
+        "/tmp".into(),
+        "/dev/shm".into(),
+    ];
+    writable.extend(
+        spec.mounts
+            .iter()
+            .filter(|m| !m.read_only)
+            .map(|m| m.sandbox.display().to_string()),
+    );
+    writable.dedup();
+    let hardening = stockade_proto::Hardening {
+        landlock_writable: Some(writable),
+        max_open_files: Some(
+            spec.resources
+                .open_files
+                .unwrap_or(stockade_proto::config::DEFAULT_MAX_OPEN_FILES),
+        ),
+        max_file_size: spec.resources.file_size_bytes,
+        ..Default::default()
+    };
+    stockade_proto::AgentConfig {
+        workdir: spec.workdir.clone(),
+        env: spec.env.clone(),
+        user: spec.user.clone(),
+        hardening,
     }
 }
 

@@ -270,3 +270,6 @@ mod tests {
 }
 
 pub mod client;
+pub mod config;
+
+pub use config::{AgentConfig, Hardening, CONFIG_ENV, DEFAULT_PATH};

@@ -267,6 +267,8 @@ pub trait Syscalls {
     fn create_file(&self, path: &Path) -> io::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     fn chdir(&self, path: &Path) -> io::Result<()>;
+    /// `Some(true)` for a directory, `Some(false)` for anything else, `None` when missing.
+    fn kind(&self, path: &Path) -> Option<bool>;
 }
 
 /// The real thing.
@@ -320,6 +322,9 @@ impl Syscalls for LinuxSyscalls {
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         std::env::set_current_dir(path)
+    }
+    fn kind(&self, path: &Path) -> Option<bool> {
+        std::fs::symlink_metadata(path).ok().map(|m| m.is_dir())
     }
 }
 
@@ -378,6 +383,14 @@ impl Syscalls for RecordingSyscalls {
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(format!("chdir {}", path.display()))
+    }
+    /// Pretends paths without a dot in their last part are directories and all others files.
+    fn kind(&self, path: &Path) -> Option<bool> {
+        let last = path.file_name()?.to_string_lossy().into_owned();
+        Some(
+            !last.contains('.')
+                && !["kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger"].contains(&last.as_str()),
+        )
     }
 }
 

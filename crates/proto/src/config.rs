@@ -1,0 +1,61 @@
+//! How the agent is configured at start: sandbox-wide exec defaults and the hardening every
+//! exec'd process gets. Drivers build it; the agent applies it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that carries [`AgentConfig`] as JSON; the agent removes it at start.
+pub const CONFIG_ENV: &str = "STOCKADE_AGENT_CONFIG";
+
+/// The `PATH` every exec gets unless the spec or request sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Sandbox-wide exec defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// Default working directory.
+    pub workdir: String,
+    /// Environment from the sandbox spec.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Default user (`None` = root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// What is applied to every exec'd process.
+    #[serde(default)]
+    pub hardening: Hardening,
+}
+
+/// Hardening for exec'd processes. The default is the strict set; drivers opt out explicitly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardening {
+    /// Empty the capability bounding, inheritable and ambient sets, so even root has none.
+    pub drop_capabilities: bool,
+    /// `PR_SET_NO_NEW_PRIVS`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privs: bool,
+    /// Install Stockade's seccomp deny-list.
+    pub seccomp: bool,
+    /// With landlock, the only places writes are allowed; `None` turns landlock off.
+    pub landlock_writable: Option<Vec<String>>,
+    /// `RLIMIT_NOFILE` (soft = hard).
+    pub max_open_files: Option<u64>,
+    /// `RLIMIT_FSIZE` in bytes (soft = hard).
+    pub max_file_size: Option<u64>,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            drop_capabilities: true,
+            no_new_privs: true,
+            seccomp: true,
+            landlock_writable: Some(vec!["/workspace".into(), "/tmp".into(), "/dev/shm".into()]),
+            max_open_files: Some(DEFAULT_MAX_OPEN_FILES),
+            max_file_size: None,
+        }
+    }
+}
+
+/// Open files allowed per process unless the spec says otherwise.
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 65536;
