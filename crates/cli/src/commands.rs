@@ -540,6 +540,21 @@ fn info(json: bool) -> Result<()> {
             .map(|v| format!("yes (ABI {v})"))
             .unwrap_or_else(|| "no (not an active LSM)".into())
     );
+    let defaults = stockade_native::driver::hardening_report(
+        &SandboxSpec::default(),
+        &stockade_native::idmap::IdMap::for_sandbox(&stockade_core::SandboxId::from_random(0), 0, 0),
+    );
+    println!(
+        "sandbox defaults: every capability dropped; no_new_privs; seccomp deny-list of {} syscalls plus",
+        defaults["seccomp"]["denied"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+    );
+    println!("                  namespace clones, AF_VSOCK and TIOCSTI; landlock {}; {} masked and {} read-only kernel paths;",
+        if report.landlock_abi.is_some() { "write rules" } else { "off (kernel lacks it)" },
+        stockade_native::mount_plan::MASKED_PATHS.len(), stockade_native::mount_plan::READ_ONLY_PATHS.len());
+    println!("                  root mapped to an unprivileged host uid; network none (loopback only)");
     println!("drivers:");
     println!("  native          {}", yes_no(&report.native_driver_usable));
     Ok(())

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use stockade_core::{
-    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec,
-    SandboxStatus, Stats,
+    Driver, Error, ExecEvent, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo,
+    SandboxSpec, SandboxStatus, Stats,
 };
 use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixStream;
@@ -63,6 +63,44 @@ pub fn find_agent() -> Result<PathBuf> {
         "sandboxes",
         "the stockade-agent binary was not found beside stockade or in PATH (set STOCKADE_AGENT)",
     ))
+}
+
+/// What `inspect` says is active in a sandbox's processes.
+pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value {
+    let cfg = crate::supervisor::agent_config(spec).hardening;
+    let policy = stockade_proto::seccomp::seccomp_policy();
+    let denied: Vec<&str> = policy
+        .iter()
+        .filter(|r| r.when.is_none() && r.errno == libc::EPERM)
+        .map(|r| r.syscall)
+        .collect();
+    let landlock = match crate::host::landlock_abi() {
+        Some(_) => serde_json::json!({ "enforced": true, "writable": cfg.landlock_writable }),
+        None => {
+            serde_json::json!({ "enforced": false, "reason": "landlock is not an active LSM on this kernel" })
+        }
+    };
+    serde_json::json!({
+        "capabilities": "none (bounding, permitted, effective, inheritable and ambient sets emptied)",
+        "no_new_privs": cfg.no_new_privs,
+        "seccomp": {
+            "action": "EPERM",
+            "denied": denied,
+            "conditional": [
+                "clone with any CLONE_NEW* flag",
+                "clone3 (ENOSYS, so libc falls back to clone)",
+                "socket(AF_VSOCK)",
+                "ioctl(TIOCSTI), ioctl(TIOCLINUX)"
+            ]
+        },
+        "landlock": landlock,
+        "masked_paths": crate::mount_plan::MASKED_PATHS,
+        "read_only_paths": crate::mount_plan::READ_ONLY_PATHS,
+        "devices": crate::mount_plan::DEVICES,
+        "rlimits": { "nofile": cfg.max_open_files, "fsize": cfg.max_file_size },
+        "sandbox_root_is_host_uid": idmap.host_uid,
+        "agent_dumpable": false,
+    })
 }
 
 fn now_secs() -> u64 {
@@ -189,6 +227,7 @@ impl NativeDriver {
             );
             details.insert("network_namespace".into(), rt.network.clone().into());
         }
+        details.insert("hardening".into(), hardening_report(&record.spec, &record.idmap));
         details.insert(
             "namespaces".into(),
             serde_json::json!([
@@ -254,6 +293,13 @@ impl NativeDriver {
                 ));
             }
         }
+        if spec.network == stockade_core::NetworkMode::Full && !nix::unistd::geteuid().is_root() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "--network full",
+                "without root it needs a user-mode network (pasta or slirp4netns), which is not implemented yet",
+            ));
+        }
         let r = &spec.resources;
         if r.disk_bytes.is_some() {
             return Err(Error::unsupported(
@@ -285,6 +331,8 @@ impl NativeDriver {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .env_clear()
+            // For the network tools it runs (ip, nsenter, iptables); nothing else of ours leaks in.
+            .env("PATH", stockade_proto::DEFAULT_PATH)
             .spawn()
             .map_err(|e| Error::backend(format!("start supervisor {}", self.agent.display()), e))?;
         let stdout = child
@@ -483,7 +531,26 @@ impl Driver for NativeDriver {
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         req.validate()?;
         let conn = self.connect(id).await?;
-        stockade_proto::client::exec(conn, req).await
+        let runtime = self.store.load_runtime(id).unwrap_or_default();
+        let ooms_before = crate::cgroup::oom_kills(&runtime.cgroup_version, &runtime.cgroups);
+        let mut session = stockade_proto::client::exec(conn, req).await?;
+        // The agent cannot see the cgroup; the host can. A SIGKILL while the sandbox's OOM-kill
+        // count rose is the OOM killer's.
+        session.events = Box::pin(futures::StreamExt::map(
+            session.events,
+            move |event| match event {
+                Ok(ExecEvent::Exited { seq, mut exit }) => {
+                    if exit.signal == Some(libc::SIGKILL)
+                        && crate::cgroup::oom_kills(&runtime.cgroup_version, &runtime.cgroups) > ooms_before
+                    {
+                        exit.oom = true;
+                    }
+                    Ok(ExecEvent::Exited { seq, exit })
+                }
+                other => other,
+            },
+        ));
+        Ok(session)
     }
 
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {

@@ -6,6 +6,7 @@
 //! - [`store`]: the records that let `ls` work after the CLI exits.
 //! - [`mount_plan`]: the sandbox's mounts as a plain list, applied through `stockade_sys::Syscalls`.
 //! - [`cgroup`]: limits and stats on cgroup v2 or v1 hosts.
+//! - [`network`]: veth and NAT for `--network full`.
 //! - [`supervisor`]: the process that builds the namespaces, waits on pid 1 and cleans up.
 //! - [`driver`]: the `Driver` implementation the CLI and daemon use.
 //! - [`host`]: what this host supports, for `stockade info`.
@@ -17,6 +18,7 @@ pub mod host;
 pub mod idmap;
 pub mod layout;
 pub mod mount_plan;
+pub mod network;
 pub mod store;
 pub mod supervisor;
 

@@ -63,11 +63,7 @@ pub fn main(home: &Path, id: &str) -> i32 {
         init_start: store::process_start_time(sandbox.init.as_raw()).unwrap_or(0),
         cgroups: sandbox.cgroups.clone(),
         cgroup_version: sandbox.cgroup_version.to_owned(),
-        network: if record.spec.network == NetworkMode::None {
-            "private".into()
-        } else {
-            "host".into()
-        },
+        network: sandbox.network.clone(),
     };
     if let Err(e) = store.save_runtime(&record.id, &runtime) {
         let _ = writeln!(ready, "error {e}");
@@ -131,6 +127,8 @@ struct Started {
     init: Pid,
     cgroups: Vec<std::path::PathBuf>,
     cgroup_version: &'static str,
+    /// What the sandbox's network is, for `inspect`.
+    network: String,
 }
 
 fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io::Error {
@@ -147,10 +145,11 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
         .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups);
     match result {
-        Ok(init) => Ok(Started {
+        Ok((init, network)) => Ok(Started {
             init,
             cgroups,
             cgroup_version: cg_host.version(),
+            network,
         }),
         Err(e) => {
             let _ = cgroup::remove(&cgroups);
@@ -163,7 +162,7 @@ fn start_in_cgroups(
     layout: &Layout,
     record: &Record,
     cgroups: &[std::path::PathBuf],
-) -> std::io::Result<Pid> {
+) -> std::io::Result<(Pid, String)> {
     let id = &record.id;
     let spec = &record.spec;
     let map = record.idmap;
@@ -202,7 +201,7 @@ fn start_in_cgroups(
             .map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only))
             .collect(),
         masks: vec![layout.home.clone()],
-        own_netns: spec.network == NetworkMode::None,
+        own_netns: true,
     };
     // Mount points the sandbox's root could not create itself go in the upper layer now.
     for (point, is_dir) in mount_plan::mount_points(&inputs) {
@@ -251,7 +250,7 @@ fn start_in_cgroups(
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
 
     let child = ChildSetup {
-        own_netns: spec.network == NetworkMode::None,
+        own_netns: true,
         setgroups_allowed: !map.needs_setgroups_deny(),
         hostname,
         steps,
@@ -259,8 +258,10 @@ fn start_in_cgroups(
         agent,
         agent_config,
     };
-    match stockade_sys::clone_namespaces(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID)
-        .map_err(|e| io_err("clone (user and pid namespaces)", e))?
+    let dns_note = prepare_resolver(spec.network, &layout.upper(id), &lower)?;
+    let clone_flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
+    match stockade_sys::clone_namespaces(clone_flags)
+        .map_err(|e| io_err("clone (user, pid and net namespaces)", e))?
     {
         Forked::Child => {
             drop((go_w, done_r));
@@ -268,7 +269,7 @@ fn start_in_cgroups(
         }
         Forked::Parent(pid) => {
             drop((go_r, done_w, child));
-            let parent = || -> std::io::Result<()> {
+            let parent = || -> std::io::Result<String> {
                 let proc_dir = format!("/proc/{pid}");
                 if map.needs_setgroups_deny() {
                     std::fs::write(format!("{proc_dir}/setgroups"), "deny")
@@ -279,20 +280,38 @@ fn start_in_cgroups(
                 std::fs::write(format!("{proc_dir}/gid_map"), map.gid_map())
                     .map_err(|e| io_err("gid_map", e))?;
                 cgroup::add_process(cgroups, pid.as_raw())?;
+                let network = match spec.network {
+                    NetworkMode::None => "none: loopback only".to_owned(),
+                    NetworkMode::Full => {
+                        let link = crate::network::apply(
+                            id.as_str(),
+                            pid.as_raw(),
+                            &layout.home.join("network.lock"),
+                        )
+                        .map_err(|e| io_err("network", e))?;
+                        format!(
+                            "full: veth {} ({}) <-> eth0 ({}), NAT out of the host{dns_note}",
+                            link.host_if, link.host_ip, link.sandbox_ip
+                        )
+                    }
+                };
                 nix::unistd::write(&go_w, b"g").map_err(|e| io_err("start child", e))?;
-                Ok(())
+                Ok(network)
             };
-            if let Err(e) = parent() {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(e);
-            }
+            let network = match parent() {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err(e);
+                }
+            };
             // 'K' when the sandbox is set up; 'E' and the reason when it is not.
             let mut done = std::fs::File::from(done_r);
             let mut first = [0u8; 1];
             let got = done.read(&mut first).unwrap_or(0);
             if got == 1 && first[0] == b'K' {
-                return Ok(pid);
+                return Ok((pid, network));
             }
             let mut report = String::new();
             let _ = done.read_to_string(&mut report);
@@ -339,6 +358,26 @@ pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentC
     }
 }
 
+/// With `--network full` on a host whose resolver is a loopback stub (systemd-resolved's
+/// 127.0.0.53), the sandbox gets the stub's upstream servers in its own `/etc/resolv.conf`, written
+/// to the upper layer. Returns a note for `inspect` when DNS cannot work.
+fn prepare_resolver(network: NetworkMode, upper: &Path, lower: &Path) -> std::io::Result<String> {
+    if network != NetworkMode::Full {
+        return Ok(String::new());
+    }
+    let host = std::fs::read_to_string(lower.join("etc/resolv.conf")).unwrap_or_default();
+    if !crate::network::resolver_is_loopback_only(&host) {
+        return Ok(String::new());
+    }
+    let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or_default();
+    if upstream.is_empty() || crate::network::resolver_is_loopback_only(&upstream) {
+        return Ok("; DNS: the host's resolver listens on loopback only and has no upstream to copy".into());
+    }
+    std::fs::create_dir_all(upper.join("etc"))?;
+    std::fs::write(upper.join("etc/resolv.conf"), upstream)?;
+    Ok("; DNS: the host's upstream resolvers".into())
+}
+
 /// What the child needs; computed before the clone.
 struct ChildSetup {
     own_netns: bool,
@@ -376,13 +415,11 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     if let Err(e) = nix::unistd::setresuid(root_uid, root_uid, root_uid) {
         fail("become root in the user namespace (uid)", &e);
     }
-    let mut flags = CloneFlags::CLONE_NEWNS
+    // The network namespace came with the clone, so the supervisor could wire it up.
+    let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
-    if setup.own_netns {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
     if let Err(e) = nix::sched::unshare(flags) {
         fail("unshare mount/ipc/uts/cgroup/net namespaces", &e);
     }

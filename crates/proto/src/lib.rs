@@ -271,5 +271,6 @@ mod tests {
 
 pub mod client;
 pub mod config;
+pub mod seccomp;
 
 pub use config::{AgentConfig, Hardening, CONFIG_ENV, DEFAULT_PATH};
