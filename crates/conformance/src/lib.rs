@@ -19,6 +19,9 @@ pub trait Harness: Send + Sync {
     fn driver(&self) -> Arc<dyn Driver>;
     /// A spec for a plain sandbox of this driver.
     fn spec(&self) -> SandboxSpec;
+    /// Everything of sandbox `id` that still exists on the host (processes, mounts, cgroups,
+    /// directories, containers...), one line each. Empty once it is destroyed.
+    fn leftovers(&self, id: &SandboxId) -> Vec<String>;
 }
 
 /// Stamps out the suite for one driver: `conformance_suite!(make_harness);` where
@@ -27,7 +30,7 @@ pub trait Harness: Send + Sync {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@cases $make;
+        $crate::conformance_suite!(@cases $make; cases;
             stdout_and_stderr_stay_apart_and_in_order,
             exit_codes_and_signals,
             env_and_cwd,
@@ -47,13 +50,13 @@ macro_rules! conformance_suite {
             stats_report_usage,
         );
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
+    (@cases $make:path; $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
                 let Some(h) = $make() else { return };
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
-                rt.block_on($crate::cases::$case(&h));
+                rt.block_on($crate::$module::$case(&h));
             }
         )*
     };
@@ -114,6 +117,8 @@ impl Drop for Sandbox {
         .join();
     }
 }
+
+pub mod isolation;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

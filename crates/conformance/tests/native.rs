@@ -1,14 +1,16 @@
-//! The conformance suite against the native driver (needs user namespaces; as root in CI).
+//! The conformance suite and the isolation battery against the native driver (needs user
+//! namespaces; root for cgroup limits and veth networking, as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use stockade_conformance::{conformance_suite, skip, Harness};
-use stockade_core::{Driver, SandboxSpec};
+use stockade_conformance::{conformance_suite, isolation_suite, skip, Harness};
+use stockade_core::{Driver, SandboxId, SandboxSpec};
 use stockade_native::{Layout, NativeDriver};
 
 struct Native {
-    home: std::path::PathBuf,
+    home: PathBuf,
 }
 
 impl Harness for Native {
@@ -16,8 +18,70 @@ impl Harness for Native {
         let agent = stockade_native::driver::find_agent().unwrap();
         Arc::new(NativeDriver::new(Layout::at(&self.home), agent).unwrap())
     }
+
     fn spec(&self) -> SandboxSpec {
         SandboxSpec::default()
+    }
+
+    fn leftovers(&self, id: &SandboxId) -> Vec<String> {
+        let layout = Layout::at(&self.home);
+        let mut found = Vec::new();
+        for path in [
+            layout.record(id),
+            layout.sandbox_dir(id),
+            layout.socket(id),
+            layout.runtime(id),
+            layout.log(id),
+        ] {
+            if path.exists() {
+                found.push(format!("file {}", path.display()));
+            }
+        }
+        let cgroup_leaf = format!("stockade/{id}");
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = hierarchy.path().join(&cgroup_leaf);
+            if dir.exists() {
+                found.push(format!("cgroup {}", dir.display()));
+            }
+        }
+        let sandbox_dir = layout.sandbox_dir(id).display().to_string();
+        for proc_entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let p = proc_entry.path();
+            if !proc_entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            let zombie = std::fs::read_to_string(p.join("stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true);
+            if zombie {
+                continue;
+            }
+            let cgroup = std::fs::read_to_string(p.join("cgroup")).unwrap_or_default();
+            let cmdline =
+                String::from_utf8_lossy(&std::fs::read(p.join("cmdline")).unwrap_or_default()).into_owned();
+            if cgroup.contains(&cgroup_leaf) || cmdline.contains(id.as_str()) {
+                found.push(format!("process {} {}", p.display(), cmdline.replace('\0', " ")));
+            }
+            let mountinfo = std::fs::read_to_string(p.join("mountinfo")).unwrap_or_default();
+            if mountinfo.contains(&sandbox_dir) {
+                found.push(format!("mount in {}", p.display()));
+            }
+        }
+        if std::path::Path::new(&format!("/sys/class/net/st{id}")).exists() {
+            found.push(format!("interface st{id}"));
+        }
+        found.sort();
+        found.dedup();
+        found
     }
 }
 
@@ -26,13 +90,18 @@ fn native() -> Option<Native> {
         skip(&why);
         return None;
     }
+    if !nix::unistd::geteuid().is_root() {
+        skip("the native driver's limits and networking need root");
+        return None;
+    }
     if let Err(e) = stockade_native::driver::find_agent() {
         skip(&format!("{e} (build it with cargo build -p stockade-agent)"));
         return None;
     }
-    // One home for the whole test binary, cleaned by the tests' own destroys.
+    // One home for the whole test binary; every case destroys what it made.
     let home = std::env::temp_dir().join(format!("stockade-conformance-{}", std::process::id()));
     Some(Native { home })
 }
 
 conformance_suite!(native);
+isolation_suite!(native);
