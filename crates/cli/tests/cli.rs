@@ -316,9 +316,9 @@ const BAD_INPUT: &[(&[&str], i32, &str)] = &[
         "invalid driver: \"warp\" is not available",
     ),
     (
-        &["create", "--disk", "1g"],
-        4,
-        "disk limit is not supported by the native driver",
+        &["create", "--disk", "lots"],
+        2,
+        "invalid disk: \"lots\" is not a size",
     ),
     (
         &["exec", "no-such-sandbox", "--", "true"],

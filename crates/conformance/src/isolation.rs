@@ -17,6 +17,7 @@ macro_rules! isolation_suite {
             fork_bomb_stops_at_the_pids_limit,
             memory_past_the_limit_is_oom_killed,
             file_past_the_size_limit_fails_with_efbig,
+            writes_past_the_disk_limit_fail_with_enospc,
             spinning_tree_with_setsid_child_is_gone_after_timeout,
             fd_exhaustion_hits_the_limit,
             kernel_paths_are_masked_or_read_only,
@@ -136,6 +137,31 @@ except OSError as e:
     // Without ignoring SIGXFSZ the writer is killed by it.
     let out = sb.sh("exec head -c 2000000 /dev/zero > /workspace/big2").await;
     assert_eq!(out.exit.signal, Some(libc::SIGXFSZ), "{:?}", out.exit);
+}
+
+pub async fn writes_past_the_disk_limit_fail_with_enospc(h: &dyn Harness) {
+    let sb = Sandbox::with_spec(h, spec_with(h, |s| s.resources.disk_bytes = Some(32 << 20))).await;
+    let program = r#"
+import errno
+for path in ['/workspace/fill', '/root/fill', '/tmp/fill']:
+    written = 0
+    try:
+        with open(path, 'wb') as f:
+            while True:
+                f.write(b'x' * (1 << 20)); f.flush(); written += 1
+    except OSError as e:
+        print(path, errno.errorcode[e.errno], written <= 33)
+"#;
+    assert_eq!(
+        py(&sb, program).await,
+        "/workspace/fill ENOSPC True\n/root/fill ENOSPC True\n/tmp/fill ENOSPC True\n"
+    );
+    // What was written before stays, and the sandbox still works after a stop and start.
+    sb.sh("rm /workspace/fill /root/fill; echo kept > /workspace/k")
+        .await;
+    sb.driver.stop(&sb.id).await.unwrap();
+    sb.driver.start(&sb.id).await.unwrap();
+    assert_eq!(sb.sh("cat /workspace/k").await.stdout, b"kept\n");
 }
 
 pub async fn spinning_tree_with_setsid_child_is_gone_after_timeout(h: &dyn Harness) {

@@ -76,6 +76,16 @@ impl Harness for Native {
                 found.push(format!("mount in {}", p.display()));
             }
         }
+        for dev in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(dev.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.contains(id.as_str()) {
+                found.push(format!(
+                    "loop device {} on {}",
+                    dev.file_name().to_string_lossy(),
+                    backing.trim()
+                ));
+            }
+        }
         if std::path::Path::new(&format!("/sys/class/net/st{id}")).exists() {
             found.push(format!("interface st{id}"));
         }

@@ -5,9 +5,10 @@
 //! run/ID.sock            the agent's socket        run/ID.log  the supervisor's log
 //! run/ID.runtime.json    pids of the live supervisor and pid 1
 //! sandboxes/ID/          owned by the sandbox's root uid, 0700:
-//!     upper/ work/       the overlay's writable layer
-//!     workspace/         /workspace unless a host dir is mounted there
-//!     home/              /root, the sandbox root's home
+//!     disk.img           with --disk: an ext4 image, loop-mounted on data/
+//!     data/upper/ data/work/   the overlay's writable layer
+//!     data/workspace/    /workspace unless a host dir is mounted there
+//!     data/home/         /root, the sandbox root's home
 //!     root/              the overlay mount point
 //! ```
 
@@ -71,18 +72,26 @@ impl Layout {
     pub fn sandbox_dir(&self, id: &SandboxId) -> PathBuf {
         self.sandboxes().join(id.as_str())
     }
+    /// Everything the sandbox writes lives here (a loop-mounted image with `--disk`).
+    pub fn data(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("data")
+    }
+    /// The ext4 image behind `data` when the sandbox has a disk limit.
+    pub fn disk_image(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("disk.img")
+    }
     pub fn upper(&self, id: &SandboxId) -> PathBuf {
-        self.sandbox_dir(id).join("upper")
+        self.data(id).join("upper")
     }
     pub fn work(&self, id: &SandboxId) -> PathBuf {
-        self.sandbox_dir(id).join("work")
+        self.data(id).join("work")
     }
     pub fn workspace(&self, id: &SandboxId) -> PathBuf {
-        self.sandbox_dir(id).join("workspace")
+        self.data(id).join("workspace")
     }
     /// Root's home (`/root` inside), kept apart so the host's `/root` never shows through.
     pub fn home_dir(&self, id: &SandboxId) -> PathBuf {
-        self.sandbox_dir(id).join("home")
+        self.data(id).join("home")
     }
     pub fn root(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("root")

@@ -69,6 +69,8 @@ pub struct MountInputs {
     pub masks: Vec<PathBuf>,
     /// The sandbox has its own network namespace (sysfs can be mounted fresh).
     pub own_netns: bool,
+    /// Size cap for `/tmp` and `/dev/shm` (the disk limit, so tmpfs cannot get around it).
+    pub tmp_size: Option<u64>,
 }
 
 /// One step.
@@ -226,12 +228,13 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
         path: at("/dev/shm"),
         mode: 0o1777,
     });
+    let shm_size = i.tmp_size.map_or(64 << 20, |t| t.min(64 << 20));
     steps.push(mount(
         Some(Path::new("tmpfs")),
         at("/dev/shm"),
         Some("tmpfs"),
         MS_NOSUID | MS_NODEV,
-        Some("mode=1777,size=64m"),
+        Some(&format!("mode=1777,size={shm_size}")),
     ));
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -244,12 +247,16 @@ pub fn plan(i: &MountInputs) -> Vec<Step> {
             link: at(&format!("/dev/{name}")),
         });
     }
+    let tmp_data = match i.tmp_size {
+        Some(n) => format!("mode=1777,size={n}"),
+        None => "mode=1777".to_owned(),
+    };
     steps.push(mount(
         Some(Path::new("tmpfs")),
         at("/tmp"),
         Some("tmpfs"),
         MS_NOSUID | MS_NODEV,
-        Some("mode=1777"),
+        Some(&tmp_data),
     ));
     if i.own_netns {
         steps.push(mount(
@@ -371,6 +378,7 @@ mod tests {
             binds: vec![("/data".into(), "/mnt/data".into(), true)],
             masks: vec!["/var/lib/stockade".into()],
             own_netns: true,
+            tmp_size: None,
         }
     }
 

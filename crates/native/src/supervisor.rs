@@ -171,18 +171,43 @@ fn start_in_cgroups(
 
     // Directories: the sandbox's own tree belongs to its root uid.
     let sandbox_dir = layout.sandbox_dir(id);
-    for dir in [
-        sandbox_dir.clone(),
-        layout.upper(id),
-        layout.work(id),
-        layout.workspace(id),
-        layout.home_dir(id),
-        layout.root(id),
-    ] {
+    for dir in [sandbox_dir.clone(), layout.data(id), layout.root(id)] {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
         nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
     }
     std::fs::set_permissions(&sandbox_dir, std::fs::Permissions::from_mode(0o700))?;
+    // As host root, everything below is mounted in a mount namespace of our own, which the
+    // sandbox's copies; nothing shows up in the host's.
+    let host_root = nix::unistd::geteuid().is_root();
+    if host_root {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io_err("unshare mount namespace", e))?;
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| io_err("make mounts private", e))?;
+        if let Some(bytes) = spec.resources.disk_bytes {
+            mount_disk(
+                &layout.disk_image(id),
+                &layout.data(id),
+                bytes,
+                map.host_uid,
+                map.host_gid,
+            )?;
+        }
+    }
+    for dir in [
+        layout.upper(id),
+        layout.work(id),
+        layout.workspace(id),
+        layout.home_dir(id),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
+        nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
+    }
     std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
 
     let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
@@ -202,6 +227,7 @@ fn start_in_cgroups(
             .collect(),
         masks: vec![layout.home.clone()],
         own_netns: true,
+        tmp_size: spec.resources.disk_bytes,
     };
     // Mount points the sandbox's root could not create itself go in the upper layer now.
     for (point, is_dir) in mount_plan::mount_points(&inputs) {
@@ -223,11 +249,9 @@ fn start_in_cgroups(
     }
     let steps = mount_plan::plan(&inputs);
     let overlay = mount_plan::overlay_steps(&inputs);
-    // As host root, mount the overlay here, in a mount namespace of our own (see overlay_steps);
-    // unprivileged, the child mounts it inside its user namespace (a --rootfs dir allows that).
-    let host_root = nix::unistd::geteuid().is_root();
+    // As host root, mount the overlay here (see overlay_steps); unprivileged, the child mounts it
+    // inside its user namespace (a --rootfs dir allows that).
     if host_root {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io_err("unshare mount namespace", e))?;
         mount_plan::apply(&overlay, &LinuxSyscalls).map_err(|e| io_err("overlay", e))?;
     }
     let steps = if host_root {
@@ -356,6 +380,36 @@ pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentC
         user: spec.user.clone(),
         hardening,
     }
+}
+
+/// `--disk`: the sandbox's writable data lives in an ext4 image of `bytes`, made on first start
+/// (no reserved blocks, no journal: a scratch disk), loop-mounted on `data`. Writes past it fail
+/// with ENOSPC; the image is kept across stop and start and removed with the sandbox.
+fn mount_disk(image: &Path, data: &Path, bytes: u64, uid: u32, gid: u32) -> std::io::Result<()> {
+    let run = |cmd: &mut std::process::Command| -> std::io::Result<()> {
+        let out = cmd.output().map_err(|e| io_err(format!("{cmd:?}"), e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io_err(
+                format!("{cmd:?}"),
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ))
+        }
+    };
+    if !image.exists() {
+        let file = std::fs::File::create(image)?;
+        file.set_len(bytes)?;
+        drop(file);
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-O", "^has_journal", "-E"])
+            .arg(format!("root_owner={uid}:{gid}"))
+            .arg(image))?;
+    }
+    run(std::process::Command::new("mount")
+        .args(["-o", "loop,nosuid,nodev"])
+        .arg(image)
+        .arg(data))
 }
 
 /// With `--network full` on a host whose resolver is a loopback stub (systemd-resolved's
