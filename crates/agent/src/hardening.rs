@@ -65,11 +65,14 @@ pub fn compile(policy: &[DenyRule]) -> Result<Vec<BpfProgram>, String> {
         .collect()
 }
 
-/// Hardening made ready before any fork.
-#[derive(Debug, Clone)]
+/// Hardening made ready before any fork: the seccomp programs compiled and the landlock ruleset
+/// built (paths opened) once, so each exec only installs them.
+#[derive(Debug)]
 pub struct Prepared {
     pub config: Hardening,
     filters: Vec<BpfProgram>,
+    /// Taken (in the forked child's own copy of memory) and installed there.
+    landlock: std::sync::Mutex<Option<landlock::RulesetCreated>>,
 }
 
 impl Prepared {
@@ -79,8 +82,22 @@ impl Prepared {
         } else {
             Vec::new()
         };
-        Ok(Prepared { config, filters })
+        let landlock = match &config.landlock_writable {
+            Some(writable) => Some(write_ruleset(writable).map_err(|e| format!("landlock: {e}"))?),
+            None => None,
+        };
+        Ok(Prepared {
+            config,
+            filters,
+            landlock: std::sync::Mutex::new(landlock),
+        })
     }
+}
+
+/// Empties this process's capability bounding set. The agent does it once at start: it never
+/// execs, so it keeps its own capabilities, while nothing it starts can ever gain one.
+pub fn drop_bounding_set() -> Result<(), String> {
+    caps::clear(None, caps::CapSet::Bounding).map_err(|e| format!("capability bounding set: {e}"))
 }
 
 /// What failed, for the exec's error message.
@@ -103,13 +120,10 @@ pub fn apply_privileged(p: &Prepared) -> Result<(), Failure> {
         set(Resource::RLIMIT_FSIZE, n, "RLIMIT_FSIZE")?;
     }
     if p.config.drop_capabilities {
-        // Without CAP_SETPCAP (say, in a container that already limits it) the set can only be
-        // checked, not emptied.
-        if caps::clear(None, caps::CapSet::Bounding).is_err()
-            && !caps::read(None, caps::CapSet::Bounding)
-                .map(|s| s.is_empty())
-                .unwrap_or(false)
-        {
+        let bounding_empty = caps::read(None, caps::CapSet::Bounding)
+            .map(|s| s.is_empty())
+            .unwrap_or(false);
+        if !bounding_empty && caps::clear(None, caps::CapSet::Bounding).is_err() {
             return Err(("capability bounding set", nix::errno::Errno::EPERM));
         }
     }
@@ -131,8 +145,11 @@ pub fn apply(p: &Prepared) -> Result<(), Failure> {
     if p.config.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(|e| ("no_new_privs", e))?;
     }
-    if let Some(writable) = &p.config.landlock_writable {
-        restrict_writes(writable);
+    let ruleset = p.landlock.lock().ok().and_then(|mut r| r.take());
+    if let Some(ruleset) = ruleset {
+        ruleset
+            .restrict_self()
+            .map_err(|_| ("landlock", nix::errno::Errno::EPERM))?;
     }
     for filter in &p.filters {
         seccompiler::apply_filter(filter).map_err(|_| ("seccomp", nix::errno::Errno::EPERM))?;
@@ -151,31 +168,27 @@ const ALWAYS_WRITABLE: &[&str] = &[
     "/proc",
 ];
 
-/// Landlock, best effort: on kernels without it this is a no-op, reported by `stockade info`.
-fn restrict_writes(writable: &[String]) {
-    use landlock::{path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI};
-    let abi = ABI::V3;
+/// A landlock ruleset that handles every write access and allows it only beneath `writable` (and
+/// the devices above). Best effort: on a kernel without landlock it enforces nothing, which
+/// `stockade info` reports.
+fn write_ruleset(writable: &[String]) -> Result<landlock::RulesetCreated, landlock::RulesetError> {
+    use landlock::{path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI};
+    let abi = ABI::V5;
+    let write = AccessFs::from_write(abi);
     let paths: Vec<&str> = writable
         .iter()
         .map(String::as_str)
         .chain(ALWAYS_WRITABLE.iter().copied())
         .collect();
-    let result = Ruleset::default()
-        .handle_access(AccessFs::from_write(abi))
-        .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(paths, AccessFs::from_all(abi))))
-        .and_then(|r| r.restrict_self());
-    let _ = result;
+    Ruleset::default()
+        .handle_access(write)?
+        .create()?
+        .add_rules(path_beneath_rules(paths, write))
 }
 
-/// Whether this kernel enforces landlock (checked by trying to create an empty ruleset).
-pub fn landlock_supported() -> bool {
-    use landlock::{AccessFs, Compatible, Ruleset, RulesetAttr, ABI};
-    Ruleset::default()
-        .set_compatibility(landlock::CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_write(ABI::V1))
-        .and_then(|r| r.create())
-        .is_ok()
+/// The landlock ABI this kernel offers, if any.
+pub fn landlock_abi() -> Option<u32> {
+    stockade_sys::landlock_abi()
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> s
     // Not dumpable: processes in the sandbox share our uid, and must not reach into our memory
     // through /proc/1/mem or ptrace.
     nix::sys::prctl::set_dumpable(false)?;
+    if config.hardening.drop_capabilities {
+        hardening::drop_bounding_set().map_err(std::io::Error::other)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()

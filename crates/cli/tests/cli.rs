@@ -418,3 +418,39 @@ fn info_reports_the_host() {
     assert!(["v1", "v2", "none"].contains(&v["host"]["cgroup"].as_str().unwrap()));
     assert_eq!(v["drivers"][0]["name"], "native");
 }
+
+#[test]
+fn network_full_resolves_through_the_host_resolver() {
+    let Some(home) = Home::new() else { return };
+    let host = Command::new("getent")
+        .args(["hosts", "deb.debian.org"])
+        .output()
+        .unwrap();
+    if !host.status.success() {
+        let why = "the host itself cannot resolve deb.debian.org, so there is no resolver to go through";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true: {why}");
+        }
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let out = home.run(&[
+        "run",
+        "--network",
+        "full",
+        "--",
+        "getent",
+        "hosts",
+        "deb.debian.org",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("deb.debian.org"), "{}", stdout(&out));
+    // and with no network, it cannot
+    let out = home.run(&["run", "--", "getent", "hosts", "deb.debian.org"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "getent exits 2 when a key is not found: {}",
+        stdout(&out)
+    );
+}

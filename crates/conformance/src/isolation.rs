@@ -25,6 +25,7 @@ macro_rules! isolation_suite {
             ptrace_fails,
             mount_unshare_and_pivot_root_fail,
             mknod_fails,
+            landlock_confines_writes,
             no_capabilities_and_no_network_admin,
             setuid_binaries_give_no_privilege,
             network_none_has_only_loopback,
@@ -323,6 +324,37 @@ for path in ['/tmp/null', '/workspace/null']:
         print(errno.errorcode[e.errno])
 "#;
     assert_eq!(py(&sb, program).await, "EPERM\nEPERM\n");
+}
+
+pub async fn landlock_confines_writes(h: &dyn Harness) {
+    let sb = Sandbox::new(h).await;
+    let program = r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.syscall(444, None, 0, 1))
+for path in ['/landlock-probe', '/etc/landlock-probe', '/var/tmp/landlock-probe', '/workspace/ok', '/root/ok', '/tmp/ok', '/dev/shm/ok']:
+    try:
+        open(path, 'w').close(); print(path, 'ok')
+    except OSError as e:
+        print(path, errno.errorcode[e.errno])
+"#;
+    let s = py(&sb, program).await;
+    let abi: i64 = s.lines().next().unwrap_or("-1").trim().parse().unwrap_or(-1);
+    if abi <= 0 {
+        eprintln!(
+            "SKIPPED: this kernel has no landlock (stockade info says so); DAC and seccomp still apply"
+        );
+        return;
+    }
+    // "/" belongs to the sandbox's root (it is the upper layer's root), so only landlock stops this.
+    assert!(s.contains("/landlock-probe EACCES"), "{s}");
+    assert!(
+        !s.contains("/etc/landlock-probe ok") && !s.contains("/var/tmp/landlock-probe ok"),
+        "{s}"
+    );
+    for ok in ["/workspace/ok ok", "/root/ok ok", "/tmp/ok ok", "/dev/shm/ok ok"] {
+        assert!(s.contains(ok), "{ok} missing in {s}");
+    }
 }
 
 pub async fn no_capabilities_and_no_network_admin(h: &dyn Harness) {

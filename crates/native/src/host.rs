@@ -82,12 +82,7 @@ pub fn report() -> HostReport {
     }
 }
 
-/// Landlock ABI from the LSM list and the kernel's landlock sysfs/proc hints; `None` when landlock
-/// is not an active LSM.
+/// Landlock ABI version offered by the kernel, `None` when landlock is off.
 pub fn landlock_abi() -> Option<u32> {
-    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
-    if !lsm.split(',').any(|l| l.trim() == "landlock") {
-        return None;
-    }
-    Some(1)
+    stockade_sys::landlock_abi()
 }
