@@ -21,9 +21,8 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> s
     // Not dumpable: processes in the sandbox share our uid, and must not reach into our memory
     // through /proc/1/mem or ptrace.
     nix::sys::prctl::set_dumpable(false)?;
-    if config.hardening.drop_capabilities {
-        hardening::drop_bounding_set().map_err(std::io::Error::other)?;
-    }
+    let hardening = hardening::Prepared::new(config.hardening.clone()).map_err(std::io::Error::other)?;
+    hardening.install_in_agent().map_err(std::io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -31,6 +30,6 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> s
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        server::serve(listener, config).await
+        server::serve(listener, config, hardening).await
     })
 }

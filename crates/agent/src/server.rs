@@ -12,8 +12,7 @@ use crate::hardening::Prepared;
 use stockade_proto::AgentConfig;
 
 /// Serves connections until the process is killed. Also reaps every child that reaches pid 1.
-pub async fn serve(listener: UnixListener, config: AgentConfig) -> std::io::Result<()> {
-    let hardening = Prepared::new(config.hardening.clone()).map_err(std::io::Error::other)?;
+pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepared) -> std::io::Result<()> {
     let state = Arc::new((config, hardening));
     tokio::spawn(reap_forever());
     loop {
