@@ -75,6 +75,14 @@ pub fn main(home: &Path, id: &str) -> i32 {
     let _ = ready.flush();
     // The driver is done listening; from here on stdout is the log too.
     let _ = nix::unistd::dup2(2, 1);
+    // The sandbox has its own copy of the mounts now. Going back to the host's mount namespace
+    // drops ours here, off the critical path, instead of when the sandbox is destroyed. (Before any
+    // thread starts: setns into a mount namespace needs a single-threaded process.)
+    if let Some(host_ns) = &sandbox.host_mount_ns {
+        if let Err(e) = nix::sched::setns(host_ns, CloneFlags::CLONE_NEWNS) {
+            eprintln!("supervisor {}: leave the private mount namespace: {e}", record.id);
+        }
+    }
 
     let expired = Arc::new(AtomicBool::new(false));
     if let Some(ttl) = record.spec.ttl {
@@ -129,6 +137,8 @@ struct Started {
     cgroup_version: &'static str,
     /// What the sandbox's network is, for `inspect`.
     network: String,
+    /// The host's mount namespace, to return to once the sandbox runs (root only).
+    host_mount_ns: Option<std::fs::File>,
 }
 
 fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io::Error {
@@ -145,11 +155,12 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
         .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups);
     match result {
-        Ok((init, network)) => Ok(Started {
+        Ok((init, network, host_mount_ns)) => Ok(Started {
             init,
             cgroups,
             cgroup_version: cg_host.version(),
             network,
+            host_mount_ns,
         }),
         Err(e) => {
             let _ = cgroup::remove(&cgroups);
@@ -162,7 +173,7 @@ fn start_in_cgroups(
     layout: &Layout,
     record: &Record,
     cgroups: &[std::path::PathBuf],
-) -> std::io::Result<(Pid, String)> {
+) -> std::io::Result<(Pid, String, Option<std::fs::File>)> {
     let id = &record.id;
     let spec = &record.spec;
     let map = record.idmap;
@@ -179,7 +190,10 @@ fn start_in_cgroups(
     // As host root, everything below is mounted in a mount namespace of our own, which the
     // sandbox's copies; nothing shows up in the host's.
     let host_root = nix::unistd::geteuid().is_root();
+    let mut host_mount_ns = None;
     if host_root {
+        host_mount_ns =
+            Some(std::fs::File::open("/proc/self/ns/mnt").map_err(|e| io_err("/proc/self/ns/mnt", e))?);
         nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| io_err("unshare mount namespace", e))?;
         nix::mount::mount(
             None::<&str>,
@@ -335,7 +349,7 @@ fn start_in_cgroups(
             let mut first = [0u8; 1];
             let got = done.read(&mut first).unwrap_or(0);
             if got == 1 && first[0] == b'K' {
-                return Ok((pid, network));
+                return Ok((pid, network, host_mount_ns));
             }
             let mut report = String::new();
             let _ = done.read_to_string(&mut report);
