@@ -98,6 +98,11 @@ pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value 
         "read_only_paths": crate::mount_plan::READ_ONLY_PATHS,
         "devices": crate::mount_plan::DEVICES,
         "rlimits": { "nofile": cfg.max_open_files, "fsize": cfg.max_file_size },
+        "cgroup_limits": {
+            "memory_bytes": spec.resources.memory_bytes,
+            "millicpus": spec.resources.millicpus,
+            "pids": crate::supervisor::effective_resources(&spec.resources).pids,
+        },
         "sandbox_root_is_host_uid": idmap.host_uid,
         "agent_dumpable": false,
     })

@@ -151,7 +151,7 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
     let spec = &record.spec;
     let cg_host = CgroupHost::detect();
     let cgroups = cg_host
-        .create(id.as_str(), &spec.resources)
+        .create(id.as_str(), &effective_resources(&spec.resources))
         .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups);
     match result {
@@ -360,6 +360,17 @@ fn start_in_cgroups(
             Err(std::io::Error::other(report))
         }
     }
+}
+
+/// Processes and threads a sandbox may have when the spec does not say: enough for builds, few
+/// enough that a fork bomb stops long before the host notices.
+pub const DEFAULT_PIDS: u32 = 4096;
+
+/// The limits applied: the spec's, with [`DEFAULT_PIDS`] when it sets none.
+pub fn effective_resources(r: &stockade_core::Resources) -> stockade_core::Resources {
+    let mut r = r.clone();
+    r.pids = Some(r.pids.unwrap_or(DEFAULT_PIDS));
+    r
 }
 
 /// The agent's configuration for this sandbox: exec defaults and hardening. Writes are allowed
