@@ -454,3 +454,27 @@ fn network_full_resolves_through_the_host_resolver() {
         stdout(&out)
     );
 }
+
+#[test]
+fn ttl_destroys_the_sandbox_and_everything_it_made() {
+    let Some(home) = Home::new() else { return };
+    let out = home.run(&["create", "--ttl", "1s", "--name", "brief"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert!(home.run(&["exec", "brief", "--", "true"]).status.success());
+    for _ in 0..100 {
+        if stdout(&home.run(&["ls", "-q"])).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        stdout(&home.run(&["ls", "-q"])),
+        "",
+        "the ttl did not remove the sandbox"
+    );
+    assert!(!home.dir.join("sandboxes").join(&id).exists());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/pids/stockade/{id}")).exists());
+    let out = home.run(&["exec", "brief", "--", "true"]);
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -108,6 +108,33 @@ pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value 
     })
 }
 
+/// True when an ELF executable names a program interpreter (is dynamically linked).
+fn needs_loader(path: &Path) -> bool {
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    // ELF64 little-endian: program headers at e_phoff (0x20), e_phentsize (0x36), e_phnum (0x38).
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    const PT_INTERP: u32 = 3;
+    (0..phnum).any(|i| {
+        let at = phoff as usize + i * phentsize;
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            == Some(PT_INTERP)
+    })
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,6 +295,15 @@ impl NativeDriver {
                 format!("{:?} given to the native driver", spec.driver),
             ));
         }
+        if spec.rootfs.is_none() && !nix::unistd::geteuid().is_root() {
+            // The kernel refuses an overlay whose lower layer has locked submounts (the host `/`
+            // has many) inside an unprivileged user namespace.
+            return Err(Error::unsupported(
+                DRIVER,
+                "the host / as root filesystem",
+                "without root it needs --rootfs DIR (a directory tree such as one made by debootstrap)",
+            ));
+        }
         if spec.image.is_some() {
             return Err(Error::unsupported(
                 DRIVER,
@@ -276,6 +312,16 @@ impl NativeDriver {
             ));
         }
         if let Some(rootfs) = &spec.rootfs {
+            if needs_loader(&self.agent) {
+                return Err(Error::unsupported(
+                    DRIVER,
+                    "--rootfs",
+                    format!(
+                        "the agent {} is dynamically linked and cannot run in a root filesystem without the host's libraries; build it static (./scripts/setup does)",
+                        self.agent.display()
+                    ),
+                ));
+            }
             if !rootfs.is_dir() {
                 return Err(Error::invalid(
                     "rootfs",
@@ -421,9 +467,22 @@ impl NativeDriver {
                 needed: "running".into(),
             });
         }
-        UnixStream::connect(self.layout().socket(id))
-            .await
-            .map_err(|e| Error::backend(format!("connect to sandbox {id}"), e))
+        match UnixStream::connect(self.layout().socket(id)).await {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                // Say why pid 1 went away, if the supervisor logged it.
+                let log = std::fs::read_to_string(self.layout().log(id)).unwrap_or_default();
+                let why = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("pid 1 failed:"))
+                    .map(|l| format!(" ({l})"));
+                Err(Error::backend(
+                    format!("connect to sandbox {id}"),
+                    format!("{e}{}", why.unwrap_or_default()),
+                ))
+            }
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub fn main(home: &Path, id: &str) -> i32 {
     {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
-    let sandbox = match start(&layout, &record) {
+    let mut sandbox = match start(&layout, &record) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("supervisor {}: {e}", record.id);
@@ -104,6 +104,11 @@ pub fn main(home: &Path, id: &str) -> i32 {
             Ok(status) => {
                 ended = std::time::Instant::now();
                 eprintln!("supervisor {}: pid 1 ended: {status:?}", record.id);
+                let mut late = String::new();
+                let _ = sandbox.late_errors.read_to_string(&mut late);
+                if let Some(msg) = late.strip_prefix('E') {
+                    eprintln!("supervisor {}: pid 1 failed: {msg}", record.id);
+                }
                 break;
             }
             Err(e) => {
@@ -139,6 +144,9 @@ struct Started {
     network: String,
     /// The host's mount namespace, to return to once the sandbox runs (root only).
     host_mount_ns: Option<std::fs::File>,
+    /// The child's report pipe, still open: a failure after it said ready (the agent's exec) lands
+    /// here and is logged when pid 1 ends.
+    late_errors: std::fs::File,
 }
 
 fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io::Error {
@@ -155,12 +163,13 @@ fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
         .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups);
     match result {
-        Ok((init, network, host_mount_ns)) => Ok(Started {
+        Ok((init, network, host_mount_ns, late_errors)) => Ok(Started {
             init,
             cgroups,
             cgroup_version: cg_host.version(),
             network,
             host_mount_ns,
+            late_errors,
         }),
         Err(e) => {
             let _ = cgroup::remove(&cgroups);
@@ -173,7 +182,7 @@ fn start_in_cgroups(
     layout: &Layout,
     record: &Record,
     cgroups: &[std::path::PathBuf],
-) -> std::io::Result<(Pid, String, Option<std::fs::File>)> {
+) -> std::io::Result<(Pid, String, Option<std::fs::File>, std::fs::File)> {
     let id = &record.id;
     let spec = &record.spec;
     let map = record.idmap;
@@ -349,7 +358,7 @@ fn start_in_cgroups(
             let mut first = [0u8; 1];
             let got = done.read(&mut first).unwrap_or(0);
             if got == 1 && first[0] == b'K' {
-                return Ok((pid, network, host_mount_ns));
+                return Ok((pid, network, host_mount_ns, done));
             }
             let mut report = String::new();
             let _ = done.read_to_string(&mut report);
