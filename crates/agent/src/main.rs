@@ -3,7 +3,8 @@
 //! ```text
 //! stockade-agent init --listen-fd N      serve the agent protocol on an inherited socket
 //! stockade-agent init --listen PATH      ... on a new socket at PATH (container drivers)
-//! stockade-agent supervise HOME ID       supervise native sandbox ID of the Stockade home HOME
+//! stockade-agent supervise              supervise the native sandbox named by STOCKADE_SUPERVISE_HOME
+//!                                        and STOCKADE_SUPERVISE_ID (set by the driver)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -16,19 +17,23 @@ fn main() {
     let code = match args.get(1).map(String::as_str) {
         Some("init") => init(&args[2..]),
         #[cfg(feature = "native")]
-        Some("supervise") => match (args.get(2), args.get(3)) {
-            (Some(home), Some(id)) => stockade_native::supervisor::main(std::path::Path::new(home), id),
-            _ => usage(),
-        },
+        Some("supervise") => {
+            let home = std::env::var_os(stockade_native::supervisor::HOME_ENV);
+            let id = std::env::var(stockade_native::supervisor::ID_ENV);
+            match (home, id) {
+                (Some(home), Ok(id)) => {
+                    stockade_native::supervisor::main(std::path::Path::new(&home), &id, stockade_agent::run)
+                }
+                _ => usage(),
+            }
+        }
         _ => usage(),
     };
     std::process::exit(code);
 }
 
 fn usage() -> i32 {
-    eprintln!(
-        "usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise HOME ID"
-    );
+    eprintln!("usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise");
     2
 }
 

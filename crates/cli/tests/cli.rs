@@ -83,7 +83,7 @@ fn create_then_exec_from_another_process_then_rm_leaves_nothing() {
     let out = home.run(&["exec", &id, "--", "cat", "/proc/1/cmdline"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).starts_with("stockade-agent\0init"),
+        stdout(&out) == "stockade-agent\0supervise\0",
         "{:?}",
         stdout(&out)
     );

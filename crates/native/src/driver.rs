@@ -108,33 +108,6 @@ pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value 
     })
 }
 
-/// True when an ELF executable names a program interpreter (is dynamically linked).
-fn needs_loader(path: &Path) -> bool {
-    let Ok(data) = std::fs::read(path) else {
-        return false;
-    };
-    // ELF64 little-endian: program headers at e_phoff (0x20), e_phentsize (0x36), e_phnum (0x38).
-    let u16_at = |o: usize| {
-        data.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return false;
-    };
-    const PT_INTERP: u32 = 3;
-    (0..phnum).any(|i| {
-        let at = phoff as usize + i * phentsize;
-        data.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            == Some(PT_INTERP)
-    })
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -312,16 +285,6 @@ impl NativeDriver {
             ));
         }
         if let Some(rootfs) = &spec.rootfs {
-            if needs_loader(&self.agent) {
-                return Err(Error::unsupported(
-                    DRIVER,
-                    "--rootfs",
-                    format!(
-                        "the agent {} is dynamically linked and cannot run in a root filesystem without the host's libraries; build it static (./scripts/setup does)",
-                        self.agent.display()
-                    ),
-                ));
-            }
             if !rootfs.is_dir() {
                 return Err(Error::invalid(
                     "rootfs",
@@ -374,16 +337,19 @@ impl NativeDriver {
     /// Starts the supervisor for `record` and waits for its `ready` line.
     async fn launch(&self, record: &Record) -> Result<()> {
         let l = self.layout();
+        // Home and id travel in the environment, not argv: the supervisor's fork becomes the
+        // sandbox's pid 1, whose command line everyone inside can read.
         let mut child = tokio::process::Command::new(&self.agent)
+            .arg0("stockade-agent")
             .arg("supervise")
-            .arg(&l.home)
-            .arg(record.id.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .env_clear()
             // For the network tools it runs (ip, nsenter, iptables); nothing else of ours leaks in.
             .env("PATH", stockade_proto::DEFAULT_PATH)
+            .env(crate::supervisor::HOME_ENV, &l.home)
+            .env(crate::supervisor::ID_ENV, record.id.as_str())
             .spawn()
             .map_err(|e| Error::backend(format!("start supervisor {}", self.agent.display()), e))?;
         let stdout = child

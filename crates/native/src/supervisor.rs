@@ -1,15 +1,15 @@
 //! The supervisor: one small process per running sandbox, started detached by the driver
-//! (`stockade-agent supervise HOME ID`). It builds the sandbox, reports `ready PID` or
+//! (`stockade-agent supervise`, with the home and id in its environment). It builds the sandbox, reports `ready PID` or
 //! `error MESSAGE` on its stdout, then waits for the sandbox's pid 1. When pid 1 exits (stop,
 //! destroy, TTL, or a crash) it removes the cgroups and the socket and exits itself.
 //!
 //! Sequence: cgroups → directories → listening socket → `clone(NEWUSER|NEWPID)` → the parent writes
 //! the id maps and joins the child to the cgroups → the child unshares mount, ipc, uts, cgroup and
-//! net namespaces, applies the mount plan, and `fexecve`s the agent, which inherits the socket.
+//! net namespaces, applies the mount plan, and becomes the agent (no exec: the supervisor binary
+//! is the agent binary), serving on the socket the supervisor bound.
 
-use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +27,18 @@ use crate::layout::Layout;
 use crate::mount_plan::{self, MountInputs};
 use crate::store::{self, Record, Runtime, Store};
 
-/// Entry point of `stockade-agent supervise HOME ID`; returns the process exit code.
-pub fn main(home: &Path, id: &str) -> i32 {
+/// The agent's entry point, handed in by the binary that hosts both (see `stockade-agent`): the
+/// sandbox's pid 1 calls it after setup instead of exec'ing anything.
+pub type AgentEntry =
+    fn(std::os::unix::net::UnixListener, stockade_proto::AgentConfig) -> std::io::Result<()>;
+
+/// The environment variables that name the Stockade home and the sandbox to supervise.
+pub const HOME_ENV: &str = "STOCKADE_SUPERVISE_HOME";
+pub const ID_ENV: &str = "STOCKADE_SUPERVISE_ID";
+
+/// Entry point of `stockade-agent supervise` (home and id from [`HOME_ENV`] and [`ID_ENV`]);
+/// returns the process exit code.
+pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
     let began = std::time::Instant::now();
     let _ = nix::unistd::setsid();
     let layout = Layout::at(home);
@@ -48,7 +58,7 @@ pub fn main(home: &Path, id: &str) -> i32 {
     {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
-    let mut sandbox = match start(&layout, &record) {
+    let mut sandbox = match start(&layout, &record, run_agent) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("supervisor {}: {e}", record.id);
@@ -154,14 +164,14 @@ fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io
 }
 
 /// Builds the sandbox and returns once the agent runs (or with why it could not).
-fn start(layout: &Layout, record: &Record) -> std::io::Result<Started> {
+fn start(layout: &Layout, record: &Record, run_agent: AgentEntry) -> std::io::Result<Started> {
     let id = &record.id;
     let spec = &record.spec;
     let cg_host = CgroupHost::detect();
     let cgroups = cg_host
         .create(id.as_str(), &effective_resources(&spec.resources))
         .map_err(|e| io_err("cgroups", e))?;
-    let result = start_in_cgroups(layout, record, &cgroups);
+    let result = start_in_cgroups(layout, record, &cgroups, run_agent);
     match result {
         Ok((init, network, host_mount_ns, late_errors)) => Ok(Started {
             init,
@@ -182,6 +192,7 @@ fn start_in_cgroups(
     layout: &Layout,
     record: &Record,
     cgroups: &[std::path::PathBuf],
+    run_agent: AgentEntry,
 ) -> std::io::Result<(Pid, String, Option<std::fs::File>, std::fs::File)> {
     let id = &record.id;
     let spec = &record.spec;
@@ -289,9 +300,8 @@ fn start_in_cgroups(
         std::os::unix::net::UnixListener::bind(&socket_path).map_err(|e| io_err(socket_path.display(), e))?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
     let listen_fd = OwnedFd::from(listener);
-    let agent = std::fs::File::open(&record.agent).map_err(|e| io_err(record.agent.display(), e))?;
 
-    let agent_config = serde_json::to_string(&agent_config(spec)).map_err(|e| io_err("agent config", e))?;
+    let agent_config = agent_config(spec);
     let hostname = record.name.clone();
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
@@ -302,7 +312,7 @@ fn start_in_cgroups(
         hostname,
         steps,
         listen_fd,
-        agent,
+        run_agent,
         agent_config,
     };
     let dns_note = prepare_resolver(spec.network, &layout.upper(id), &lower)?;
@@ -473,8 +483,8 @@ struct ChildSetup {
     hostname: String,
     steps: Vec<mount_plan::Step>,
     listen_fd: OwnedFd,
-    agent: std::fs::File,
-    agent_config: String,
+    run_agent: AgentEntry,
+    agent_config: stockade_proto::AgentConfig,
 }
 
 /// Runs in the new user and pid namespaces as pid 1. Never returns: ends in the agent, or exits
@@ -522,32 +532,18 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     if let Err(e) = mount_plan::apply(&setup.steps, &LinuxSyscalls) {
         fail("mount", &e);
     }
-    // The socket must survive execve; everything else we hold is close-on-exec.
-    if let Err(e) = nix::fcntl::fcntl(
-        setup.listen_fd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    ) {
-        fail("socket", &e);
-    }
-    let to_c = |s: String| CString::new(s).unwrap_or_default();
-    let argv = [
-        to_c("stockade-agent".into()),
-        to_c("init".into()),
-        to_c("--listen-fd".into()),
-        to_c(setup.listen_fd.as_raw_fd().to_string()),
-    ];
-    let envp = [to_c(format!(
-        "{}={}",
-        "STOCKADE_AGENT_CONFIG", setup.agent_config
-    ))];
+    // Our stdout is the driver's pipe for the ready line; pid 1 must not hold it.
+    let _ = nix::unistd::dup2(2, 1);
     // Ready: everything that can fail for a reason worth reporting has run. The socket is already
-    // listening, so connections made before the agent runs wait in its backlog.
+    // listening, so connections made before the agent serves wait in its backlog.
     let _ = nix::unistd::write(&done, b"K");
-    let err = match nix::unistd::fexecve(setup.agent.as_fd().as_raw_fd(), &argv, &envp) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    fail("exec agent", &err)
+    // This process becomes the agent: it is a fork of the supervisor, which is the agent binary,
+    // so there is nothing to exec (and the root filesystem needs no copy of it).
+    let listener = std::os::unix::net::UnixListener::from(setup.listen_fd);
+    match (setup.run_agent)(listener, setup.agent_config) {
+        Ok(()) => stockade_sys::exit_now(0),
+        Err(e) => fail("agent", &e),
+    }
 }
 
 /// `rm -rf` that also gets through directories the sandbox made unwritable.
