@@ -154,7 +154,7 @@ struct Started {
     network: String,
     /// The host's mount namespace, to return to once the sandbox runs (root only).
     host_mount_ns: Option<std::fs::File>,
-    /// The child's report pipe, still open: a failure after it said ready (the agent's exec) lands
+    /// The child's report pipe, still open: a failure after it said ready (the agent failing to start) lands
     /// here and is logged when pid 1 ends.
     late_errors: std::fs::File,
 }
