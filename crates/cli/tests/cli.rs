@@ -378,6 +378,24 @@ fn bad_input_gets_one_line_errors_and_documented_codes() {
 }
 
 #[test]
+fn a_home_overlayfs_cannot_use_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["ls"])
+        .env("STOCKADE_HOME", "/tmp/a,b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "stockade: invalid STOCKADE_HOME: /tmp/a,b: overlayfs cannot take ',' or ':' in a path\n"
+    );
+    assert!(
+        !Path::new("/tmp/a,b").exists(),
+        "nothing is created for a refused home"
+    );
+}
+
+#[test]
 fn host_without_user_namespaces_gets_a_clear_error() {
     let Some(home) = Home::new() else { return };
     if !nix::unistd::geteuid().is_root() {

@@ -148,6 +148,20 @@ pub fn user_namespaces_available() -> std::result::Result<(), String> {
 impl NativeDriver {
     /// A driver over `layout`, running `agent` in each sandbox.
     pub fn new(layout: Layout, agent: PathBuf) -> Result<Self> {
+        let home = layout.home.to_string_lossy().into_owned();
+        if home.contains(',') || home.contains(':') {
+            return Err(Error::invalid(
+                "STOCKADE_HOME",
+                format!("{home}: overlayfs cannot take ',' or ':' in a path"),
+            ));
+        }
+        // A unix socket path has room for 107 bytes; ours is HOME/run/<12 hex>.sock.
+        if home.len() + "/run/000000000000.sock".len() > 107 {
+            return Err(Error::invalid(
+                "STOCKADE_HOME",
+                format!("{home}: too long for a unix socket path (at most 85 bytes)"),
+            ));
+        }
         layout
             .ensure()
             .map_err(|e| Error::backend(format!("create {}", layout.home.display()), e))?;
