@@ -11,11 +11,8 @@ use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One thread: a CLI run is a short sequence of awaits; worker threads would only cost startup.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stockade: cannot start the async runtime: {e}");
