@@ -195,7 +195,11 @@ impl NativeDriver {
                 });
                 if alive {
                     (SandboxStatus::Running, runtime)
-                } else if record.status == SandboxStatus::Creating {
+                } else if record.status == SandboxStatus::Creating
+                    && now_secs() < record.created_at + START_TIMEOUT.as_secs() + 1
+                {
+                    // Still within its start window; after it, a create that never finished
+                    // (its process was killed) reads as lost and can be removed.
                     (SandboxStatus::Creating, runtime)
                 } else {
                     (SandboxStatus::Lost, runtime)
