@@ -496,3 +496,137 @@ fn ttl_destroys_the_sandbox_and_everything_it_made() {
     let out = home.run(&["exec", "brief", "--", "true"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// A root filesystem of busybox alone (Debian's busybox-static), owned by `owner`.
+fn busybox_rootfs(dir: &Path, owner: u32) -> Option<PathBuf> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())?;
+    let is_static = Command::new("ldd")
+        .arg(busybox)
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(false);
+    if !is_static {
+        return None;
+    }
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "dev", "sys", "root", "workspace"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "ls", "cat", "id", "echo", "hostname", "touch"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let status = Command::new("chown")
+        .args(["-R", &owner.to_string()])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Some(root)
+}
+
+fn need_busybox() -> Option<()> {
+    let why = "needs Debian's busybox-static (a static /bin/busybox) to build a root filesystem";
+    if ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        return Some(());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+#[test]
+fn a_rootfs_directory_is_the_whole_filesystem() {
+    let Some(home) = Home::new() else { return };
+    if need_busybox().is_none() {
+        return;
+    }
+    let dir = home.dir.with_extension("rootfs");
+    let Some(root) = busybox_rootfs(&dir, 0) else {
+        return;
+    };
+    let out = home.run(&[
+        "run",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "ls /; id -u; echo hi > /workspace/f; cat /workspace/f",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "bin\ndev\netc\nproc\nroot\nsys\ntmp\nworkspace\n0\nhi\n",
+        "only the rootfs shows"
+    );
+    // The rootfs directory itself is untouched: writes went to the sandbox's upper layer.
+    assert!(!root.join("workspace/f").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unprivileged_user_runs_a_rootfs_sandbox() {
+    let Some(home) = Home::new() else { return };
+    if need_busybox().is_none() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to switch to an unprivileged user for the test");
+        return;
+    }
+    // Everything the unprivileged user touches lives in a world-traversable temp dir.
+    let dir = home.dir.with_extension("rootless");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_stockade"));
+    for name in ["stockade", "stockade-agent"] {
+        std::fs::copy(bin.with_file_name(name), dir.join("bin").join(name)).unwrap();
+    }
+    let Some(root) = busybox_rootfs(&dir, 65534) else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "env", "-i"])
+            .arg(format!("HOME={}", dir.display()))
+            .arg(format!("STOCKADE_HOME={}/home", dir.display()))
+            .arg(dir.join("bin/stockade"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "run",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.starts_with("0\n"), "{s}");
+    assert!(s.contains("65534"), "sandbox root is the invoking user: {s}");
+    // Without --rootfs an unprivileged user gets a clear refusal.
+    let out = run(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("without root it needs --rootfs DIR"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+}
