@@ -268,6 +268,7 @@ async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) 
     }
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
+    let mut reader_gone = false;
     loop {
         let event = tokio::select! {
             e = session.events.next() => e,
@@ -290,14 +291,23 @@ async fn exec(d: &dyn Driver, info: &SandboxInfo, req: ExecRequest, json: bool) 
         match event {
             ExecEvent::Started { .. } => {}
             ExecEvent::Output { stream, data, .. } if !json => {
-                let _ = match stream {
+                let written = match stream {
                     OutputStream::Stdout => stdout.write_all(&data).and_then(|_| stdout.flush()),
                     OutputStream::Stderr => stderr.write_all(&data),
                 };
+                // Whoever read our output is gone (`stockade exec ... | head`): stop the command,
+                // as a shell pipeline would with SIGPIPE.
+                if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) && !reader_gone {
+                    reader_gone = true;
+                    let _ = session.control.kill().await;
+                }
             }
             ExecEvent::Output { .. } => {}
             ExecEvent::Exited { exit, .. } => {
                 drop(_raw);
+                if reader_gone {
+                    return Ok(128 + libc::SIGPIPE);
+                }
                 if exit.timed_out {
                     let after = timeout.map(|t| format!(" after {t:?}")).unwrap_or_default();
                     eprintln!("stockade: command timed out{after}; its process tree was killed");

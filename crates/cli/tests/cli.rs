@@ -630,3 +630,33 @@ fn an_unprivileged_user_runs_a_rootfs_sandbox() {
     );
     let _ = Command::new("rm").arg("-rf").arg(&dir).status();
 }
+
+#[test]
+fn a_closed_output_pipe_stops_the_command() {
+    let Some(home) = Home::new() else { return };
+    let id = stdout(&home.run(&["create"])).trim().to_owned();
+    let script = format!(
+        "STOCKADE_HOME={} {} exec {id} -- yes | head -n 2 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        home.dir.display(),
+        env!("CARGO_BIN_EXE_stockade")
+    );
+    let out = Command::new("timeout")
+        .args(["20", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "141\n",
+        "stockade exec should end like a SIGPIPE'd command: {}",
+        stderr(&out)
+    );
+    let left = home.run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "ps -eo comm | grep -c '^yes$' || true",
+    ]);
+    assert_eq!(stdout(&left), "0\n", "yes is still running");
+}
