@@ -78,9 +78,11 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
             let req = exec_request(&opts, a.command)?;
             let spec = spec_from(&a.create)?;
             let info = d.create(spec).await?;
+            // `run` owns its sandbox: an interrupt or a polite kill still destroys it.
             let result = tokio::select! {
                 r = exec(&*d, &info, req, false) => r,
                 _ = tokio::signal::ctrl_c(), if !a.tty => Ok(130),
+                _ = terminated() => Ok(143),
             };
             let destroyed = d.destroy(&info.id).await;
             let code = result?;
@@ -136,6 +138,16 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
         }
         Command::Rm(a) => remove(&*d, &a).await,
         Command::Info(_) | Command::Bench(_) => Ok(0),
+    }
+}
+
+/// Resolves on SIGTERM (never, if the handler cannot be installed).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -660,3 +660,31 @@ fn a_closed_output_pipe_stops_the_command() {
     ]);
     assert_eq!(stdout(&left), "0\n", "yes is still running");
 }
+
+#[test]
+fn run_destroys_its_sandbox_when_interrupted_or_terminated() {
+    let Some(home) = Home::new() else { return };
+    for (signal, code) in [(nix::sys::signal::SIGTERM, 143), (nix::sys::signal::SIGINT, 130)] {
+        let mut child = home
+            .cmd(&["run", "--", "sleep", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if !stdout(&home.run(&["ls", "-q"])).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{signal}");
+        assert_eq!(
+            stdout(&home.run(&["ls", "-q"])),
+            "",
+            "{signal} left the sandbox behind"
+        );
+    }
+}
