@@ -688,3 +688,29 @@ fn run_destroys_its_sandbox_when_interrupted_or_terminated() {
         );
     }
 }
+
+#[test]
+fn a_supervisor_that_fails_to_start_leaves_nothing() {
+    let Some(home) = Home::new() else { return };
+    // An "agent" that dies at once: the create fails with a message and cleans up after itself.
+    let out = home
+        .cmd(&["create"])
+        .env("STOCKADE_AGENT", "/bin/false")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the supervisor exited without a word"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&home.run(&["ls", "-q"])), "");
+    for dir in ["sandboxes", "run", "records"] {
+        let left: Vec<_> = std::fs::read_dir(home.dir.join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+}

@@ -377,8 +377,15 @@ impl NativeDriver {
         let mut line = String::new();
         let mut reader = tokio::io::BufReader::new(stdout);
         let read = tokio::time::timeout(START_TIMEOUT, reader.read_line(&mut line)).await;
-        // The supervisor lives on, detached in its own session; tokio reaps it if it exits while
-        // this process still runs.
+        if !matches!(&read, Ok(Ok(_)) if line.starts_with("ready ")) {
+            // A supervisor that did not come up must not linger: kill it (its pid 1 follows by
+            // parent-death signal) and remove the cgroups it may have made.
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(STOP_TIMEOUT, child.wait()).await;
+            let _ = crate::cgroup::remove(&CgroupHost::detect().dirs_for(record.id.as_str()));
+        }
+        // On success the supervisor lives on, detached in its own session; tokio reaps it if it
+        // exits while this process still runs.
         drop(child);
         match read {
             Err(_) => Err(Error::Timeout(
