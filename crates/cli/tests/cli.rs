@@ -201,15 +201,18 @@ fn lost_supervisor_shows_as_lost_and_rm_cleans_up() {
     let init = inspect["details"]["init_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
     // pid 1 dies with its supervisor (parent-death signal)
+    let mut init_died = false;
     for _ in 0..200 {
         let alive = std::fs::read_to_string(format!("/proc/{init}/stat"))
             .map(|s| !s.contains(") Z"))
             .unwrap_or(false);
         if !alive {
+            init_died = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    assert!(init_died, "the sandbox's pid 1 outlived its supervisor");
     let table = stdout(&home.run(&["ls"]));
     assert!(table.contains("lost"), "{table}");
     let out = home.run(&["exec", &id, "--", "true"]);

@@ -28,6 +28,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NativeDriver {
     store: Store,
     agent: PathBuf,
+    /// This host's cgroup layout, looked at once.
+    cgroups: CgroupHost,
 }
 
 /// Finds the `stockade-agent` binary: `$STOCKADE_AGENT`, then beside the running executable, then
@@ -168,6 +170,7 @@ impl NativeDriver {
         Ok(NativeDriver {
             store: Store::new(layout),
             agent,
+            cgroups: CgroupHost::detect(),
         })
     }
 
@@ -448,6 +451,11 @@ impl NativeDriver {
     }
 
     async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
+        // The socket exists only while the sandbox runs; the slow path below explains why not.
+        let connect_error = match UnixStream::connect(self.layout().socket(id)).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
+        };
         let record = self.store.load(id)?;
         let (status, _) = self.live_status(&record);
         if !status.can_exec() {
@@ -458,22 +466,17 @@ impl NativeDriver {
                 needed: "running".into(),
             });
         }
-        match UnixStream::connect(self.layout().socket(id)).await {
-            Ok(conn) => Ok(conn),
-            Err(e) => {
-                // Say why pid 1 went away, if the supervisor logged it.
-                let log = std::fs::read_to_string(self.layout().log(id)).unwrap_or_default();
-                let why = log
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("pid 1 failed:"))
-                    .map(|l| format!(" ({l})"));
-                Err(Error::backend(
-                    format!("connect to sandbox {id}"),
-                    format!("{e}{}", why.unwrap_or_default()),
-                ))
-            }
-        }
+        // Say why pid 1 went away, if the supervisor logged it.
+        let log = std::fs::read_to_string(self.layout().log(id)).unwrap_or_default();
+        let why = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("pid 1 failed:"))
+            .map(|l| format!(" ({l})"));
+        Err(Error::backend(
+            format!("connect to sandbox {id}"),
+            format!("{connect_error}{}", why.unwrap_or_default()),
+        ))
     }
 }
 
@@ -586,8 +589,8 @@ impl Driver for NativeDriver {
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         req.validate()?;
         let conn = self.connect(id).await?;
-        let runtime = self.store.load_runtime(id).unwrap_or_default();
-        let ooms_before = crate::cgroup::oom_kills(&runtime.cgroup_version, &runtime.cgroups);
+        let (version, cgroups) = (self.cgroups.version(), self.cgroups.dirs_for(id.as_str()));
+        let ooms_before = crate::cgroup::oom_kills(version, &cgroups);
         let mut session = stockade_proto::client::exec(conn, req).await?;
         // The agent cannot see the cgroup; the host can. A SIGKILL while the sandbox's OOM-kill
         // count rose is the OOM killer's.
@@ -596,7 +599,7 @@ impl Driver for NativeDriver {
             move |event| match event {
                 Ok(ExecEvent::Exited { seq, mut exit }) => {
                     if exit.signal == Some(libc::SIGKILL)
-                        && crate::cgroup::oom_kills(&runtime.cgroup_version, &runtime.cgroups) > ooms_before
+                        && crate::cgroup::oom_kills(version, &cgroups) > ooms_before
                     {
                         exit.oom = true;
                     }

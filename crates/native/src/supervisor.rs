@@ -513,6 +513,11 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     if let Err(e) = nix::unistd::setresuid(root_uid, root_uid, root_uid) {
         fail("become root in the user namespace (uid)", &e);
     }
+    // Die with the supervisor. Set again here: changing credentials (just above) clears it. (The
+    // supervisor cannot be gone yet: it is blocked reading our report.)
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL) {
+        fail("parent-death signal", &e);
+    }
     // The network namespace came with the clone, so the supervisor could wire it up.
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWIPC
