@@ -1,11 +1,12 @@
 //! The supervisor: one small process per running sandbox, started detached by the driver
-//! (`stockade-agent supervise`, with the home and id in its environment). It builds the sandbox, reports `ready PID` or
-//! `error MESSAGE` on its stdout, then waits for the sandbox's pid 1. When pid 1 exits (stop,
-//! destroy, TTL, or a crash) it removes the cgroups and the socket and exits itself.
+//! (`stockade-agent supervise`, with the home and id in its environment). It builds the sandbox,
+//! reports `ready PID` or `error MESSAGE` on its stdout, then waits for the sandbox's pid 1. When
+//! pid 1 exits (stop, destroy, TTL, or a crash) it removes the cgroups and the socket and exits.
 //!
-//! Sequence: cgroups → directories → listening socket → `clone(NEWUSER|NEWPID)` → the parent writes
-//! the id maps and joins the child to the cgroups → the child unshares mount, ipc, uts, cgroup and
-//! net namespaces, applies the mount plan, and becomes the agent (no exec: the supervisor binary
+//! Sequence: cgroups → a private mount namespace (as root) with the disk image and the overlay →
+//! directories → listening socket → `clone(NEWUSER|NEWPID|NEWNET)` → the parent writes the id maps,
+//! joins the child to the cgroups and wires the network → the child unshares mount, ipc, uts and
+//! cgroup namespaces, applies the mount plan, and becomes the agent (no exec: the supervisor binary
 //! is the agent binary), serving on the socket the supervisor bound.
 
 use std::io::{Read, Write};
