@@ -209,8 +209,7 @@ fn start_in_cgroups(
     }
     std::fs::set_permissions(&sandbox_dir, std::fs::Permissions::from_mode(0o700))?;
     // As host root, everything below is mounted in a mount namespace of our own, which the
-    // sandbox's copies; nothing shows up in the host's. The child shares it until it unshares its
-    // own, so what we mount after the clone (below) is still in its copy.
+    // sandbox's copies; nothing shows up in the host's.
     let host_root = nix::unistd::geteuid().is_root();
     let mut host_mount_ns = None;
     if host_root {
@@ -225,7 +224,26 @@ fn start_in_cgroups(
             None::<&str>,
         )
         .map_err(|e| io_err("make mounts private", e))?;
+        if let Some(bytes) = spec.resources.disk_bytes {
+            mount_disk(
+                &layout.disk_image(id),
+                &layout.data(id),
+                bytes,
+                map.host_uid,
+                map.host_gid,
+            )?;
+        }
     }
+    for dir in [
+        layout.upper(id),
+        layout.work(id),
+        layout.workspace(id),
+        layout.home_dir(id),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
+        nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
+    }
+    std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
 
     let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
     let workdir_mounted = spec.mounts.iter().any(|m| m.sandbox == Path::new(&spec.workdir));
@@ -246,14 +264,35 @@ fn start_in_cgroups(
         own_netns: true,
         tmp_size: spec.resources.disk_bytes,
     };
+    // Mount points the sandbox's root could not create itself go in the upper layer now.
+    for (point, is_dir) in mount_plan::mount_points(&inputs) {
+        if mount_plan::inside(&lower, &point).exists() {
+            continue;
+        }
+        let in_upper = mount_plan::inside(&layout.upper(id), &point);
+        if let Some(parent) = in_upper.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
+        }
+        let made = if is_dir {
+            std::fs::create_dir_all(&in_upper)
+        } else {
+            std::fs::File::create(&in_upper).map(drop)
+        };
+        made.map_err(|e| io_err(in_upper.display(), e))?;
+        nix::unistd::chown(&in_upper, Some(own_uid), Some(own_gid))
+            .map_err(|e| io_err(in_upper.display(), e))?;
+    }
     let steps = mount_plan::plan(&inputs);
     let overlay = mount_plan::overlay_steps(&inputs);
-    // As host root we mount the overlay (see overlay_steps); unprivileged, the child mounts it
+    // As host root, mount the overlay here (see overlay_steps); unprivileged, the child mounts it
     // inside its user namespace (a --rootfs dir allows that).
+    if host_root {
+        mount_plan::apply(&overlay, &LinuxSyscalls).map_err(|e| io_err("overlay", e))?;
+    }
     let steps = if host_root {
         steps
     } else {
-        overlay.iter().cloned().chain(steps).collect()
+        overlay.into_iter().chain(steps).collect()
     };
 
     let socket_path = layout.socket(id);
@@ -263,17 +302,21 @@ fn start_in_cgroups(
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
     let listen_fd = OwnedFd::from(listener);
 
+    let agent_config = agent_config(spec);
+    let hostname = record.name.clone();
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
+
     let child = ChildSetup {
         own_netns: true,
         setgroups_allowed: !map.needs_setgroups_deny(),
-        hostname: record.name.clone(),
+        hostname,
         steps,
         listen_fd,
         run_agent,
-        agent_config: agent_config(spec),
+        agent_config,
     };
+    let dns_note = prepare_resolver(spec.network, &layout.upper(id), &lower)?;
     let clone_flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET;
     match stockade_sys::clone_namespaces(clone_flags)
         .map_err(|e| io_err("clone (user, pid and net namespaces)", e))?
@@ -295,68 +338,23 @@ fn start_in_cgroups(
                 std::fs::write(format!("{proc_dir}/gid_map"), map.gid_map())
                     .map_err(|e| io_err("gid_map", e))?;
                 cgroup::add_process(cgroups, pid.as_raw())?;
-                let link = match spec.network {
-                    NetworkMode::None => None,
-                    NetworkMode::Full => Some(
-                        crate::network::apply(id.as_str(), pid.as_raw(), &layout.home.join("network.lock"))
-                            .map_err(|e| io_err("network", e))?,
-                    ),
+                let network = match spec.network {
+                    NetworkMode::None => "none: loopback only".to_owned(),
+                    NetworkMode::Full => {
+                        let link = crate::network::apply(
+                            id.as_str(),
+                            pid.as_raw(),
+                            &layout.home.join("network.lock"),
+                        )
+                        .map_err(|e| io_err("network", e))?;
+                        format!(
+                            "full: veth {} ({}) <-> eth0 ({}), NAT out of the host{dns_note}",
+                            link.host_if, link.host_ip, link.sandbox_ip
+                        )
+                    }
                 };
-                // First go: the child sets up its other namespaces while we build its filesystem.
-                nix::unistd::write(&go_w, b"1").map_err(|e| io_err("start child", e))?;
-                if host_root {
-                    if let Some(bytes) = spec.resources.disk_bytes {
-                        mount_disk(
-                            &layout.disk_image(id),
-                            &layout.data(id),
-                            bytes,
-                            map.host_uid,
-                            map.host_gid,
-                        )?;
-                    }
-                }
-                for dir in [
-                    layout.upper(id),
-                    layout.work(id),
-                    layout.workspace(id),
-                    layout.home_dir(id),
-                ] {
-                    std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display(), e))?;
-                    nix::unistd::chown(&dir, Some(own_uid), Some(own_gid))
-                        .map_err(|e| io_err(dir.display(), e))?;
-                }
-                std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
-                // Mount points the sandbox's root could not create itself go in the upper layer.
-                for (point, is_dir) in mount_plan::mount_points(&inputs) {
-                    if mount_plan::inside(&lower, &point).exists() {
-                        continue;
-                    }
-                    let in_upper = mount_plan::inside(&layout.upper(id), &point);
-                    if let Some(parent) = in_upper.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
-                    }
-                    let made = if is_dir {
-                        std::fs::create_dir_all(&in_upper)
-                    } else {
-                        std::fs::File::create(&in_upper).map(drop)
-                    };
-                    made.map_err(|e| io_err(in_upper.display(), e))?;
-                    nix::unistd::chown(&in_upper, Some(own_uid), Some(own_gid))
-                        .map_err(|e| io_err(in_upper.display(), e))?;
-                }
-                let dns_note = prepare_resolver(spec.network, &layout.upper(id), &lower)?;
-                if host_root {
-                    mount_plan::apply(&overlay, &LinuxSyscalls).map_err(|e| io_err("overlay", e))?;
-                }
-                // Second go: the filesystem is ready to copy.
-                nix::unistd::write(&go_w, b"2").map_err(|e| io_err("start child", e))?;
-                Ok(match link {
-                    None => "none: loopback only".to_owned(),
-                    Some(link) => format!(
-                        "full: veth {} ({}) <-> eth0 ({}), NAT out of the host{dns_note}",
-                        link.host_if, link.host_ip, link.sandbox_ip
-                    ),
-                })
+                nix::unistd::write(&go_w, b"g").map_err(|e| io_err("start child", e))?;
+                Ok(network)
             };
             let network = match parent() {
                 Ok(n) => n,
@@ -498,14 +496,11 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
         stockade_sys::exit_now(1)
     };
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL);
-    let wait_for = |expected: u8| {
-        let mut byte = [0u8; 1];
-        if !matches!(nix::unistd::read(go.as_raw_fd(), &mut byte), Ok(1)) || byte[0] != expected {
-            stockade_sys::exit_now(1);
-        }
-    };
-    // First go: our id maps are written and we are in the sandbox's cgroups.
-    wait_for(b'1');
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(go.as_raw_fd(), &mut byte), Ok(1)) {
+        stockade_sys::exit_now(1);
+    }
+    drop(go);
     if setup.setgroups_allowed {
         if let Err(e) = nix::unistd::setgroups(&[]) {
             fail("setgroups", &e);
@@ -524,11 +519,13 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGKILL) {
         fail("parent-death signal", &e);
     }
-    // The network namespace came with the clone, so the supervisor could wire it up; the mount
-    // namespace waits for the second go, when the supervisor has mounted our filesystem.
-    let flags = CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWCGROUP;
+    // The network namespace came with the clone, so the supervisor could wire it up.
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
     if let Err(e) = nix::sched::unshare(flags) {
-        fail("unshare ipc/uts/cgroup namespaces", &e);
+        fail("unshare mount/ipc/uts/cgroup/net namespaces", &e);
     }
     if let Err(e) = nix::unistd::sethostname(&setup.hostname) {
         fail("sethostname", &e);
@@ -537,11 +534,6 @@ fn child_main(setup: ChildSetup, go: OwnedFd, done: OwnedFd) -> ! {
         if let Err(e) = stockade_sys::loopback_up() {
             fail("bring up loopback", &e);
         }
-    }
-    wait_for(b'2');
-    drop(go);
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
-        fail("unshare mount namespace", &e);
     }
     if let Err(e) = mount_plan::apply(&setup.steps, &LinuxSyscalls) {
         fail("mount", &e);
