@@ -519,7 +519,9 @@ fn busybox_rootfs(dir: &Path, owner: u32) -> Option<PathBuf> {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "id", "echo", "hostname", "touch"] {
+    for applet in [
+        "sh", "ls", "cat", "id", "echo", "hostname", "touch", "nslookup", "nc", "grep", "sleep",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -623,6 +625,35 @@ fn an_unprivileged_user_runs_a_rootfs_sandbox() {
     let s = stdout(&out);
     assert!(s.starts_with("0\n"), "{s}");
     assert!(s.contains("65534"), "sandbox root is the invoking user: {s}");
+    // --network full without root: slirp4netns, the host's resolver through it, no host loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "nslookup deb.debian.org >/dev/null 2>&1 && echo resolved; echo | nc -w 2 127.0.0.1 {port} && echo reached-host-loopback; ip link 2>/dev/null | grep -c tap0 || cat /sys/class/net/tap0/operstate"
+    );
+    let out = run(&[
+        "run",
+        "--network",
+        "full",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let s = stdout(&out);
+    assert!(s.contains("resolved"), "{s} {}", stderr(&out));
+    assert!(!s.contains("reached-host-loopback"), "{s}");
+    let slirps = Command::new("pgrep")
+        .args(["-u", "nobody", "slirp4netns"])
+        .output()
+        .unwrap();
+    assert!(
+        slirps.stdout.is_empty(),
+        "slirp4netns left running: {}",
+        stdout(&slirps)
+    );
     // Without --rootfs an unprivileged user gets a clear refusal.
     let out = run(&["run", "--", "true"]);
     assert_eq!(out.status.code(), Some(4));

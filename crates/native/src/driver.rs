@@ -110,6 +110,14 @@ pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value 
     })
 }
 
+fn program_on_path(name: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_else(|_| stockade_proto::DEFAULT_PATH.to_owned())
+        .split(':')
+        .chain(stockade_proto::DEFAULT_PATH.split(':'))
+        .any(|dir| Path::new(dir).join(name).is_file())
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -328,11 +336,14 @@ impl NativeDriver {
                 ));
             }
         }
-        if spec.network == stockade_core::NetworkMode::Full && !nix::unistd::geteuid().is_root() {
+        if spec.network == stockade_core::NetworkMode::Full
+            && !nix::unistd::geteuid().is_root()
+            && !program_on_path("slirp4netns")
+        {
             return Err(Error::unsupported(
                 DRIVER,
                 "--network full",
-                "without root it needs a user-mode network (pasta or slirp4netns), which is not implemented yet",
+                "without root it needs slirp4netns (apt-get install slirp4netns)",
             ));
         }
         let r = &spec.resources;

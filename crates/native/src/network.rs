@@ -260,3 +260,81 @@ mod tests {
         assert!(!resolver_is_loopback_only("# none\n"));
     }
 }
+
+/// `--network full` without root: slirp4netns (Debian's `slirp4netns`) gives the sandbox a `tap0`
+/// with 10.0.2.100/24, NAT through the user's own sockets, and a DNS forwarder at 10.0.2.3.
+/// Host loopback is not reachable (`--disable-host-loopback`). It lives until dropped: closing
+/// the exit pipe ends it.
+#[derive(Debug)]
+pub struct UserModeNetwork {
+    child: std::process::Child,
+    exit: Option<std::os::fd::OwnedFd>,
+}
+
+/// The nameserver the sandbox uses behind slirp4netns.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// Starts slirp4netns for the network namespace of `pid` and waits until `tap0` is configured.
+pub fn user_mode(pid: i32) -> std::io::Result<UserModeNetwork> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (exit_r, exit_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (exit_fd, ready_fd) = (exit_r.as_raw_fd(), ready_w.as_raw_fd());
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        .arg(format!("--exit-fd={exit_fd}"))
+        .arg(format!("--ready-fd={ready_fd}"))
+        .arg(pid.to_string())
+        .arg("tap0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // The two pipe ends must survive exec in slirp4netns (they are close-on-exec here).
+    let keep = [exit_fd, ready_fd];
+    // (std's pre_exec would be unsafe) Clear close-on-exec right before spawning and set it back
+    // after; nothing else can spawn in between, the supervisor being single-threaded here.
+    for fd in keep {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+    }
+    let spawned = cmd.spawn();
+    for fd in keep {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    let child = spawned.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("slirp4netns: {e} (install Debian's slirp4netns for --network full without root)"),
+        )
+    })?;
+    drop((exit_r, ready_w));
+    let mut ready = std::fs::File::from(ready_r);
+    let mut byte = [0u8; 1];
+    let mut net = UserModeNetwork {
+        child,
+        exit: Some(exit_w),
+    };
+    match ready.read(&mut byte) {
+        Ok(1) => Ok(net),
+        _ => {
+            net.stop();
+            Err(std::io::Error::other(
+                "slirp4netns exited before configuring tap0",
+            ))
+        }
+    }
+}
+
+impl UserModeNetwork {
+    /// Ends slirp4netns and reaps it.
+    pub fn stop(&mut self) {
+        self.exit.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UserModeNetwork {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -158,6 +158,17 @@ struct Started {
     /// The child's report pipe, still open: a failure after it said ready (the agent failing to start) lands
     /// here and is logged when pid 1 ends.
     late_errors: std::fs::File,
+    /// slirp4netns, for `--network full` without root; ends when this is dropped.
+    _user_network: Option<crate::network::UserModeNetwork>,
+}
+
+/// What `start_in_cgroups` hands back.
+struct Launched {
+    init: Pid,
+    network: String,
+    host_mount_ns: Option<std::fs::File>,
+    late_errors: std::fs::File,
+    user_network: Option<crate::network::UserModeNetwork>,
 }
 
 fn io_err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> std::io::Error {
@@ -174,13 +185,14 @@ fn start(layout: &Layout, record: &Record, run_agent: AgentEntry) -> std::io::Re
         .map_err(|e| io_err("cgroups", e))?;
     let result = start_in_cgroups(layout, record, &cgroups, run_agent);
     match result {
-        Ok((init, network, host_mount_ns, late_errors)) => Ok(Started {
-            init,
+        Ok(l) => Ok(Started {
+            init: l.init,
             cgroups,
             cgroup_version: cg_host.version(),
-            network,
-            host_mount_ns,
-            late_errors,
+            network: l.network,
+            host_mount_ns: l.host_mount_ns,
+            late_errors: l.late_errors,
+            _user_network: l.user_network,
         }),
         Err(e) => {
             let _ = cgroup::remove(&cgroups);
@@ -194,7 +206,7 @@ fn start_in_cgroups(
     record: &Record,
     cgroups: &[std::path::PathBuf],
     run_agent: AgentEntry,
-) -> std::io::Result<(Pid, String, Option<std::fs::File>, std::fs::File)> {
+) -> std::io::Result<Launched> {
     let id = &record.id;
     let spec = &record.spec;
     let map = record.idmap;
@@ -327,7 +339,7 @@ fn start_in_cgroups(
         }
         Forked::Parent(pid) => {
             drop((go_r, done_w, child));
-            let parent = || -> std::io::Result<String> {
+            let parent = || -> std::io::Result<(String, Option<crate::network::UserModeNetwork>)> {
                 let proc_dir = format!("/proc/{pid}");
                 if map.needs_setgroups_deny() {
                     std::fs::write(format!("{proc_dir}/setgroups"), "deny")
@@ -339,7 +351,18 @@ fn start_in_cgroups(
                     .map_err(|e| io_err("gid_map", e))?;
                 cgroup::add_process(cgroups, pid.as_raw())?;
                 let network = match spec.network {
-                    NetworkMode::None => "none: loopback only".to_owned(),
+                    NetworkMode::None => ("none: loopback only".to_owned(), None),
+                    NetworkMode::Full if !nix::unistd::geteuid().is_root() => {
+                        let net =
+                            crate::network::user_mode(pid.as_raw()).map_err(|e| io_err("network", e))?;
+                        (
+                            format!(
+                                "full: user-mode (slirp4netns), tap0 10.0.2.100, DNS {} ; host loopback not reachable",
+                                crate::network::SLIRP_DNS
+                            ),
+                            Some(net),
+                        )
+                    }
                     NetworkMode::Full => {
                         let link = crate::network::apply(
                             id.as_str(),
@@ -347,16 +370,17 @@ fn start_in_cgroups(
                             &layout.home.join("network.lock"),
                         )
                         .map_err(|e| io_err("network", e))?;
-                        format!(
+                        let text = format!(
                             "full: veth {} ({}) <-> eth0 ({}), NAT out of the host{dns_note}",
                             link.host_if, link.host_ip, link.sandbox_ip
-                        )
+                        );
+                        (text, None)
                     }
                 };
                 nix::unistd::write(&go_w, b"g").map_err(|e| io_err("start child", e))?;
                 Ok(network)
             };
-            let network = match parent() {
+            let (network, user_network) = match parent() {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
@@ -369,7 +393,13 @@ fn start_in_cgroups(
             let mut first = [0u8; 1];
             let got = done.read(&mut first).unwrap_or(0);
             if got == 1 && first[0] == b'K' {
-                return Ok((pid, network, host_mount_ns, done));
+                return Ok(Launched {
+                    init: pid,
+                    network,
+                    host_mount_ns,
+                    late_errors: done,
+                    user_network,
+                });
             }
             let mut report = String::new();
             let _ = done.read_to_string(&mut report);
@@ -462,6 +492,15 @@ fn mount_disk(image: &Path, data: &Path, bytes: u64, uid: u32, gid: u32) -> std:
 /// to the upper layer. Returns a note for `inspect` when DNS cannot work.
 fn prepare_resolver(network: NetworkMode, upper: &Path, lower: &Path) -> std::io::Result<String> {
     if network != NetworkMode::Full {
+        return Ok(String::new());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        // slirp4netns forwards DNS from its own address to the host's resolver, loopback or not.
+        std::fs::create_dir_all(upper.join("etc"))?;
+        std::fs::write(
+            upper.join("etc/resolv.conf"),
+            format!("nameserver {}\n", crate::network::SLIRP_DNS),
+        )?;
         return Ok(String::new());
     }
     let host = std::fs::read_to_string(lower.join("etc/resolv.conf")).unwrap_or_default();
