@@ -10,7 +10,6 @@ pub mod process_tree;
 pub mod server;
 pub mod session;
 pub mod spawn;
-pub mod users;
 
 pub mod hardening;
 

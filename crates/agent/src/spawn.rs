@@ -17,7 +17,7 @@ use stockade_core::{Error, ExecRequest, Result, TtySize};
 use stockade_sys::{exit_now, Forked};
 
 use crate::hardening::{self, Prepared};
-use crate::users::Identity;
+use stockade_proto::users::Identity;
 use stockade_proto::{AgentConfig, DEFAULT_PATH};
 
 /// Everything the command's process needs, computed before the fork.
@@ -49,7 +49,7 @@ pub fn plan(config: &AgentConfig, req: &ExecRequest) -> Result<SpawnPlan> {
     let user = req.user.as_deref().or(config.user.as_deref());
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let identity = crate::users::resolve(user, &passwd, &group)?;
+    let identity = stockade_proto::users::resolve(user, &passwd, &group)?;
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
     env.insert("HOME".to_owned(), identity.home.clone());

@@ -180,13 +180,17 @@ fn ls_json_and_stop_start() {
     assert_eq!(list[0]["spec"]["labels"]["team"], "a");
     let table = stdout(&home.run(&["ls"]));
     assert!(table.lines().nth(1).unwrap().contains("running"), "{table}");
-    let inspect: serde_json::Value = serde_json::from_slice(&home.run(&["inspect", "lister"]).stdout).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&home.run(&["inspect", "lister"]).stdout).unwrap();
     let init = inspect["details"]["init_pid"].as_i64().unwrap();
     assert!(home.run(&["stop", "lister"]).status.success());
     assert!(stdout(&home.run(&["ls"])).contains("stopped"));
     // Stopped means no process and no cgroup, but the files stay.
     let state = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
-    assert!(state.is_empty() || state.contains(") Z"), "pid 1 still runs after stop: {state}");
+    assert!(
+        state.is_empty() || state.contains(") Z"),
+        "pid 1 still runs after stop: {state}"
+    );
     assert!(!Path::new(&format!("/sys/fs/cgroup/pids/stockade/{id}")).exists());
     assert!(home.dir.join("sandboxes").join(&id).exists());
     let out = home.run(&["exec", "lister", "--", "true"]);

@@ -47,6 +47,7 @@ macro_rules! conformance_suite {
             fifty_sandboxes_at_once,
             reattach_by_id_from_a_new_driver,
             stop_start_keeps_files,
+            a_non_root_user_owns_the_workspace,
             stats_report_usage,
         );
     };
@@ -544,6 +545,23 @@ pub mod cases {
             sb.sh("cat /workspace/f /root/in-home").await.stdout,
             b"persisted\nupper\n"
         );
+    }
+
+    pub async fn a_non_root_user_owns_the_workspace(h: &dyn Harness) {
+        let mut spec = h.spec();
+        spec.user = Some("1000:1000".into());
+        let sb = Sandbox::with_spec(h, spec).await;
+        let out = sb.sh("id -u; id -g; touch /workspace/mine && stat -c %u /workspace/mine; touch /etc/x 2>/dev/null || echo denied").await;
+        assert_eq!(
+            text(&out.stdout),
+            "1000\n1000\n1000\ndenied\n",
+            "{}",
+            text(&out.stderr)
+        );
+        // A request can still ask for root.
+        let mut req = ExecRequest::new(["id", "-u"]);
+        req.user = Some("root".into());
+        assert_eq!(sb.run(req).await.stdout, b"0\n");
     }
 
     pub async fn stats_report_usage(h: &dyn Harness) {

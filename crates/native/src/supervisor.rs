@@ -256,6 +256,11 @@ fn start_in_cgroups(
         nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
     }
     std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
+    // The workspace belongs to the user execs run as, so a non-root `--user` can write its own code.
+    if let Some((uid, gid)) = workspace_owner(spec, &map)? {
+        nix::unistd::chown(&layout.workspace(id), Some(uid), Some(gid))
+            .map_err(|e| io_err(layout.workspace(id).display(), e))?;
+    }
 
     let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
     let workdir_mounted = spec.mounts.iter().any(|m| m.sandbox == Path::new(&spec.workdir));
@@ -485,6 +490,40 @@ fn mount_disk(image: &Path, data: &Path, bytes: u64, uid: u32, gid: u32) -> std:
         .args(["-o", "loop,nosuid,nodev"])
         .arg(image)
         .arg(data))
+}
+
+/// Host ids for the sandbox's default user, when it is not root (`None` for root).
+fn workspace_owner(
+    spec: &stockade_core::SandboxSpec,
+    map: &crate::idmap::IdMap,
+) -> std::io::Result<Option<(Uid, Gid)>> {
+    let Some(user) = spec.user.as_deref() else {
+        return Ok(None);
+    };
+    let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
+    let passwd = std::fs::read_to_string(lower.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(lower.join("etc/group")).unwrap_or_default();
+    let identity =
+        stockade_proto::users::resolve(Some(user), &passwd, &group).map_err(std::io::Error::other)?;
+    if identity.uid == 0 {
+        return Ok(None);
+    }
+    if identity.uid >= map.count || identity.gid >= map.count {
+        return Err(std::io::Error::other(format!(
+            "user {user:?} (uid {}) is outside the sandbox's {} mapped ids{}",
+            identity.uid,
+            map.count,
+            if map.count == 1 {
+                "; without root only root can be mapped"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(Some((
+        Uid::from_raw(map.host_uid + identity.uid),
+        Gid::from_raw(map.host_gid + identity.gid),
+    )))
 }
 
 /// With `--network full` on a host whose resolver is a loopback stub (systemd-resolved's

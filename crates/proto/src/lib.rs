@@ -272,5 +272,6 @@ mod tests {
 pub mod client;
 pub mod config;
 pub mod seccomp;
+pub mod users;
 
 pub use config::{AgentConfig, Hardening, CONFIG_ENV, DEFAULT_PATH};
