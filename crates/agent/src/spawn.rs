@@ -52,7 +52,11 @@ pub fn plan(config: &AgentConfig, req: &ExecRequest) -> Result<SpawnPlan> {
     let identity = stockade_proto::users::resolve(user, &passwd, &group)?;
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
-    env.insert("HOME".to_owned(), identity.home.clone());
+    let home = match (&req.user, &config.home) {
+        (None, Some(home)) => home.clone(),
+        _ => identity.home.clone(),
+    };
+    env.insert("HOME".to_owned(), home);
     if req.tty.is_some() {
         env.insert("TERM".to_owned(), "xterm-256color".to_owned());
     }

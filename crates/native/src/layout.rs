@@ -9,6 +9,7 @@
 //!     data/upper/ data/work/   the overlay's writable layer
 //!     data/workspace/    /workspace unless a host dir is mounted there
 //!     data/home/         /root, the sandbox root's home
+//!     data/userhome/     the home of a non-root --user
 //!     root/              the overlay mount point
 //! ```
 
@@ -92,6 +93,10 @@ impl Layout {
     /// Root's home (`/root` inside), kept apart so the host's `/root` never shows through.
     pub fn home_dir(&self, id: &SandboxId) -> PathBuf {
         self.data(id).join("home")
+    }
+    /// The default user's home when that user is not root.
+    pub fn user_home_dir(&self, id: &SandboxId) -> PathBuf {
+        self.data(id).join("userhome")
     }
     pub fn root(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("root")

@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -256,10 +256,15 @@ fn start_in_cgroups(
         nix::unistd::chown(&dir, Some(own_uid), Some(own_gid)).map_err(|e| io_err(dir.display(), e))?;
     }
     std::fs::set_permissions(layout.workspace(id), std::fs::Permissions::from_mode(0o755))?;
-    // The workspace belongs to the user execs run as, so a non-root `--user` can write its own code.
-    if let Some((uid, gid)) = workspace_owner(spec, &map)? {
-        nix::unistd::chown(&layout.workspace(id), Some(uid), Some(gid))
-            .map_err(|e| io_err(layout.workspace(id).display(), e))?;
+    // The workspace and a home belong to the user execs run as, so a non-root `--user` can write.
+    let user = default_user(spec)?;
+    if let Some(user) = &user {
+        let (uid, gid) = host_ids(user, &map)?;
+        let home = layout.user_home_dir(id);
+        std::fs::create_dir_all(&home).map_err(|e| io_err(home.display(), e))?;
+        for dir in [layout.workspace(id), home] {
+            nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(|e| io_err(dir.display(), e))?;
+        }
     }
 
     let lower = spec.rootfs.clone().unwrap_or_else(|| "/".into());
@@ -276,6 +281,10 @@ fn start_in_cgroups(
             .mounts
             .iter()
             .map(|m| (m.host.clone(), m.sandbox.clone(), m.read_only))
+            .chain(
+                user.as_ref()
+                    .map(|u| (layout.user_home_dir(id), u.home.clone(), false)),
+            )
             .collect(),
         masks: vec![layout.home.clone()],
         own_netns: true,
@@ -431,12 +440,17 @@ pub fn effective_resources(r: &stockade_core::Resources) -> stockade_core::Resou
 /// The agent's configuration for this sandbox: exec defaults and hardening. Writes are allowed
 /// (where landlock exists) in the workdir, `/root`, `/tmp`, `/dev/shm` and read-write mounts.
 pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentConfig {
+    let user_home = default_user(spec)
+        .ok()
+        .flatten()
+        .map(|u| u.home.display().to_string());
     let mut writable = vec![
         spec.workdir.clone(),
         "/root".into(),
         "/tmp".into(),
         "/dev/shm".into(),
     ];
+    writable.extend(user_home.clone());
     writable.extend(
         spec.mounts
             .iter()
@@ -458,6 +472,7 @@ pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentC
         workdir: spec.workdir.clone(),
         env: spec.env.clone(),
         user: spec.user.clone(),
+        home: user_home,
         hardening,
     }
 }
@@ -492,11 +507,17 @@ fn mount_disk(image: &Path, data: &Path, bytes: u64, uid: u32, gid: u32) -> std:
         .arg(data))
 }
 
-/// Host ids for the sandbox's default user, when it is not root (`None` for root).
-fn workspace_owner(
-    spec: &stockade_core::SandboxSpec,
-    map: &crate::idmap::IdMap,
-) -> std::io::Result<Option<(Uid, Gid)>> {
+/// The sandbox's default user when it is not root: ids inside, and the home it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Its home from the root filesystem's passwd, or `/home/<name or uid>` when that names none.
+    pub home: PathBuf,
+}
+
+/// Resolves the spec's `user` against the root filesystem's passwd and group files.
+pub fn default_user(spec: &stockade_core::SandboxSpec) -> std::io::Result<Option<DefaultUser>> {
     let Some(user) = spec.user.as_deref() else {
         return Ok(None);
     };
@@ -508,10 +529,26 @@ fn workspace_owner(
     if identity.uid == 0 {
         return Ok(None);
     }
-    if identity.uid >= map.count || identity.gid >= map.count {
+    let home = match identity.home.as_str() {
+        "" | "/" | "/nonexistent" => {
+            let name = user.split(':').next().unwrap_or(user);
+            PathBuf::from("/home").join(name)
+        }
+        other => PathBuf::from(other),
+    };
+    Ok(Some(DefaultUser {
+        uid: identity.uid,
+        gid: identity.gid,
+        home,
+    }))
+}
+
+/// Host ids of the default user, checked against the id map.
+fn host_ids(user: &DefaultUser, map: &crate::idmap::IdMap) -> std::io::Result<(Uid, Gid)> {
+    if user.uid >= map.count || user.gid >= map.count {
         return Err(std::io::Error::other(format!(
-            "user {user:?} (uid {}) is outside the sandbox's {} mapped ids{}",
-            identity.uid,
+            "user uid {} is outside the sandbox's {} mapped ids{}",
+            user.uid,
             map.count,
             if map.count == 1 {
                 "; without root only root can be mapped"
@@ -520,10 +557,10 @@ fn workspace_owner(
             }
         )));
     }
-    Ok(Some((
-        Uid::from_raw(map.host_uid + identity.uid),
-        Gid::from_raw(map.host_gid + identity.gid),
-    )))
+    Ok((
+        Uid::from_raw(map.host_uid + user.uid),
+        Gid::from_raw(map.host_gid + user.gid),
+    ))
 }
 
 /// With `--network full` on a host whose resolver is a loopback stub (systemd-resolved's

@@ -22,6 +22,9 @@ pub struct AgentConfig {
     /// Default user (`None` = root).
     #[serde(default)]
     pub user: Option<String>,
+    /// `HOME` for execs that run as the default user (the sandbox's own home for that user).
+    #[serde(default)]
+    pub home: Option<String>,
     /// What is applied to every exec'd process.
     #[serde(default)]
     pub hardening: Hardening,
