@@ -195,7 +195,9 @@ impl NativeDriver {
         self.store.layout()
     }
 
-    /// The status as it really is: a record that says running with no live supervisor is lost.
+    /// The status as it really is: a record that says running (or creating, as every record does
+    /// until it is first stopped) with a live supervisor and pid 1 is running; with none it is
+    /// lost, except during a create's start window.
     fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
         let runtime = self.store.load_runtime(&record.id);
         match record.status {
@@ -207,10 +209,12 @@ impl NativeDriver {
                 if alive {
                     (SandboxStatus::Running, runtime)
                 } else if record.status == SandboxStatus::Creating
+                    && runtime.is_none()
                     && now_secs() < record.created_at + START_TIMEOUT.as_secs() + 1
                 {
-                    // Still within its start window; after it, a create that never finished
-                    // (its process was killed) reads as lost and can be removed.
+                    // Not started yet (the supervisor writes its runtime file once the sandbox runs)
+                    // and within its start window; after it, a create that never finished (its
+                    // process was killed) reads as lost and can be removed.
                     (SandboxStatus::Creating, runtime)
                 } else {
                     (SandboxStatus::Lost, runtime)
@@ -533,9 +537,9 @@ impl Driver for NativeDriver {
             let _ = self.store.remove(&record.id);
             return Err(e);
         }
-        let mut record = record;
-        record.status = SandboxStatus::Running;
-        self.store.save(&record)?;
+        // The record keeps saying `creating`: with a live supervisor and pid 1 that reads as
+        // running (see live_status). Not rewriting it saves a replace-by-rename, which ext4 turns
+        // into a synchronous data flush (auto_da_alloc).
         Ok(self.info(&record))
     }
 
