@@ -104,7 +104,7 @@ impl Prepared {
     /// the seccomp filters on it, for every descendant to inherit.
     pub fn install_in_agent(&self) -> Result<(), String> {
         if self.config.drop_capabilities {
-            caps::clear(None, caps::CapSet::Bounding).map_err(|e| format!("capability bounding set: {e}"))?;
+            stockade_sys::drop_bounding_set().map_err(|e| format!("capability bounding set: {e}"))?;
         }
         for filter in &self.filters {
             seccompiler::apply_filter(filter).map_err(|e| format!("seccomp: {e}"))?;

@@ -216,6 +216,25 @@ fn async_fd_with(
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
 
+/// Empties the capability bounding set: one `PR_CAPBSET_DROP` per capability the kernel knows
+/// (`/proc/sys/kernel/cap_last_cap`). Needs CAP_SETPCAP.
+pub fn drop_bounding_set() -> io::Result<()> {
+    let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number, no memory.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Clears the ambient set, then the effective, permitted and inheritable capability sets in one
 /// `capset`. (The bounding set is the caller's business: it needs CAP_SETPCAP to shrink.)
 pub fn drop_all_capabilities() -> io::Result<()> {
