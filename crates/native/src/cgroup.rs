@@ -75,7 +75,8 @@ impl CgroupHost {
         }
     }
 
-    /// The directories a sandbox gets (one for v2, one per controller for v1).
+    /// Every directory a sandbox may have (one for v2, one per controller for v1); for lookups
+    /// and cleanup, where missing ones are skipped.
     pub fn dirs_for(&self, id: &str) -> Vec<PathBuf> {
         let leaf = Path::new("stockade").join(id);
         match self {
@@ -93,6 +94,32 @@ impl CgroupHost {
                 dirs
             }
             CgroupHost::None { .. } => Vec::new(),
+        }
+    }
+
+    /// The directories `res` needs. On v1, a memory cgroup only with a memory limit and a cpu
+    /// cgroup only with a CPU limit: each removed memory cgroup lingers in the kernel ("dying")
+    /// until its page cache is reclaimed, and hundreds of them slow every later create. pids
+    /// (default limit) and cpuacct (CPU time for stats) are cheap and always made.
+    pub fn needed_dirs(&self, id: &str, res: &Resources) -> Vec<PathBuf> {
+        let leaf = Path::new("stockade").join(id);
+        match self {
+            CgroupHost::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => {
+                let mut dirs = vec![pids.join(&leaf), cpuacct.join(&leaf)];
+                if res.memory_bytes.is_some() {
+                    dirs.push(memory.join(&leaf));
+                }
+                if res.millicpus.is_some() && cpu != cpuacct {
+                    dirs.push(cpu.join(&leaf));
+                }
+                dirs
+            }
+            _ => self.dirs_for(id),
         }
     }
 
@@ -157,7 +184,7 @@ impl CgroupHost {
                 let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu");
             }
         }
-        let dirs = self.dirs_for(id);
+        let dirs = self.needed_dirs(id, res);
         for d in &dirs {
             fs::create_dir_all(d)?;
         }
@@ -306,6 +333,10 @@ mod tests {
         assert_eq!(get("cpu.cfs_quota_us"), Some("150000"));
         assert_eq!(get("pids.max"), Some("256"));
         assert_eq!(host.dirs_for("abc").len(), 4);
+        assert_eq!(host.needed_dirs("abc", &res()).len(), 4);
+        let no_limits = host.needed_dirs("abc", &Resources::default());
+        assert_eq!(no_limits.len(), 2, "pids and cpuacct only: {no_limits:?}");
+        assert!(no_limits.iter().all(|d| !d.starts_with("/nonexistent/memory")));
     }
 
     #[test]

@@ -634,7 +634,18 @@ impl Driver for NativeDriver {
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {
         let record = self.store.load(id)?;
         if let (SandboxStatus::Running, Some(rt)) = self.live_status(&record) {
-            if let Some(stats) = crate::cgroup::stats(&rt.cgroup_version, &rt.cgroups) {
+            if let Some(mut stats) = crate::cgroup::stats(&rt.cgroup_version, &rt.cgroups) {
+                // Without a memory limit there is no memory cgroup on v1: memory comes from /proc.
+                if rt.cgroup_version == "v1"
+                    && !rt
+                        .cgroups
+                        .iter()
+                        .any(|d| d.join("memory.usage_in_bytes").exists())
+                {
+                    let conn = self.connect(id).await?;
+                    stats.memory_bytes = stockade_proto::client::stats(conn).await?.memory_bytes;
+                    stats.source = "cgroup v1 (cpu, pids) + procfs (memory)".into();
+                }
                 return Ok(stats);
             }
         }
