@@ -78,6 +78,18 @@ impl CgroupHost {
     /// Every directory a sandbox may have (one for v2, one per controller for v1); for lookups
     /// and cleanup, where missing ones are skipped.
     pub fn dirs_for(&self, id: &str) -> Vec<PathBuf> {
+        self.dirs(id, true, true)
+    }
+
+    /// The directories `res` needs. On v1, a memory cgroup only with a memory limit and a cpu
+    /// cgroup only with a CPU limit: each removed memory cgroup lingers in the kernel ("dying")
+    /// until its page cache is reclaimed, and hundreds of them slow every later create. pids
+    /// (default limit) and cpuacct (CPU time for stats) are cheap and always made.
+    pub fn needed_dirs(&self, id: &str, res: &Resources) -> Vec<PathBuf> {
+        self.dirs(id, res.memory_bytes.is_some(), res.millicpus.is_some())
+    }
+
+    fn dirs(&self, id: &str, memory_cgroup: bool, cpu_cgroup: bool) -> Vec<PathBuf> {
         let leaf = Path::new("stockade").join(id);
         match self {
             CgroupHost::V2 { root } => vec![root.join(&leaf)],
@@ -87,39 +99,16 @@ impl CgroupHost {
                 cpu,
                 cpuacct,
             } => {
-                let mut dirs = vec![memory.join(&leaf), pids.join(&leaf), cpu.join(&leaf)];
-                if cpuacct != cpu {
-                    dirs.push(cpuacct.join(&leaf));
-                }
-                dirs
-            }
-            CgroupHost::None { .. } => Vec::new(),
-        }
-    }
-
-    /// The directories `res` needs. On v1, a memory cgroup only with a memory limit and a cpu
-    /// cgroup only with a CPU limit: each removed memory cgroup lingers in the kernel ("dying")
-    /// until its page cache is reclaimed, and hundreds of them slow every later create. pids
-    /// (default limit) and cpuacct (CPU time for stats) are cheap and always made.
-    pub fn needed_dirs(&self, id: &str, res: &Resources) -> Vec<PathBuf> {
-        let leaf = Path::new("stockade").join(id);
-        match self {
-            CgroupHost::V1 {
-                memory,
-                pids,
-                cpu,
-                cpuacct,
-            } => {
                 let mut dirs = vec![pids.join(&leaf), cpuacct.join(&leaf)];
-                if res.memory_bytes.is_some() {
+                if memory_cgroup {
                     dirs.push(memory.join(&leaf));
                 }
-                if res.millicpus.is_some() && cpu != cpuacct {
+                if cpu_cgroup && cpu != cpuacct {
                     dirs.push(cpu.join(&leaf));
                 }
                 dirs
             }
-            _ => self.dirs_for(id),
+            CgroupHost::None { .. } => Vec::new(),
         }
     }
 
