@@ -377,6 +377,12 @@ fn bad_input_gets_one_line_errors_and_documented_codes() {
         stderr(&out),
         "stockade: command not found in sandbox: no-such-command-xyz: not found in PATH\n"
     );
+    let out = home.run(&["exec", &id, "--", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "stockade: invalid command: /etc/passwd: Permission denied\n"
+    );
     let out = home.run(&["exec", "-w", "/nope", &id, "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

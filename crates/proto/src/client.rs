@@ -32,7 +32,11 @@ where
             reply: FileReply::Data { .. },
         } => Ok(FileReply::Data { data: frame.payload }),
         Reply::File { reply } => Ok(reply),
-        Reply::Error { kind, message, path } => Err(error_from_wire(&kind, message, path)),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => Err(error_from_wire(&kind, message, subject)),
         other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
     }
 }
@@ -48,7 +52,11 @@ where
         .map_err(|e| Error::backend("agent connection", e))?;
     match read_frame::<_, Reply>(&mut conn).await?.header {
         Reply::Stats { stats } => Ok(stats),
-        Reply::Error { kind, message, path } => Err(error_from_wire(&kind, message, path)),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => Err(error_from_wire(&kind, message, subject)),
         other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
     }
 }
@@ -67,7 +75,11 @@ where
     let first: Frame<Reply> = read_frame(&mut rd).await?;
     let first_event = match first.header {
         Reply::Started { seq, pid } => ExecEvent::Started { seq, pid },
-        Reply::Error { kind, message, path } => return Err(error_from_wire(&kind, message, path)),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => return Err(error_from_wire(&kind, message, subject)),
         other => return Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
     };
     let control = Arc::new(AgentExecControl {
@@ -99,9 +111,14 @@ where
                     return Some((Ok(ExecEvent::Exited { seq, exit }), (None, None, true)));
                 }
                 Ok(Frame {
-                    header: Reply::Error { kind, message, path },
+                    header:
+                        Reply::Error {
+                            kind,
+                            message,
+                            subject,
+                        },
                     ..
-                }) => Err(error_from_wire(&kind, message, path)),
+                }) => Err(error_from_wire(&kind, message, subject)),
                 Ok(Frame { header, .. }) => {
                     Err(Error::backend("agent", format!("unexpected reply {header:?}")))
                 }

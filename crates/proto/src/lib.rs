@@ -70,43 +70,45 @@ pub enum Reply {
         version: u32,
         pid: u32,
     },
+    /// `subject` is the path of a file error or the field of an invalid-input error, so the host
+    /// rebuilds the same typed error (and the CLI picks the same exit code) as the agent had.
     Error {
         kind: String,
         message: String,
-        path: Option<String>,
+        subject: Option<String>,
     },
 }
 
 impl Reply {
     /// The wire form of an error.
     pub fn from_error(err: &Error) -> Reply {
-        let path = match err {
-            Error::File { path, .. } => Some(path.clone()),
-            _ => None,
-        };
-        let message = match err {
-            Error::File { reason, .. } => reason.clone(),
-            Error::CommandNotFound(what) => what.clone(),
-            other => other.to_string(),
+        let (message, subject) = match err {
+            Error::File { path, reason } => (reason.clone(), Some(path.clone())),
+            Error::InvalidSpec { field, reason } => (reason.clone(), Some(field.clone())),
+            Error::CommandNotFound(what) => (what.clone(), None),
+            other => (other.to_string(), None),
         };
         Reply::Error {
             kind: err.kind().to_owned(),
             message,
-            path,
+            subject,
         }
     }
 }
 
 /// Turns a wire error back into a typed one.
-pub fn error_from_wire(kind: &str, message: String, path: Option<String>) -> Error {
-    match (kind, path) {
+pub fn error_from_wire(kind: &str, message: String, subject: Option<String>) -> Error {
+    match (kind, subject) {
         ("command_not_found", _) => Error::CommandNotFound(message),
         ("file", Some(path)) => Error::File {
             path,
             reason: message,
         },
-        ("invalid", _) => Error::invalid("request", message),
-        ("timeout", _) => Error::Timeout(std::time::Duration::ZERO, message),
+        ("invalid", Some(field)) => Error::InvalidSpec {
+            field,
+            reason: message,
+        },
+        ("invalid", None) => Error::invalid("request", message),
         _ => Error::backend("agent", message),
     }
 }
@@ -261,11 +263,27 @@ mod tests {
             path: "/x".into(),
             reason: "No such file".into(),
         };
-        let Reply::Error { kind, message, path } = Reply::from_error(&e) else {
+        let Reply::Error {
+            kind,
+            message,
+            subject,
+        } = Reply::from_error(&e)
+        else {
             panic!()
         };
-        let back = error_from_wire(&kind, message, path);
+        let back = error_from_wire(&kind, message, subject);
         assert_eq!(back.to_string(), "/x: No such file");
+        let e = Error::invalid("workdir", "/nope: no such directory");
+        let Reply::Error {
+            kind,
+            message,
+            subject,
+        } = Reply::from_error(&e)
+        else {
+            panic!()
+        };
+        let back = error_from_wire(&kind, message, subject);
+        assert_eq!(back.to_string(), "invalid workdir: /nope: no such directory");
     }
 }
 
