@@ -185,11 +185,6 @@ fn write_ruleset(writable: &[String]) -> Result<landlock::RulesetCreated, landlo
         .add_rules(path_beneath_rules(paths, write))
 }
 
-/// The landlock ABI this kernel offers, if any.
-pub fn landlock_abi() -> Option<u32> {
-    stockade_sys::landlock_abi()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

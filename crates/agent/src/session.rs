@@ -97,11 +97,10 @@ pub async fn run(
         None => None,
     };
     // stdin goes through its own task so a command that does not read cannot stall the output.
-    let stdin_tx = match stdin {
+    let mut stdin_tx = match stdin {
         Some(fd) => Some(spawn_stdin_writer(fd, is_pty)?),
         None => None,
     };
-    let mut stdin_tx = stdin_tx;
     let (status_tx, mut status_rx) = tokio::sync::oneshot::channel();
     let mut status_pipe = pipe::Receiver::from_owned_fd(status).map_err(|e| Error::backend("pipe", e))?;
     tokio::spawn(async move {

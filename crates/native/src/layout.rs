@@ -13,7 +13,7 @@
 //!     root/              the overlay mount point
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use stockade_core::SandboxId;
 
@@ -121,9 +121,4 @@ impl Layout {
         }
         Ok(())
     }
-}
-
-/// True when `path` is `base` or below it.
-pub fn is_within(path: &Path, base: &Path) -> bool {
-    path.starts_with(base)
 }
