@@ -18,7 +18,9 @@ use crate::layout::Layout;
 pub struct Record {
     pub id: SandboxId,
     pub name: String,
-    /// The status last set by a lifecycle operation. `running` with a dead supervisor reads as lost.
+    /// The status last set by a lifecycle operation (`creating` until the first stop; `stop` and
+    /// `start` rewrite it). The status shown is computed from it and the live processes
+    /// (`NativeDriver::live_status`).
     pub status: SandboxStatus,
     pub created_at: u64,
     pub spec: SandboxSpec,
