@@ -3,6 +3,8 @@
 //! ```text
 //! stockade-agent init --listen-fd N      serve the agent protocol on an inherited socket
 //! stockade-agent init --listen PATH      ... on a new socket at PATH (container drivers)
+//! stockade-agent connect PATH           bridge stdin/stdout to the agent socket at PATH (how
+//!                                        container drivers reach the agent through `docker exec`)
 //! stockade-agent supervise              supervise the native sandbox named by STOCKADE_SUPERVISE_HOME
 //!                                        and STOCKADE_SUPERVISE_ID (set by the driver)
 //! ```
@@ -16,6 +18,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("init") => init(&args[2..]),
+        Some("connect") => match &args[2..] {
+            [path] => connect(path),
+            _ => usage(),
+        },
         #[cfg(feature = "native")]
         Some("supervise") => {
             let home = std::env::var_os(stockade_native::supervisor::HOME_ENV);
@@ -33,7 +39,9 @@ fn main() {
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent supervise");
+    eprintln!(
+        "usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent connect PATH | stockade-agent supervise"
+    );
     2
 }
 
@@ -71,6 +79,46 @@ fn init(args: &[String]) -> i32 {
         Err(e) => {
             eprintln!("stockade-agent: {e}");
             1
+        }
+    }
+}
+
+/// Copies stdin to the socket at `path` and the socket to stdout until both directions end.
+fn connect(path: &str) -> i32 {
+    let sock = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stockade-agent: connect {path}: {e}");
+            return 1;
+        }
+    };
+    let mut to_agent = match sock.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stockade-agent: {e}");
+            return 1;
+        }
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_agent);
+        let _ = to_agent.shutdown(std::net::Shutdown::Write);
+    });
+    // Stdout is line-buffered and frames are binary: flush after every chunk.
+    use std::io::{Read, Write};
+    let mut from_agent = sock;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from_agent.read(&mut buf) {
+            Ok(0) => return 0,
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("stockade-agent: {e}");
+                return 1;
+            }
+        };
+        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+            return 1;
         }
     }
 }

@@ -15,8 +15,14 @@ use stockade_proto::AgentConfig;
 pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepared) -> std::io::Result<()> {
     let state = Arc::new((config, hardening));
     tokio::spawn(reap_forever());
+    // As a container's init the engine stops us with SIGTERM; pid 1 gets no default action, so
+    // leave on it (the kernel then kills everything else in the pid namespace).
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = sigterm.recv() => return Ok(()),
+        };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let _ = serve_connection(&state.0, &state.1, stream).await;

@@ -171,6 +171,10 @@ pub struct SandboxSpec {
     /// Image (container drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Container runtime the engine should use (`runc`, `runsc`, ...); the engine's default when
+    /// absent. Container drivers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Working directory for execs; `/workspace` by default.
     pub workdir: String,
     /// Environment for every exec (on top of the minimal default).
@@ -203,6 +207,7 @@ impl Default for SandboxSpec {
             driver: "native".into(),
             rootfs: None,
             image: None,
+            runtime: None,
             workdir: DEFAULT_WORKDIR.into(),
             env: BTreeMap::new(),
             resources: Resources::default(),

@@ -2,7 +2,7 @@
 //! agent protocol over each sandbox's unix socket for everything inside.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use stockade_core::{
@@ -118,22 +118,7 @@ fn program_on_path(name: &str) -> bool {
         .any(|dir| Path::new(dir).join(name).is_file())
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn random_id() -> Result<SandboxId> {
-    let mut bytes = [0u8; 8];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(|e| Error::backend("/dev/urandom", e))?,
-        &mut bytes,
-    )
-    .map_err(|e| Error::backend("/dev/urandom", e))?;
-    Ok(SandboxId::from_random(u64::from_le_bytes(bytes)))
-}
+use stockade_store::{now_secs, random_id};
 
 /// Whether this host lets us make user namespaces, and why not.
 pub fn user_namespaces_available() -> std::result::Result<(), String> {
@@ -315,6 +300,13 @@ impl NativeDriver {
                 DRIVER,
                 "images",
                 "use --rootfs DIR, or --driver docker for images",
+            ));
+        }
+        if let Some(runtime) = &spec.runtime {
+            return Err(Error::unsupported(
+                DRIVER,
+                "--runtime",
+                format!("{runtime:?} is a container runtime; use --driver docker"),
             ));
         }
         if let Some(rootfs) = &spec.rootfs {

@@ -24,24 +24,10 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// `$STOCKADE_HOME`, else `/var/lib/stockade` for root, else `~/.local/share/stockade`.
+    /// The home [`stockade_store::home_from_env`] names.
     pub fn from_env() -> Self {
-        if let Some(home) = std::env::var_os("STOCKADE_HOME").filter(|h| !h.is_empty()) {
-            return Layout {
-                home: PathBuf::from(home),
-            };
-        }
-        if nix::unistd::geteuid().is_root() {
-            return Layout {
-                home: PathBuf::from("/var/lib/stockade"),
-            };
-        }
-        let base = std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
         Layout {
-            home: base.join("stockade"),
+            home: stockade_store::home_from_env(),
         }
     }
 

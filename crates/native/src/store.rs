@@ -1,11 +1,10 @@
-//! Sandbox records: one JSON file per sandbox under `records/`, written atomically. Small,
-//! dependency-free, readable with `cat`, and safe for several CLI processes at once (creates take
-//! a lock so names stay unique).
+//! The native driver's records (one JSON file per sandbox under `records/`, kept by
+//! `stockade-store`) and the runtime file its supervisor writes once the sandbox runs.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use stockade_store::RecordStore;
 
 use serde::{Deserialize, Serialize};
 use stockade_core::{Error, Result, SandboxId, SandboxSpec, SandboxStatus};
@@ -69,24 +68,25 @@ pub fn is_same_process(pid: i32, start: u64) -> bool {
     !zombie && rest.split(' ').nth(19).and_then(|s| s.parse::<u64>().ok()) == Some(start)
 }
 
-/// Writes `data` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    drop(f);
-    fs::rename(&tmp, path)
+pub use stockade_store::{write_atomic, StoreLock};
+
+impl stockade_store::StoredRecord for Record {
+    fn id(&self) -> &SandboxId {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn created_at(&self) -> u64 {
+        self.created_at
+    }
 }
 
-/// The record store of one [`Layout`].
+/// The record store of one [`Layout`], plus each running sandbox's runtime file.
 #[derive(Debug, Clone)]
 pub struct Store {
     layout: Layout,
+    records: RecordStore<Record>,
 }
 
 fn store_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
@@ -95,7 +95,10 @@ fn store_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
 
 impl Store {
     pub fn new(layout: Layout) -> Self {
-        Store { layout }
+        Store {
+            records: RecordStore::new(layout.records(), layout.lock()),
+            layout,
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -103,87 +106,30 @@ impl Store {
     }
 
     pub fn save(&self, record: &Record) -> Result<()> {
-        let path = self.layout.record(&record.id);
-        let json = serde_json::to_vec_pretty(record).map_err(|e| store_err("encode", &path, e))?;
-        write_atomic(&path, &json, 0o600).map_err(|e| store_err("write", &path, e))
+        self.records.save(record)
     }
 
     pub fn load(&self, id: &SandboxId) -> Result<Record> {
-        let path = self.layout.record(id);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(store_err("read", &path, e)),
-        };
-        serde_json::from_slice(&data).map_err(|e| store_err("decode", &path, e))
+        self.records.load(id)
     }
 
     pub fn remove(&self, id: &SandboxId) -> Result<()> {
-        let path = self.layout.record(id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(store_err("remove", &path, e)),
-        }
+        self.records.remove(id)
     }
 
-    /// Every record, oldest first. Unreadable files are skipped, not fatal.
+    /// Every record, oldest first.
     pub fn list(&self) -> Result<Vec<Record>> {
-        let dir = self.layout.records();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(store_err("read", &dir, e)),
-        };
-        let mut out: Vec<Record> = entries
-            .filter_map(|e| {
-                let name = e.ok()?.file_name();
-                let id = SandboxId::parse(name.to_str()?.strip_suffix(".json")?).ok()?;
-                self.load(&id).ok()
-            })
-            .collect();
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        self.records.list()
     }
 
     /// Finds a sandbox by id, name, or unique id prefix (at least 4 characters).
     pub fn resolve(&self, id_or_name: &str) -> Result<Record> {
-        if let Ok(id) = SandboxId::parse(id_or_name) {
-            if let Ok(r) = self.load(&id) {
-                return Ok(r);
-            }
-        }
-        let all = self.list()?;
-        if let Some(r) = all.iter().find(|r| r.name == id_or_name) {
-            return Ok(r.clone());
-        }
-        if id_or_name.len() >= 4 {
-            let matches: Vec<&Record> = all
-                .iter()
-                .filter(|r| r.id.as_str().starts_with(id_or_name))
-                .collect();
-            if let [only] = matches.as_slice() {
-                return Ok((*only).clone());
-            }
-        }
-        Err(Error::NotFound(id_or_name.to_owned()))
+        self.records.resolve(id_or_name)
     }
 
     /// Takes the store-wide lock (held until the guard drops), for check-then-write sequences.
     pub fn lock(&self) -> Result<StoreLock> {
-        let path = self.layout.lock();
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| store_err("open", &path, e))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| store_err("lock", &path, e))?;
-        Ok(StoreLock { _lock: lock })
+        self.records.lock()
     }
 
     pub fn load_runtime(&self, id: &SandboxId) -> Option<Runtime> {
@@ -197,45 +143,9 @@ impl Store {
     }
 }
 
-/// Held store lock.
-#[derive(Debug)]
-pub struct StoreLock {
-    _lock: nix::fcntl::Flock<fs::File>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(id: &str, name: &str, at: u64) -> Record {
-        let id = SandboxId::parse(id).unwrap();
-        Record {
-            idmap: IdMap::for_sandbox(&id, 1000, 1000),
-            id,
-            name: name.into(),
-            status: SandboxStatus::Running,
-            created_at: at,
-            spec: SandboxSpec::default(),
-            agent: "/bin/true".into(),
-        }
-    }
-
-    #[test]
-    fn save_list_resolve_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::at(dir.path());
-        layout.ensure().unwrap();
-        let store = Store::new(layout);
-        store.save(&record("aaaaaaaaaaaa", "one", 2)).unwrap();
-        store.save(&record("bbbbbbbbbbbb", "two", 1)).unwrap();
-        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["two", "one"]);
-        assert_eq!(store.resolve("one").unwrap().id.as_str(), "aaaaaaaaaaaa");
-        assert_eq!(store.resolve("bbbb").unwrap().name, "two");
-        assert!(matches!(store.resolve("nope"), Err(Error::NotFound(_))));
-        store.remove(&SandboxId::parse("aaaaaaaaaaaa").unwrap()).unwrap();
-        assert_eq!(store.list().unwrap().len(), 1);
-    }
 
     #[test]
     fn own_process_is_alive() {

@@ -1,0 +1,112 @@
+//! Finding a statically linked `stockade-agent` to mount into containers: a dynamically linked
+//! one would need the image to carry a matching C library.
+
+use std::path::{Path, PathBuf};
+
+use stockade_core::{Error, Result};
+
+/// The build target a static agent is built for (`cargo build --target <this>`).
+pub const HOST_TARGET: &str = concat!(std::env!("STOCKADE_BUILD_ARCH"), "-unknown-linux-gnu");
+
+/// True when `path` is an ELF file with no program interpreter (static or static-pie).
+pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
+    let data = std::fs::read(path)?;
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
+    };
+    // 64-bit little-endian ELF only (what this driver runs on).
+    if data.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Ok(false);
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return Ok(false);
+    };
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        match u32_at(phoff + i * phentsize) {
+            Some(PT_INTERP) => return Ok(false),
+            Some(_) => {}
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Finds the agent: `$STOCKADE_CONTAINER_AGENT`, then `$STOCKADE_AGENT`, beside the running
+/// executable, the static cargo build next to it (`target/<triple>/{debug,release}`), and `PATH`;
+/// the first static one wins.
+pub fn find() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("STOCKADE_CONTAINER_AGENT").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return match is_static_elf(&p) {
+            Ok(true) => Ok(p),
+            Ok(false) => Err(not_static(&p)),
+            Err(e) => Err(Error::invalid(
+                "STOCKADE_CONTAINER_AGENT",
+                format!("{}: {e}", p.display()),
+            )),
+        };
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("STOCKADE_AGENT").filter(|p| !p.is_empty()) {
+        candidates.push(p.into());
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        candidates.push(exe_dir.join("stockade-agent"));
+        // target/debug/stockade or target/debug/deps/test-binary → target/<triple>/<profile>.
+        for up in [exe_dir.parent(), exe_dir.parent().and_then(Path::parent)].into_iter().flatten() {
+            for profile in ["debug", "release"] {
+                candidates.push(up.join(HOST_TARGET).join(profile).join("stockade-agent"));
+            }
+        }
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+        candidates.push(Path::new(dir).join("stockade-agent"));
+    }
+    let mut dynamic = None;
+    for c in candidates {
+        match is_static_elf(&c) {
+            Ok(true) => return Ok(c),
+            Ok(false) => dynamic = dynamic.or(Some(c)),
+            Err(_) => {}
+        }
+    }
+    match dynamic {
+        Some(p) => Err(not_static(&p)),
+        None => Err(Error::unsupported(
+            "docker",
+            "sandboxes",
+            "no stockade-agent binary was found beside stockade or in PATH (set STOCKADE_CONTAINER_AGENT)",
+        )),
+    }
+}
+
+fn not_static(p: &Path) -> Error {
+    Error::unsupported(
+        "docker",
+        "sandboxes",
+        format!(
+            "{} is dynamically linked; containers need a static agent: \
+             CARGO_TARGET_{}_RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {HOST_TARGET} -p stockade-agent \
+             (scripts/setup does this)",
+            p.display(),
+            HOST_TARGET.to_uppercase().replace('-', "_")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_binary_is_dynamic_unless_built_static() {
+        // Whatever this test binary is, the answer must be a clean Ok, and /bin/sh on Debian is dynamic.
+        assert!(is_static_elf(&std::env::current_exe().unwrap()).is_ok());
+        assert!(!is_static_elf(Path::new("/bin/sh")).unwrap());
+        assert!(!is_static_elf(Path::new("/etc/passwd")).unwrap());
+    }
+}

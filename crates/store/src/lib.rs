@@ -1,0 +1,257 @@
+//! Sandbox records: one JSON file per sandbox in a directory, written atomically. Small,
+//! dependency-free, readable with `cat`, and safe for several processes at once (creates take a
+//! lock so names stay unique). Each driver keeps its own record type in its own directory.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use stockade_core::{Error, Result, SandboxId};
+
+/// What the store needs to know about a record.
+pub trait StoredRecord: Serialize + DeserializeOwned + Clone {
+    fn id(&self) -> &SandboxId;
+    fn name(&self) -> &str;
+    /// Unix seconds; `list` sorts by it.
+    fn created_at(&self) -> u64;
+}
+
+/// Writes `data` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+/// The records in one directory, with a lock file beside them.
+#[derive(Debug)]
+pub struct RecordStore<R> {
+    dir: PathBuf,
+    lock_file: PathBuf,
+    _record: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for RecordStore<R> {
+    fn clone(&self) -> Self {
+        RecordStore {
+            dir: self.dir.clone(),
+            lock_file: self.lock_file.clone(),
+            _record: PhantomData,
+        }
+    }
+}
+
+fn store_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::backend(format!("{what} {}", path.display()), e)
+}
+
+impl<R: StoredRecord> RecordStore<R> {
+    /// Records live in `dir` (made on first save); `lock_file` serialises check-then-write.
+    pub fn new(dir: impl Into<PathBuf>, lock_file: impl Into<PathBuf>) -> Self {
+        RecordStore {
+            dir: dir.into(),
+            lock_file: lock_file.into(),
+            _record: PhantomData,
+        }
+    }
+
+    /// Where the record of `id` is kept.
+    pub fn path(&self, id: &SandboxId) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn save(&self, record: &R) -> Result<()> {
+        let path = self.path(record.id());
+        let json = serde_json::to_vec_pretty(record).map_err(|e| store_err("encode", &path, e))?;
+        match write_atomic(&path, &json, 0o600) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir).map_err(|e| store_err("create", &self.dir, e))?;
+                write_atomic(&path, &json, 0o600)
+            }
+            other => other,
+        }
+        .map_err(|e| store_err("write", &path, e))
+    }
+
+    pub fn load(&self, id: &SandboxId) -> Result<R> {
+        let path = self.path(id);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(store_err("read", &path, e)),
+        };
+        serde_json::from_slice(&data).map_err(|e| store_err("decode", &path, e))
+    }
+
+    pub fn remove(&self, id: &SandboxId) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_err("remove", &path, e)),
+        }
+    }
+
+    /// Every record, oldest first. Unreadable files are skipped, not fatal.
+    pub fn list(&self) -> Result<Vec<R>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(store_err("read", &self.dir, e)),
+        };
+        let mut out: Vec<R> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name();
+                let id = SandboxId::parse(name.to_str()?.strip_suffix(".json")?).ok()?;
+                self.load(&id).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| (a.created_at(), a.id()).cmp(&(b.created_at(), b.id())));
+        Ok(out)
+    }
+
+    /// Finds a record by id, name, or unique id prefix (at least 4 characters).
+    pub fn resolve(&self, id_or_name: &str) -> Result<R> {
+        if let Ok(id) = SandboxId::parse(id_or_name) {
+            if let Ok(r) = self.load(&id) {
+                return Ok(r);
+            }
+        }
+        let all = self.list()?;
+        if let Some(r) = all.iter().find(|r| r.name() == id_or_name) {
+            return Ok(r.clone());
+        }
+        if id_or_name.len() >= 4 {
+            let matches: Vec<&R> = all
+                .iter()
+                .filter(|r| r.id().as_str().starts_with(id_or_name))
+                .collect();
+            if let [only] = matches.as_slice() {
+                return Ok((*only).clone());
+            }
+        }
+        Err(Error::NotFound(id_or_name.to_owned()))
+    }
+
+    /// Takes the store-wide lock (held until the guard drops), for check-then-write sequences.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = &self.lock_file;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| store_err("create", parent, e))?;
+        }
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| store_err("open", path, e))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| store_err("lock", path, e))?;
+        Ok(StoreLock { _lock: lock })
+    }
+}
+
+/// Held store lock.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// A random sandbox id from the kernel's generator.
+pub fn random_id() -> Result<SandboxId> {
+    let mut bytes = [0u8; 8];
+    std::io::Read::read_exact(
+        &mut fs::File::open("/dev/urandom").map_err(|e| Error::backend("/dev/urandom", e))?,
+        &mut bytes,
+    )
+    .map_err(|e| Error::backend("/dev/urandom", e))?;
+    Ok(SandboxId::from_random(u64::from_le_bytes(bytes)))
+}
+
+/// `$STOCKADE_HOME`, else `/var/lib/stockade` for root, else `$XDG_DATA_HOME/stockade` or
+/// `~/.local/share/stockade`.
+pub fn home_from_env() -> PathBuf {
+    if let Some(home) = std::env::var_os("STOCKADE_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/stockade");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("stockade")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Rec {
+        id: SandboxId,
+        name: String,
+        at: u64,
+    }
+
+    impl StoredRecord for Rec {
+        fn id(&self) -> &SandboxId {
+            &self.id
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn created_at(&self) -> u64 {
+            self.at
+        }
+    }
+
+    fn rec(id: &str, name: &str, at: u64) -> Rec {
+        Rec {
+            id: SandboxId::parse(id).unwrap(),
+            name: name.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn save_list_resolve_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: RecordStore<Rec> = RecordStore::new(dir.path().join("records"), dir.path().join("lock"));
+        store.save(&rec("aaaaaaaaaaaa", "one", 2)).unwrap();
+        store.save(&rec("bbbbbbbbbbbb", "two", 1)).unwrap();
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["two", "one"]);
+        assert_eq!(store.resolve("one").unwrap().id.as_str(), "aaaaaaaaaaaa");
+        assert_eq!(store.resolve("bbbb").unwrap().name, "two");
+        assert!(matches!(store.resolve("nope"), Err(Error::NotFound(_))));
+        store.remove(&SandboxId::parse("aaaaaaaaaaaa").unwrap()).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+        let _guard = store.lock().unwrap();
+    }
+}
