@@ -43,6 +43,8 @@ pub struct HostSide {
     pub run_dir: PathBuf,
     /// Host directory mounted at the workdir (unless a user mount covers it).
     pub workspace: PathBuf,
+    /// Host directory mounted at `/root`, so root's home survives stop and start.
+    pub root_home: PathBuf,
     /// Network to join when the spec asks for `full`.
     pub network: Option<String>,
     /// `RLIMIT_NOFILE` and `RLIMIT_NPROC` hard limits of the engine's host: a container cannot be
@@ -116,6 +118,9 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
     if !workdir_covered {
         mounts.push(bind(&host.workspace, &spec.workdir, false));
     }
+    if !spec.mounts.iter().any(|m| m.sandbox == std::path::Path::new("/root")) {
+        mounts.push(bind(&host.root_home, "/root", false));
+    }
     mounts.extend(spec.mounts.iter().map(|m| {
         bind(
             &m.host,
@@ -144,7 +149,6 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
     ];
     let tmpfs = HashMap::from([
         ("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned()),
-        ("/root".to_owned(), "rw,nosuid,nodev,mode=0700".to_owned()),
     ]);
     let host_config = HostConfig {
         mounts: Some(mounts),
@@ -204,6 +208,7 @@ mod tests {
             agent: "/usr/local/bin/stockade-agent".into(),
             run_dir: "/var/lib/stockade/docker/0123456789ab/run".into(),
             workspace: "/var/lib/stockade/docker/0123456789ab/workspace".into(),
+            root_home: "/var/lib/stockade/docker/0123456789ab/root".into(),
             network: None,
             nofile_max: 20000,
             nproc_max: 9000,
@@ -221,7 +226,7 @@ mod tests {
         assert_eq!(hc.pids_limit, Some(4096));
         assert!(hc.tmpfs.unwrap().contains_key("/tmp"));
         let targets: Vec<String> = hc.mounts.unwrap().into_iter().filter_map(|m| m.target).collect();
-        assert_eq!(targets, [AGENT_PATH, RUN_DIR, "/workspace"]);
+        assert_eq!(targets, [AGENT_PATH, RUN_DIR, "/workspace", "/root"]);
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_ID], "0123456789ab");
         assert_eq!(labels[LABEL_OWNER], "h:/var/lib/stockade");

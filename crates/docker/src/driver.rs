@@ -200,6 +200,9 @@ impl DockerDriver {
     fn workspace(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("workspace")
     }
+    fn root_home(&self, id: &SandboxId) -> PathBuf {
+        self.sandbox_dir(id).join("root")
+    }
     fn runtime_file(&self, id: &SandboxId) -> PathBuf {
         self.sandbox_dir(id).join("runtime.json")
     }
@@ -311,6 +314,7 @@ impl DockerDriver {
             agent: self.agent.clone(),
             run_dir: self.run_dir(&record.id),
             workspace: self.workspace(&record.id),
+            root_home: self.root_home(&record.id),
             network: record.network.clone(),
             nofile_max: hard_limit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1 << 20),
             nproc_max: hard_limit(nix::sys::resource::Resource::RLIMIT_NPROC, 1 << 16),
@@ -319,20 +323,30 @@ impl DockerDriver {
 
     /// Makes the network, container and host directories of `record` and starts it.
     async fn build(&self, engine: &Engine, record: &Record) -> Result<()> {
-        for dir in [self.run_dir(&record.id), self.workspace(&record.id)] {
+        for dir in [self.run_dir(&record.id), self.workspace(&record.id), self.root_home(&record.id)] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::backend(format!("create {}", dir.display()), e))?;
         }
+        let _ = std::fs::set_permissions(
+            self.root_home(&record.id),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        );
         if let Some(network) = &record.network {
             let labels = HashMap::from([
                 (LABEL_ID.to_owned(), record.id.to_string()),
                 (LABEL_OWNER.to_owned(), self.owner.clone()),
             ]);
+            crate::firewall::ensure()?;
+            let options = HashMap::from([(
+                "com.docker.network.bridge.name".to_owned(),
+                crate::firewall::bridge_name(record.id.as_str()),
+            )]);
             engine
                 .client
                 .create_network(NetworkCreateRequest {
                     name: network.clone(),
                     driver: Some("bridge".into()),
                     labels: Some(labels),
+                    options: Some(options),
                     ..Default::default()
                 })
                 .await

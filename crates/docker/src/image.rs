@@ -40,7 +40,7 @@ impl Default for BaseRecipe {
             variant: "minbase".into(),
             packages: [
                 "bash", "coreutils", "git", "python3", "curl", "ca-certificates", "procps", "iproute2",
-                "util-linux",
+                "util-linux", "iputils-ping",
             ]
             .map(String::from)
             .to_vec(),

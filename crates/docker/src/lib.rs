@@ -8,6 +8,7 @@ pub mod agent_binary;
 pub mod container;
 pub mod driver;
 pub mod engine;
+pub mod firewall;
 pub mod image;
 pub mod transport;
 
