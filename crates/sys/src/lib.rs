@@ -253,7 +253,8 @@ pub fn drop_all_capabilities() -> io::Result<()> {
     const VERSION_3: u32 = 0x2008_0522;
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
     let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
-    if r == -1 {
+    // EINVAL: no ambient set to clear (kernels before 4.3, and gVisor).
+    if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
         return Err(io::Error::last_os_error());
     }
     let header = Header {
