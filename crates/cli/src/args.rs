@@ -41,6 +41,11 @@ pub enum Command {
     Rm(RemoveArgs),
     /// What this host supports and which drivers are usable.
     Info(JsonArgs),
+    /// Container images: make the base image, build, import, list.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Remove containers and networks Stockade labelled but has no record of.
+    Gc(JsonArgs),
     /// Measure Stockade against baselines run beside it.
     Bench(crate::bench::BenchArgs),
 }
@@ -50,9 +55,15 @@ pub struct CreateArgs {
     /// A unique name for the sandbox.
     #[arg(long)]
     pub name: Option<String>,
-    /// Driver to use.
+    /// Driver to use: native, docker or podman.
     #[arg(long, default_value = "native")]
     pub driver: String,
+    /// Image (container drivers; default stockade/base:latest, made by `stockade image base`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// OCI runtime the engine should use, e.g. runsc for gVisor (container drivers).
+    #[arg(long)]
+    pub runtime: Option<String>,
     /// Root filesystem directory (the host / read-only when absent).
     #[arg(long)]
     pub rootfs: Option<String>,
@@ -202,4 +213,37 @@ pub struct RemoveArgs {
     /// Sandbox ids or names.
     #[arg(required = true)]
     pub sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Make Stockade's base image (Debian with bash, coreutils, git, python3, curl,
+    /// ca-certificates) with debootstrap; built once per engine, keyed by its recipe.
+    Base(ImageEngineArgs),
+    /// Build an image from a directory with a Dockerfile.
+    Build {
+        /// The build context.
+        dir: String,
+        /// Name the image.
+        #[arg(short = 't', long = "tag", required = true)]
+        tag: String,
+        #[command(flatten)]
+        engine: ImageEngineArgs,
+    },
+    /// Import a root filesystem tarball as an image.
+    Import {
+        /// The tarball (tar, tar.gz, ...).
+        tarball: String,
+        /// Name the image.
+        name: String,
+        #[command(flatten)]
+        engine: ImageEngineArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImageEngineArgs {
+    /// The engine to use: docker (the first engine found) or podman.
+    #[arg(long, default_value = "docker")]
+    pub driver: String,
 }

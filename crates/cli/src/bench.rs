@@ -112,7 +112,7 @@ fn memory_kib(pid: i32) -> (u64, u64) {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
-    let driver: Arc<dyn Driver> = crate::commands::driver("native")?;
+    let driver: Arc<dyn Driver> = crate::commands::driver("native").await?;
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
     let n = a.iterations.max(3);

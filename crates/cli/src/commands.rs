@@ -10,28 +10,19 @@ use stockade_core::{
     parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec,
     SandboxStatus,
 };
-use stockade_native::NativeDriver;
-
-use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, RemoveArgs};
+use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, ImageCommand, RemoveArgs};
+use crate::router::Router;
 use crate::exit;
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
+    let router = Arc::new(Router::default());
     let result = match cli.command {
-        Command::Info(a) => info(a.json).map(|_| 0),
+        Command::Info(a) => info(&router, a.json).await.map(|_| 0),
         Command::Bench(a) => crate::bench::run(a).await,
-        command => {
-            // A new sandbox uses the driver its flags name; an existing one is found in the store.
-            let name = match &command {
-                Command::Create(a) => a.driver.as_str(),
-                Command::Run(a) => a.create.driver.as_str(),
-                _ => "native",
-            };
-            match driver(name) {
-                Ok(d) => dispatch(d, command).await,
-                Err(e) => Err(e),
-            }
-        }
+        Command::Image(c) => image(&router, c).await,
+        Command::Gc(a) => gc(&router, a.json).await,
+        command => dispatch(router, command).await,
     };
     match result {
         Ok(code) => code,
@@ -42,18 +33,83 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The driver named `name`.
-pub fn driver(name: &str) -> Result<Arc<dyn Driver>> {
+/// The driver named `name` (checked against the known drivers).
+pub async fn driver(name: &str) -> Result<Arc<dyn Driver>> {
+    if !crate::router::DRIVERS.contains(&name) {
+        return Err(Error::invalid(
+            "driver",
+            format!("{name:?} is not a driver; known drivers: {}", crate::router::DRIVERS.join(", ")),
+        ));
+    }
+    Ok(Arc::new(Router::default()))
+}
+
+fn container_driver_name(name: &str) -> Result<&'static str> {
     match name {
-        "native" => Ok(Arc::new(NativeDriver::from_env()?)),
+        "docker" => Ok("docker"),
+        "podman" => Ok("podman"),
         other => Err(Error::invalid(
             "driver",
-            format!("{other:?} is not available; known drivers: native"),
+            format!("{other:?}: images belong to a container engine; use docker or podman"),
         )),
     }
 }
 
-async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
+async fn image(router: &Router, c: ImageCommand) -> Result<i32> {
+    let driver = match &c {
+        ImageCommand::Base(e) => e.driver.as_str(),
+        ImageCommand::Build { engine, .. } | ImageCommand::Import { engine, .. } => engine.driver.as_str(),
+    };
+    let d = router.container(container_driver_name(driver)?).await?;
+    let engine = d.engine().await?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    match c {
+        ImageCommand::Base(_) => {
+            let scratch = stockade_store::home_from_env().join("cache");
+            let tag = stockade_docker::image::base(
+                engine,
+                &stockade_docker::image::BaseRecipe::default(),
+                &scratch,
+                &mut progress,
+            )
+            .await?;
+            println!("{tag}");
+        }
+        ImageCommand::Build { dir, tag, .. } => {
+            stockade_docker::image::build(engine, std::path::Path::new(&dir), &tag, &mut progress).await?;
+            println!("{tag}");
+        }
+        ImageCommand::Import { tarball, name, .. } => {
+            stockade_docker::image::import_tarball(engine, std::path::Path::new(&tarball), &name, &mut progress)
+                .await?;
+            println!("{name}");
+        }
+    }
+    Ok(0)
+}
+
+async fn gc(router: &Router, json: bool) -> Result<i32> {
+    let mut removed = Vec::new();
+    for name in ["docker", "podman"] {
+        let d = router.container(name).await?;
+        match d.gc().await {
+            Ok(r) => removed.extend(r.into_iter().map(|what| format!("{name}: {what}"))),
+            // No such engine here: nothing of it to collect.
+            Err(Error::Unsupported { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if json {
+        print_json(&removed);
+    } else {
+        for r in &removed {
+            println!("removed {r}");
+        }
+    }
+    Ok(0)
+}
+
+async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
     match command {
         Command::Create(a) => {
             let info = d.create(spec_from(&a)?).await?;
@@ -137,7 +193,7 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Rm(a) => remove(&*d, &a).await,
-        Command::Info(_) | Command::Bench(_) => Ok(0),
+        Command::Info(_) | Command::Bench(_) | Command::Image(_) | Command::Gc(_) => Ok(0),
     }
 }
 
@@ -156,6 +212,8 @@ pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
     let mut spec = SandboxSpec {
         name: a.name.clone(),
         driver: a.driver.clone(),
+        image: a.image.clone(),
+        runtime: a.runtime.clone(),
         rootfs: a.rootfs.as_ref().map(|r| absolute(r)).transpose()?,
         workdir: a.workdir.clone(),
         network: a.network.parse()?,
@@ -533,11 +591,29 @@ async fn copy_out(d: &dyn Driver, info: &SandboxInfo, src: &str, dst: &std::path
     Ok(())
 }
 
-fn info(json: bool) -> Result<()> {
+async fn info(router: &Router, json: bool) -> Result<()> {
     let report = stockade_native::host::report();
+    // The container engines: discovery in the documented order, each a ping at most.
+    let mut engines = Vec::new();
+    for name in ["docker", "podman"] {
+        let facts = match router.container(name).await {
+            Ok(d) => d.facts().await,
+            Err(e) => Err(e),
+        };
+        engines.push((name, facts));
+    }
+    let facts_json = |f: &Result<stockade_docker::EngineFacts>| match f {
+        Ok(f) => serde_json::json!({ "usable": true, "engine": f }),
+        Err(e) => serde_json::json!({ "usable": false, "reason": e.to_string() }),
+    };
     if json {
-        let drivers = serde_json::json!([{ "name": "native", "usable": report.native_driver_usable.is_ok(),
-            "reason": report.native_driver_usable.as_ref().err() }]);
+        let mut drivers = vec![serde_json::json!({ "name": "native", "usable": report.native_driver_usable.is_ok(),
+            "reason": report.native_driver_usable.as_ref().err() })];
+        for (name, facts) in &engines {
+            let mut entry = facts_json(facts);
+            entry["name"] = (*name).into();
+            drivers.push(entry);
+        }
         print_json(&serde_json::json!({ "host": report, "drivers": drivers }));
         return Ok(());
     }
@@ -579,5 +655,34 @@ fn info(json: bool) -> Result<()> {
     println!("                  root mapped to an unprivileged host uid; network none (loopback only)");
     println!("drivers:");
     println!("  native          {}", yes_no(&report.native_driver_usable));
+    for (name, facts) in &engines {
+        match facts {
+            Ok(f) => {
+                let runtimes: Vec<String> = f
+                    .runtimes
+                    .iter()
+                    .map(|r| {
+                        if r.args.is_empty() {
+                            r.name.clone()
+                        } else {
+                            format!("{} ({})", r.name, r.args.join(" "))
+                        }
+                    })
+                    .collect();
+                println!(
+                    "  {name:<15} yes: {} {} (API {}) at {} [{}]",
+                    f.kind, f.version, f.api_version, f.endpoint, f.found_by
+                );
+                println!(
+                    "                  runtimes: {}; default {}; cgroup v{}; storage {}",
+                    runtimes.join(", "),
+                    f.default_runtime,
+                    f.cgroup_version,
+                    f.storage_driver
+                );
+            }
+            Err(e) => println!("  {name:<15} no ({e})"),
+        }
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod commands;
 mod exit;
+mod router;
 mod terminal;
 
 use clap::Parser;

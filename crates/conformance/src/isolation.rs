@@ -446,7 +446,9 @@ except socket.gaierror as e:
         .await;
     assert_ne!(out.exit.code, Some(0));
     assert!(
-        text(&out.stderr).contains("unreachable") || text(&out.stderr).contains("not permitted"),
+        text(&out.stderr).contains("unreachable")
+            || text(&out.stderr).contains("not permitted")
+            || text(&out.stderr).contains("No route to host"),
         "{}",
         text(&out.stderr)
     );

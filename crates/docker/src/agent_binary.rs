@@ -10,29 +10,33 @@ pub const HOST_TARGET: &str = concat!(std::env!("STOCKADE_BUILD_ARCH"), "-unknow
 
 /// True when `path` is an ELF file with no program interpreter (static or static-pie).
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
-    let data = std::fs::read(path)?;
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
-    };
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 64];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
     // 64-bit little-endian ELF only (what this driver runs on).
-    if data.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+    if header[..6] != [0x7f, b'E', b'L', b'F', 2, 1] {
         return Ok(false);
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let phoff = u64::from_le_bytes([
+        header[0x20], header[0x21], header[0x22], header[0x23], header[0x24], header[0x25], header[0x26], header[0x27],
+    ]);
+    let phentsize = usize::from(u16::from_le_bytes([header[0x36], header[0x37]]));
+    let phnum = usize::from(u16::from_le_bytes([header[0x38], header[0x39]]));
+    if phentsize < 4 {
         return Ok(false);
-    };
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    file.seek(SeekFrom::Start(phoff))?;
+    if file.read_exact(&mut table).is_err() {
+        return Ok(false);
+    }
     const PT_INTERP: u32 = 3;
-    for i in 0..phnum {
-        match u32_at(phoff + i * phentsize) {
-            Some(PT_INTERP) => return Ok(false),
-            Some(_) => {}
-            None => return Ok(false),
-        }
-    }
-    Ok(true)
+    Ok(table
+        .chunks_exact(phentsize)
+        .all(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) != PT_INTERP))
 }
 
 /// Finds the agent: `$STOCKADE_CONTAINER_AGENT`, then `$STOCKADE_AGENT`, beside the running

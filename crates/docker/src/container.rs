@@ -47,10 +47,8 @@ pub struct HostSide {
     pub root_home: PathBuf,
     /// Network to join when the spec asks for `full`.
     pub network: Option<String>,
-    /// `RLIMIT_NOFILE` and `RLIMIT_NPROC` hard limits of the engine's host: a container cannot be
-    /// given more without `CAP_SYS_RESOURCE` (Podman otherwise asks for more and fails).
-    pub nofile_max: u64,
-    pub nproc_max: u64,
+    /// The engine's own hard limits: containers get at most these.
+    pub limits: crate::engine::EngineLimits,
 }
 
 /// The container's name for a sandbox id.
@@ -134,19 +132,20 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
     let nofile = r
         .open_files
         .unwrap_or(stockade_proto::config::DEFAULT_MAX_OPEN_FILES)
-        .min(host.nofile_max) as i64;
-    let ulimits = vec![
-        ResourcesUlimits {
-            name: Some("nofile".into()),
-            soft: Some(nofile),
-            hard: Some(nofile),
-        },
-        ResourcesUlimits {
+        .min(host.limits.nofile.unwrap_or(u64::MAX)) as i64;
+    let mut ulimits = vec![ResourcesUlimits {
+        name: Some("nofile".into()),
+        soft: Some(nofile),
+        hard: Some(nofile),
+    }];
+    // Left alone when the engine has no limit; set to the engine's own when it has one.
+    if let Some(nproc) = host.limits.nproc {
+        ulimits.push(ResourcesUlimits {
             name: Some("nproc".into()),
-            soft: Some(host.nproc_max as i64),
-            hard: Some(host.nproc_max as i64),
-        },
-    ];
+            soft: Some(nproc as i64),
+            hard: Some(nproc as i64),
+        });
+    }
     let tmpfs = HashMap::from([
         ("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned()),
     ]);
@@ -210,8 +209,10 @@ mod tests {
             workspace: "/var/lib/stockade/docker/0123456789ab/workspace".into(),
             root_home: "/var/lib/stockade/docker/0123456789ab/root".into(),
             network: None,
-            nofile_max: 20000,
-            nproc_max: 9000,
+            limits: crate::engine::EngineLimits {
+                nofile: Some(20000),
+                nproc: Some(9000),
+            },
         }
     }
 

@@ -106,12 +106,6 @@ fn is_404(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
-fn hard_limit(resource: nix::sys::resource::Resource, fallback: u64) -> u64 {
-    nix::sys::resource::getrlimit(resource)
-        .map(|(_, hard)| hard)
-        .unwrap_or(fallback)
-}
-
 impl DockerDriver {
     /// A driver over the Stockade home `home`, mounting `agent` (a static `stockade-agent`) into
     /// every container. `name` is `docker` (any engine) or `podman` (Podman's sockets only).
@@ -316,8 +310,7 @@ impl DockerDriver {
             workspace: self.workspace(&record.id),
             root_home: self.root_home(&record.id),
             network: record.network.clone(),
-            nofile_max: hard_limit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1 << 20),
-            nproc_max: hard_limit(nix::sys::resource::Resource::RLIMIT_NPROC, 1 << 16),
+            limits: crate::engine::local_engine_limits(&record.engine),
         }
     }
 

@@ -216,6 +216,44 @@ impl Engine {
     }
 }
 
+/// Hard `RLIMIT_NOFILE` and `RLIMIT_NPROC` of the engine's own process (`None`: unlimited or
+/// unknown). A container cannot be given more than its engine has without `CAP_SYS_RESOURCE`,
+/// and Podman asks for more than it has unless told a number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineLimits {
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+}
+
+/// Reads [`EngineLimits`] of the process listening on the local socket `endpoint`, found by
+/// the socket's peer credentials. Falls back to this process's own limits.
+pub fn local_engine_limits(endpoint: &str) -> EngineLimits {
+    let peer_pid = socket_path(endpoint).and_then(|path| {
+        let stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+        let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+        Some(cred.pid())
+    });
+    let limits = peer_pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/limits")).ok())
+        .or_else(|| std::fs::read_to_string("/proc/self/limits").ok())
+        .unwrap_or_default();
+    parse_limits(&limits)
+}
+
+/// The hard limits of `Max open files` and `Max processes` in a `/proc/PID/limits` text.
+pub fn parse_limits(text: &str) -> EngineLimits {
+    let hard = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l[name.len()..].split_whitespace().nth(1).map(str::to_owned))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    EngineLimits {
+        nofile: hard("Max open files"),
+        nproc: hard("Max processes"),
+    }
+}
+
 /// An engine error without bollard's nesting.
 pub fn short(e: &bollard::errors::Error) -> String {
     match e {
@@ -310,6 +348,22 @@ mod tests {
             endpoints,
             ["unix:///run/podman/podman.sock", "unix:///run/user/1000/podman/podman.sock"]
         );
+    }
+
+    #[test]
+    fn limits_parse() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max processes             32768                32768                processes \n\
+Max open files            1024                 20000                files     \n";
+        assert_eq!(
+            parse_limits(text),
+            EngineLimits {
+                nofile: Some(20000),
+                nproc: Some(32768)
+            }
+        );
+        let unlimited = "Max processes             unlimited            unlimited            processes \n";
+        assert_eq!(parse_limits(unlimited).nproc, None);
     }
 
     #[test]

@@ -143,8 +143,8 @@ where
     });
     let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
         .from_src("-")
-        .repo(repo)
-        .tag(tag)
+        // The tag goes in `repo`: the API allows it there, and Podman ignores a separate `tag`.
+        .repo(&format!("{repo}:{tag}"))
         .changes(vec![
             format!("ENV PATH={}", stockade_proto::DEFAULT_PATH),
             "CMD [\"/bin/bash\"]".into(),
