@@ -513,9 +513,19 @@ pub mod cases {
         assert_eq!(hostnames.len(), 50, "each sandbox has its own hostname");
         let ids: std::collections::BTreeSet<_> = sandboxes.iter().map(|s| s.id.clone()).collect();
         let listed = h.driver().list().await.unwrap();
-        assert!(ids.iter().all(|id| listed
+        let missing: Vec<String> = ids
             .iter()
-            .any(|s| &s.id == id && s.status == SandboxStatus::Running)));
+            .filter(|id| {
+                !listed
+                    .iter()
+                    .any(|s| &s.id == *id && s.status == SandboxStatus::Running)
+            })
+            .map(|id| {
+                let seen = listed.iter().find(|s| &s.id == id);
+                format!("{id}: {:?}", seen.map(|s| (s.status, s.details.get("engine_error"))))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not listed as running: {missing:?}");
     }
 
     pub async fn reattach_by_id_from_a_new_driver(h: &dyn Harness) {
