@@ -22,6 +22,16 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Driver to measure: native (against bubblewrap) or docker/podman (against the engine's own
+    /// command-line tool on the same image).
+    #[arg(long, default_value = "native")]
+    pub driver: String,
+    /// Image for the container drivers.
+    #[arg(long, default_value = stockade_docker::driver::DEFAULT_IMAGE)]
+    pub image: String,
+    /// OCI runtime for the container drivers (the engine's default when absent).
+    #[arg(long)]
+    pub runtime: Option<String>,
 }
 
 /// Median and 90th percentile of a sample, in milliseconds.
@@ -112,7 +122,18 @@ fn memory_kib(pid: i32) -> (u64, u64) {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
-    let driver: Arc<dyn Driver> = crate::commands::driver("native").await?;
+    match a.driver.as_str() {
+        "native" => {}
+        "docker" | "podman" => return run_containers(a).await,
+        other => {
+            return Err(Error::invalid(
+                "driver",
+                format!("{other:?}: bench measures native, docker or podman"),
+            ))
+        }
+    }
+    // The native driver itself, not the CLI's router: the library rows measure the driver.
+    let driver: Arc<dyn Driver> = Arc::new(stockade_native::NativeDriver::from_env()?);
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
     let n = a.iterations.max(3);
@@ -360,6 +381,198 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         rss / per,
         b_pss,
         b_rss
+    );
+    Ok(0)
+}
+
+fn output_of(argv: &[&str]) -> Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::backend(format!("run {}", argv[0]), e))?;
+    if !out.status.success() {
+        return Err(Error::backend(
+            format!("run {}", argv.join(" ")),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `stockade bench --driver docker|podman`: the same operations through Stockade and through the
+/// engine's own CLI (`docker` or `podman`), interleaved, on the same image and runtime.
+async fn run_containers(a: BenchArgs) -> Result<i32> {
+    let tool: &'static str = if a.driver == "podman" { "podman" } else { "docker" };
+    let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
+    let exe = exe.to_string_lossy().into_owned();
+    let n = a.iterations.max(3);
+    let mut create_flags: Vec<String> = vec![
+        "--driver".into(),
+        a.driver.clone(),
+        "--image".into(),
+        a.image.clone(),
+    ];
+    let mut tool_flags: Vec<String> = vec!["--network".into(), "none".into()];
+    if let Some(r) = &a.runtime {
+        create_flags.extend(["--runtime".into(), r.clone()]);
+        tool_flags.extend(["--runtime".into(), r.clone()]);
+    }
+    let args = |head: &[&str], flags: &[String], tail: &[&str]| -> Vec<String> {
+        head.iter()
+            .map(|s| (*s).to_owned())
+            .chain(flags.iter().cloned())
+            .chain(tail.iter().map(|s| (*s).to_owned()))
+            .collect()
+    };
+    let run = |argv: &[String]| {
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        output_of(&refs)
+    };
+    let timed = |argv: &[String]| -> Result<(Duration, String)> {
+        let start = Instant::now();
+        let out = run(argv)?;
+        Ok((start.elapsed(), out))
+    };
+    eprintln!(
+        "stockade bench --driver {}: {n} iterations each, image {}; warming up",
+        a.driver, a.image
+    );
+    let our_create = args(&[&exe, "create"], &create_flags, &[]);
+    let their_run = args(
+        &[tool, "run", "-d"],
+        &tool_flags,
+        &[&a.image, "sleep", "infinity"],
+    );
+    for _ in 0..2 {
+        let id = run(&our_create)?;
+        run(&[exe.clone(), "rm".into(), "-f".into(), id])?;
+        let cid = run(&their_run)?;
+        run(&[tool.into(), "rm".into(), "-f".into(), cid])?;
+    }
+
+    let mut rows = Vec::new();
+    // 1. create → ready to exec, against `docker run -d IMAGE sleep infinity` as users type it
+    // (the engine's default network), and against the same with `--network none` (what a
+    // Stockade sandbox has by default).
+    let mut their_default = vec![tool.to_owned(), "run".into(), "-d".into()];
+    if let Some(r) = &a.runtime {
+        their_default.extend(["--runtime".into(), r.clone()]);
+    }
+    their_default.extend([a.image.clone(), "sleep".into(), "infinity".into()]);
+    let (mut ours, mut theirs, mut theirs_none) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (t, id) = timed(&our_create)?;
+        ours.push(t);
+        run(&[exe.clone(), "rm".into(), "-f".into(), id])?;
+        let (t, cid) = timed(&their_default)?;
+        theirs.push(t);
+        run(&[tool.into(), "rm".into(), "-f".into(), cid])?;
+        let (t, cid) = timed(&their_run)?;
+        theirs_none.push(t);
+        run(&[tool.into(), "rm".into(), "-f".into(), cid])?;
+    }
+    let ours = summarize(ours);
+    rows.push(Row::new(
+        "create, ready to exec (stockade create)",
+        ours,
+        if tool == "podman" {
+            "podman run -d IMAGE sleep inf"
+        } else {
+            "docker run -d IMAGE sleep inf"
+        },
+        summarize(theirs),
+    ));
+    rows.push(Row::new(
+        "create, ready to exec (stockade create)",
+        ours,
+        "... run -d --network none ...",
+        summarize(theirs_none),
+    ));
+
+    // 2. exec round trip on live sandboxes.
+    let id = run(&our_create)?;
+    let cid = run(&their_run)?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        ours.push(timed(&[exe.clone(), "exec".into(), id.clone(), "--".into(), "true".into()])?.0);
+        theirs.push(timed(&[tool.into(), "exec".into(), cid.clone(), "true".into()])?.0);
+    }
+    rows.push(Row::new(
+        "exec round trip (stockade exec -- true)",
+        summarize(ours),
+        if tool == "podman" {
+            "podman exec CONTAINER true"
+        } else {
+            "docker exec CONTAINER true"
+        },
+        summarize(theirs),
+    ));
+    // The same through the library, against the same baseline.
+    let driver = crate::commands::driver(&a.driver).await?;
+    let sid = driver.get(&id).await?.id;
+    let mut lib = Vec::new();
+    for _ in 0..n.max(50) {
+        let start = Instant::now();
+        driver
+            .exec(&sid, ExecRequest::new(["true"]))
+            .await?
+            .output()
+            .await?;
+        lib.push(start.elapsed());
+    }
+    rows.push(Row::new(
+        "exec round trip (library)",
+        summarize(lib),
+        if tool == "podman" {
+            "podman exec CONTAINER true"
+        } else {
+            "docker exec CONTAINER true"
+        },
+        rows[2].baseline,
+    ));
+    run(&[exe.clone(), "rm".into(), "-f".into(), id])?;
+    run(&[tool.into(), "rm".into(), "-f".into(), cid])?;
+
+    // 3. create → exec → destroy, against `docker run --rm IMAGE true`.
+    let our_run = args(&[&exe, "run"], &create_flags, &["--", "true"]);
+    let their_once = args(&[tool, "run", "--rm"], &tool_flags, &[&a.image, "true"]);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        ours.push(timed(&our_run)?.0);
+        theirs.push(timed(&their_once)?.0);
+    }
+    rows.push(Row::new(
+        "create+exec+destroy (stockade run -- true)",
+        summarize(ours),
+        if tool == "podman" {
+            "podman run --rm IMAGE true"
+        } else {
+            "docker run --rm IMAGE true"
+        },
+        summarize(theirs),
+    ));
+
+    if a.json {
+        let v = serde_json::json!({ "driver": a.driver, "image": a.image, "runtime": a.runtime, "iterations": n, "rows": rows });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    println!(
+        "{:<44} {:>10} {:>10}   {:<32} {:>10}  {:>7}",
+        "measurement", "median ms", "p90 ms", "baseline", "median ms", "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<44} {:>10.2} {:>10.2}   {:<32} {:>10.2}  {:>6.2}x",
+            r.name, r.stockade.median_ms, r.stockade.p90_ms, r.baseline_name, r.baseline.median_ms, r.ratio
+        );
+    }
+    println!(
+        "(driver {}, runtime {}, image {})",
+        a.driver,
+        a.runtime.as_deref().unwrap_or("engine default"),
+        a.image
     );
     Ok(0)
 }

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, ImageCommand, RemoveArgs};
+use crate::exit;
+use crate::router::Router;
 use futures::StreamExt;
 use stockade_core::{
     parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec,
     SandboxStatus,
 };
-use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, ImageCommand, RemoveArgs};
-use crate::router::Router;
-use crate::exit;
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
@@ -38,7 +38,10 @@ pub async fn driver(name: &str) -> Result<Arc<dyn Driver>> {
     if !crate::router::DRIVERS.contains(&name) {
         return Err(Error::invalid(
             "driver",
-            format!("{name:?} is not a driver; known drivers: {}", crate::router::DRIVERS.join(", ")),
+            format!(
+                "{name:?} is not a driver; known drivers: {}",
+                crate::router::DRIVERS.join(", ")
+            ),
         ));
     }
     Ok(Arc::new(Router::default()))
@@ -80,8 +83,13 @@ async fn image(router: &Router, c: ImageCommand) -> Result<i32> {
             println!("{tag}");
         }
         ImageCommand::Import { tarball, name, .. } => {
-            stockade_docker::image::import_tarball(engine, std::path::Path::new(&tarball), &name, &mut progress)
-                .await?;
+            stockade_docker::image::import_tarball(
+                engine,
+                std::path::Path::new(&tarball),
+                &name,
+                &mut progress,
+            )
+            .await?;
             println!("{name}");
         }
     }
@@ -607,8 +615,10 @@ async fn info(router: &Router, json: bool) -> Result<()> {
         Err(e) => serde_json::json!({ "usable": false, "reason": e.to_string() }),
     };
     if json {
-        let mut drivers = vec![serde_json::json!({ "name": "native", "usable": report.native_driver_usable.is_ok(),
-            "reason": report.native_driver_usable.as_ref().err() })];
+        let mut drivers = vec![
+            serde_json::json!({ "name": "native", "usable": report.native_driver_usable.is_ok(),
+            "reason": report.native_driver_usable.as_ref().err() }),
+        ];
         for (name, facts) in &engines {
             let mut entry = facts_json(facts);
             entry["name"] = (*name).into();

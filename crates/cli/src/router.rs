@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stockade_core::{
-    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec, Stats,
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec,
+    Stats,
 };
 use stockade_docker::DockerDriver;
 use stockade_native::NativeDriver;
@@ -25,9 +26,11 @@ pub struct Router {
 fn container_driver(name: &'static str) -> Result<DockerDriver> {
     let agent = stockade_docker::agent_binary::find()?;
     Ok(
-        DockerDriver::new(&stockade_store::home_from_env(), agent, name)?.with_progress(Arc::new(|line: &str| {
-            eprintln!("stockade: {line}");
-        })),
+        DockerDriver::new(&stockade_store::home_from_env(), agent, name)?.with_progress(Arc::new(
+            |line: &str| {
+                eprintln!("stockade: {line}");
+            },
+        )),
     )
 }
 
@@ -40,8 +43,13 @@ impl Router {
 
     /// The container driver for `name` (`docker` or `podman`).
     pub async fn container(&self, name: &'static str) -> Result<&Arc<DockerDriver>> {
-        let cell = if name == "podman" { &self.podman } else { &self.docker };
-        cell.get_or_try_init(|| async { container_driver(name).map(Arc::new) }).await
+        let cell = if name == "podman" {
+            &self.podman
+        } else {
+            &self.docker
+        };
+        cell.get_or_try_init(|| async { container_driver(name).map(Arc::new) })
+            .await
     }
 
     /// The container records, read without an agent binary or an engine.
@@ -73,7 +81,13 @@ impl Router {
             }
         }
         if let Ok(record) = self.container_records().resolve(id_or_name) {
-            return self.by_name(if record.driver == "podman" { "podman" } else { "docker" }).await;
+            return self
+                .by_name(if record.driver == "podman" {
+                    "podman"
+                } else {
+                    "docker"
+                })
+                .await;
         }
         match native {
             Ok(_) => Err(Error::NotFound(id_or_name.to_owned())),

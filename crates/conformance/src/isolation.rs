@@ -437,7 +437,8 @@ except socket.gaierror as e:
         .run(ExecRequest::new(["bash", "-c", "echo > /dev/tcp/1.1.1.1/80"]))
         .await;
     assert!(
-        text(&out.stderr).contains("Network is unreachable") || text(&out.stderr).contains("No route to host"),
+        text(&out.stderr).contains("Network is unreachable")
+            || text(&out.stderr).contains("No route to host"),
         "{}",
         text(&out.stderr)
     );

@@ -522,7 +522,10 @@ pub mod cases {
             })
             .map(|id| {
                 let seen = listed.iter().find(|s| &s.id == id);
-                format!("{id}: {:?}", seen.map(|s| (s.status, s.details.get("engine_error"))))
+                format!(
+                    "{id}: {:?}",
+                    seen.map(|s| (s.status, s.details.get("engine_error")))
+                )
             })
             .collect();
         assert!(missing.is_empty(), "not listed as running: {missing:?}");

@@ -53,7 +53,10 @@ impl Harness for Container {
             ("container", vec!["ps", "-aq", "--filter", &label]),
             ("network", vec!["network", "ls", "-q", "--filter", &label]),
         ] {
-            let out = std::process::Command::new(self.flavor).args(&args).output().unwrap();
+            let out = std::process::Command::new(self.flavor)
+                .args(&args)
+                .output()
+                .unwrap();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 found.push(format!("{what} {line}"));
             }
@@ -108,15 +111,25 @@ fn gvisor_gap(case: &str) -> Option<&'static str> {
 /// Builds (or finds, by recipe hash) the base image on each engine once per test process.
 fn ensure_base_image(flavor: &'static str) -> Result<(), String> {
     static DONE: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
-    let mut done = DONE.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(|p| p.into_inner());
+    let mut done = DONE
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if done.contains(&flavor) {
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let engine = Engine::discover(if flavor == "podman" { Flavor::Podman } else { Flavor::Any })
-            .await
-            .map_err(|e| e.to_string())?;
+        let engine = Engine::discover(if flavor == "podman" {
+            Flavor::Podman
+        } else {
+            Flavor::Any
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let scratch = std::env::temp_dir().join("stockade-test-images");
         stockade_docker::image::base(
             &engine,
@@ -131,7 +144,11 @@ fn ensure_base_image(flavor: &'static str) -> Result<(), String> {
     Ok(())
 }
 
-fn container(flavor: &'static str, runtime: Option<&'static str>, transport: Option<Transport>) -> Option<Container> {
+fn container(
+    flavor: &'static str,
+    runtime: Option<&'static str>,
+    transport: Option<Transport>,
+) -> Option<Container> {
     if !nix::unistd::geteuid().is_root() {
         skip("the docker driver's tests run as root (the engines here are rootful)");
         return None;

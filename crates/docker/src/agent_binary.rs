@@ -21,7 +21,14 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
         return Ok(false);
     }
     let phoff = u64::from_le_bytes([
-        header[0x20], header[0x21], header[0x22], header[0x23], header[0x24], header[0x25], header[0x26], header[0x27],
+        header[0x20],
+        header[0x21],
+        header[0x22],
+        header[0x23],
+        header[0x24],
+        header[0x25],
+        header[0x26],
+        header[0x27],
     ]);
     let phentsize = usize::from(u16::from_le_bytes([header[0x36], header[0x37]]));
     let phnum = usize::from(u16::from_le_bytes([header[0x38], header[0x39]]));
@@ -61,13 +68,20 @@ pub fn find() -> Result<PathBuf> {
     if let Some(exe_dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
         candidates.push(exe_dir.join("stockade-agent"));
         // target/debug/stockade or target/debug/deps/test-binary → target/<triple>/<profile>.
-        for up in [exe_dir.parent(), exe_dir.parent().and_then(Path::parent)].into_iter().flatten() {
+        for up in [exe_dir.parent(), exe_dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
             for profile in ["debug", "release"] {
                 candidates.push(up.join(HOST_TARGET).join(profile).join("stockade-agent"));
             }
         }
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').filter(|d| !d.is_empty()) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+    {
         candidates.push(Path::new(dir).join("stockade-agent"));
     }
     let mut dynamic = None;

@@ -29,7 +29,15 @@ pub const DEFAULT_PIDS: u32 = 4096;
 
 /// The capabilities the agent (and only the agent) keeps: enough to switch to the exec's user
 /// and to empty the bounding set before anything runs. Every exec'd process gets none.
-pub const AGENT_CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "SETPCAP", "KILL"];
+pub const AGENT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "SETPCAP",
+    "KILL",
+];
 
 /// What the host decided for one container.
 #[derive(Debug, Clone)]
@@ -58,7 +66,12 @@ pub fn container_name(id: &SandboxId) -> String {
 
 /// The agent's configuration for this container (exec defaults and hardening).
 pub fn agent_config(spec: &SandboxSpec) -> stockade_proto::AgentConfig {
-    let mut writable = vec![spec.workdir.clone(), "/root".into(), "/tmp".into(), "/dev/shm".into()];
+    let mut writable = vec![
+        spec.workdir.clone(),
+        "/root".into(),
+        "/tmp".into(),
+        "/dev/shm".into(),
+    ];
     writable.extend(
         spec.mounts
             .iter()
@@ -98,7 +111,8 @@ fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
 pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> ContainerCreateBody {
     let config = agent_config(spec);
     let config_json = serde_json::to_string(&config).unwrap_or_default();
-    let mut labels: HashMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut labels: HashMap<String, String> =
+        spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.insert(LABEL_ID.into(), host.id.to_string());
     labels.insert(LABEL_OWNER.into(), host.owner.clone());
     if let Some(name) = &spec.name {
@@ -116,16 +130,18 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
     if !workdir_covered {
         mounts.push(bind(&host.workspace, &spec.workdir, false));
     }
-    if !spec.mounts.iter().any(|m| m.sandbox == std::path::Path::new("/root")) {
+    if !spec
+        .mounts
+        .iter()
+        .any(|m| m.sandbox == std::path::Path::new("/root"))
+    {
         mounts.push(bind(&host.root_home, "/root", false));
     }
-    mounts.extend(spec.mounts.iter().map(|m| {
-        bind(
-            &m.host,
-            &m.sandbox.display().to_string(),
-            m.read_only,
-        )
-    }));
+    mounts.extend(
+        spec.mounts
+            .iter()
+            .map(|m| bind(&m.host, &m.sandbox.display().to_string(), m.read_only)),
+    );
 
     let r = &spec.resources;
     let memory = r.memory_bytes.map(|m| m as i64);
@@ -146,9 +162,7 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
             hard: Some(nproc as i64),
         });
     }
-    let tmpfs = HashMap::from([
-        ("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned()),
-    ]);
+    let tmpfs = HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev,mode=1777".to_owned())]);
     let host_config = HostConfig {
         mounts: Some(mounts),
         readonly_rootfs: Some(true),
@@ -265,6 +279,8 @@ mod tests {
         let hc = create_body(&spec, "img", &host()).host_config.unwrap();
         let sources: Vec<String> = hc.mounts.unwrap().into_iter().filter_map(|m| m.source).collect();
         assert_eq!(sources.last().map(String::as_str), Some("/src"));
-        assert!(!sources.iter().any(|s| s.ends_with("/workspace") && s.contains("docker")));
+        assert!(!sources
+            .iter()
+            .any(|s| s.ends_with("/workspace") && s.contains("docker")));
     }
 }

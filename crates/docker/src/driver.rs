@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,10 @@ fn engine_err(what: impl Into<String>, e: &bollard::errors::Error) -> Error {
 }
 
 fn is_404(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+    )
 }
 
 impl DockerDriver {
@@ -113,7 +116,12 @@ impl DockerDriver {
         let flavor = match name {
             "docker" => Flavor::Any,
             "podman" => Flavor::Podman,
-            other => return Err(Error::invalid("driver", format!("{other:?} is not a container driver"))),
+            other => {
+                return Err(Error::invalid(
+                    "driver",
+                    format!("{other:?} is not a container driver"),
+                ))
+            }
         };
         let dir = home.join("docker");
         let hostname = nix::unistd::gethostname()
@@ -316,8 +324,13 @@ impl DockerDriver {
 
     /// Makes the network, container and host directories of `record` and starts it.
     async fn build(&self, engine: &Engine, record: &Record) -> Result<()> {
-        for dir in [self.run_dir(&record.id), self.workspace(&record.id), self.root_home(&record.id)] {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::backend(format!("create {}", dir.display()), e))?;
+        for dir in [
+            self.run_dir(&record.id),
+            self.workspace(&record.id),
+            self.root_home(&record.id),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::backend(format!("create {}", dir.display()), e))?;
         }
         let _ = std::fs::set_permissions(
             self.root_home(&record.id),
@@ -377,7 +390,9 @@ impl DockerDriver {
             .await
             .map_err(|e| self.create_error(record, &e))?;
         self.wait_ready(engine, record).await?;
-        self.learn_runtime(engine, record).await;
+        if record.spec.resources.memory_bytes.is_some() {
+            self.learn_runtime(engine, record).await;
+        }
         Ok(())
     }
 
@@ -415,8 +430,16 @@ impl DockerDriver {
                         format!(
                             "it exited with {} before its agent listened{}{}",
                             state.exit_code.unwrap_or(-1),
-                            state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default(),
-                            if logs.is_empty() { String::new() } else { format!("; its log: {logs}") }
+                            state
+                                .error
+                                .filter(|e| !e.is_empty())
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default(),
+                            if logs.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; its log: {logs}")
+                            }
                         ),
                     ));
                 }
@@ -433,7 +456,11 @@ impl DockerDriver {
     }
 
     async fn logs(&self, engine: &Engine, container: &str) -> String {
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("5").build();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail("5")
+            .build();
         let mut out = String::new();
         let mut logs = engine.client.logs(container, Some(options));
         while let Some(Ok(chunk)) = logs.next().await {
@@ -468,7 +495,11 @@ impl DockerDriver {
     async fn teardown(&self, record: &Record) -> Result<()> {
         let engine = self.engine_at(&record.engine)?;
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match engine.client.remove_container(&record.container, Some(options)).await {
+        match engine
+            .client
+            .remove_container(&record.container, Some(options))
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_404(&e) => {}
             Err(e) => return Err(engine_err(format!("remove container {}", record.container), &e)),
@@ -493,7 +524,9 @@ impl DockerDriver {
     fn status_of(record: &Record, state: Option<&str>) -> SandboxStatus {
         match state {
             Some("running") => SandboxStatus::Running,
-            Some("restarting" | "created") if record.status != SandboxStatus::Stopped => SandboxStatus::Creating,
+            Some("restarting" | "created") if record.status != SandboxStatus::Stopped => {
+                SandboxStatus::Creating
+            }
             Some(_) if record.status == SandboxStatus::Stopped => SandboxStatus::Stopped,
             _ => SandboxStatus::Lost,
         }
@@ -506,13 +539,21 @@ impl DockerDriver {
         details.insert("image".into(), record.image.clone().into());
         details.insert(
             "runtime".into(),
-            record.spec.runtime.clone().unwrap_or_else(|| "engine default".into()).into(),
+            record
+                .spec
+                .runtime
+                .clone()
+                .unwrap_or_else(|| "engine default".into())
+                .into(),
         );
         details.insert("transport".into(), record.transport.as_str().into());
         if let Some(n) = &record.network {
             details.insert("network".into(), n.clone().into());
         }
-        details.insert("workspace_dir".into(), self.workspace(&record.id).display().to_string().into());
+        details.insert(
+            "workspace_dir".into(),
+            self.workspace(&record.id).display().to_string().into(),
+        );
         if let Some(note) = note {
             details.insert("engine_error".into(), note.into());
         }
@@ -550,7 +591,9 @@ impl DockerDriver {
                 let state = i.state.and_then(|s| s.status).map(|s| s.to_string());
                 self.info(record, Self::status_of(record, state.as_deref()), None)
             }
-            Err(e) if is_404(&e) => self.info(record, SandboxStatus::Lost, Some("the container is gone".into())),
+            Err(e) if is_404(&e) => {
+                self.info(record, SandboxStatus::Lost, Some("the container is gone".into()))
+            }
             Err(e) => self.info(record, SandboxStatus::Lost, Some(short(&e))),
         }
     }
@@ -588,17 +631,31 @@ impl DockerDriver {
     /// what was removed.
     pub async fn gc(&self) -> Result<Vec<String>> {
         let engine = self.engine().await?;
-        let known: std::collections::BTreeSet<String> =
-            self.records.list()?.into_iter().map(|r| r.id.to_string()).collect();
+        let known: std::collections::BTreeSet<String> = self
+            .records
+            .list()?
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
         let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.owner)])]);
         let mut removed = Vec::new();
         let containers = engine
             .client
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(|e| engine_err("list containers", &e))?;
         for c in containers {
-            let id = c.labels.as_ref().and_then(|l| l.get(LABEL_ID)).cloned().unwrap_or_default();
+            let id = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ID))
+                .cloned()
+                .unwrap_or_default();
             if known.contains(&id) {
                 continue;
             }
@@ -621,7 +678,12 @@ impl DockerDriver {
             .await
             .map_err(|e| engine_err("list networks", &e))?;
         for n in networks {
-            let id = n.labels.as_ref().and_then(|l| l.get(LABEL_ID)).cloned().unwrap_or_default();
+            let id = n
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ID))
+                .cloned()
+                .unwrap_or_default();
             if known.contains(&id) {
                 continue;
             }
@@ -642,7 +704,12 @@ impl DockerDriver {
         let mut found = Vec::new();
         for c in engine
             .client
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(|e| engine_err("list containers", &e))?
         {
@@ -678,7 +745,9 @@ fn oom_counter_of(pid: i64) -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let path = path.trim_start_matches('/');
         if controllers.split(',').any(|c| c == "memory") {
-            let f = Path::new("/sys/fs/cgroup/memory").join(path).join("memory.oom_control");
+            let f = Path::new("/sys/fs/cgroup/memory")
+                .join(path)
+                .join("memory.oom_control");
             if f.exists() {
                 return Some(f);
             }
@@ -715,7 +784,7 @@ impl Driver for DockerDriver {
         self.check_spec(&spec)?;
         let engine = self.engine().await?;
         let image_name = spec.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-        let (facts, image_found) = tokio::join!(engine.facts(), image::exists(engine, &image_name));
+        let (facts, image_found) = tokio::join!(engine.runtime_facts(), image::exists(engine, &image_name));
         let facts = facts?;
         let transport = self.plan(&spec, &facts)?;
         if !image_found? {
@@ -783,7 +852,12 @@ impl Driver for DockerDriver {
                     let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.owner)])]);
                     engine
                         .client
-                        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+                        .list_containers(Some(
+                            ListContainersOptionsBuilder::new()
+                                .all(true)
+                                .filters(&filters)
+                                .build(),
+                        ))
                         .await
                         .map_err(|e| short(&e))
                 }
@@ -826,10 +900,17 @@ impl Driver for DockerDriver {
         let mut record = self.records.load(id)?;
         let engine = self.engine_at(&record.engine)?;
         let options = StopContainerOptionsBuilder::new().t(2).build();
-        match engine.client.stop_container(&record.container, Some(options)).await {
+        match engine
+            .client
+            .stop_container(&record.container, Some(options))
+            .await
+        {
             Ok(()) => {}
             // Already stopped (304) or gone (404, a lost sandbox): stopped is what was asked.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
             Err(e) => return Err(engine_err(format!("stop {}", record.container), &e)),
         }
         record.status = SandboxStatus::Stopped;

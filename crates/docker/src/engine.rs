@@ -159,7 +159,11 @@ impl Engine {
                 Err(_) => tried.push(format!("{} ({}): no answer in 5 s", c.endpoint, c.source)),
             }
         }
-        let what = if flavor == Flavor::Podman { "Podman" } else { "container" };
+        let what = if flavor == Flavor::Podman {
+            "Podman"
+        } else {
+            "container"
+        };
         Err(Error::unsupported(
             if flavor == Flavor::Podman { "podman" } else { "docker" },
             "sandboxes",
@@ -173,8 +177,9 @@ impl Engine {
 
     /// What `stockade info` shows about the engine.
     pub async fn facts(&self) -> Result<EngineFacts> {
-        let version = self.client.version().await.map_err(|e| engine_err(&self.endpoint, e))?;
-        let info = self.client.info().await.map_err(|e| engine_err(&self.endpoint, e))?;
+        let (version, info) = tokio::join!(self.client.version(), self.client.info());
+        let version = version.map_err(|e| engine_err(&self.endpoint, e))?;
+        let info = info.map_err(|e| engine_err(&self.endpoint, e))?;
         let components: Vec<String> = version
             .components
             .iter()
@@ -190,6 +195,31 @@ impl Engine {
         } else {
             "docker"
         };
+        let mut facts = facts_from_info(info);
+        facts.kind = kind.into();
+        facts.endpoint = self.endpoint.clone();
+        facts.found_by = self.source.clone();
+        facts.version = version.version.unwrap_or_default();
+        facts.api_version = version.api_version.unwrap_or_default();
+        Ok(facts)
+    }
+
+    /// The runtimes and defaults only: one API call, what `create` needs to plan a container.
+    pub async fn runtime_facts(&self) -> Result<EngineFacts> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| engine_err(&self.endpoint, e))?;
+        let mut facts = facts_from_info(info);
+        facts.endpoint = self.endpoint.clone();
+        facts.found_by = self.source.clone();
+        Ok(facts)
+    }
+}
+
+fn facts_from_info(info: bollard::models::SystemInfo) -> EngineFacts {
+    {
         let mut runtimes: Vec<RuntimeFacts> = info
             .runtimes
             .unwrap_or_default()
@@ -201,18 +231,18 @@ impl Engine {
             })
             .collect();
         runtimes.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(EngineFacts {
-            kind: kind.into(),
-            endpoint: self.endpoint.clone(),
-            found_by: self.source.clone(),
-            version: version.version.unwrap_or_default(),
-            api_version: version.api_version.unwrap_or_default(),
+        EngineFacts {
+            kind: String::new(),
+            endpoint: String::new(),
+            found_by: String::new(),
+            version: info.server_version.unwrap_or_default(),
+            api_version: String::new(),
             default_runtime: info.default_runtime.unwrap_or_else(|| "runc".into()),
             runtimes,
             cgroup_version: info.cgroup_version.map(|v| v.to_string()).unwrap_or_default(),
             storage_driver: info.driver.unwrap_or_default(),
             security_options: info.security_options.unwrap_or_default(),
-        })
+        }
     }
 }
 
@@ -294,7 +324,11 @@ impl RuntimeFacts {
 
     /// gVisor with `--network=none` gives containers loopback only, whatever the engine's network.
     pub fn has_no_network(&self) -> bool {
-        self.is_gvisor() && self.args.iter().any(|a| a == "--network=none" || a == "-network=none")
+        self.is_gvisor()
+            && self
+                .args
+                .iter()
+                .any(|a| a == "--network=none" || a == "-network=none")
     }
 
     /// gVisor lets the agent's socket reach the host only with `--host-uds=create` or `all`.
@@ -325,7 +359,11 @@ mod tests {
 
     #[test]
     fn documented_order() {
-        let c = candidates(Flavor::Any, &env_of(&[("HOME", "/home/u"), ("XDG_RUNTIME_DIR", "/run/user/7")]), 7);
+        let c = candidates(
+            Flavor::Any,
+            &env_of(&[("HOME", "/home/u"), ("XDG_RUNTIME_DIR", "/run/user/7")]),
+            7,
+        );
         let endpoints: Vec<&str> = c.iter().map(|c| c.endpoint.as_str()).collect();
         assert_eq!(
             endpoints,
@@ -342,11 +380,18 @@ mod tests {
 
     #[test]
     fn podman_flavor_ignores_docker_sockets() {
-        let c = candidates(Flavor::Podman, &env_of(&[("DOCKER_HOST", "unix:///x.sock")]), 1000);
+        let c = candidates(
+            Flavor::Podman,
+            &env_of(&[("DOCKER_HOST", "unix:///x.sock")]),
+            1000,
+        );
         let endpoints: Vec<&str> = c.iter().map(|c| c.endpoint.as_str()).collect();
         assert_eq!(
             endpoints,
-            ["unix:///run/podman/podman.sock", "unix:///run/user/1000/podman/podman.sock"]
+            [
+                "unix:///run/podman/podman.sock",
+                "unix:///run/user/1000/podman/podman.sock"
+            ]
         );
     }
 

@@ -15,7 +15,11 @@ pub fn bridge_name(id: &str) -> String {
 /// (chain, hook, rule) in the filter table.
 pub fn rules() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     vec![
-        ("STOCKADE-DOCKER-INPUT", "INPUT", vec!["-i", "sd+", "-j", "REJECT"]),
+        (
+            "STOCKADE-DOCKER-INPUT",
+            "INPUT",
+            vec!["-i", "sd+", "-j", "REJECT"],
+        ),
         (
             "STOCKADE-DOCKER-FORWARD",
             "FORWARD",
@@ -40,8 +44,12 @@ pub fn ensure() -> Result<()> {
     };
     for (chain, hook, rule) in rules() {
         let _ = iptables(&["-N", chain]).map_err(fail)?;
-        if !iptables(&["-C", hook, "-j", chain]).map_err(fail)? && !iptables(&["-I", hook, "1", "-j", chain]).map_err(fail)? {
-            return Err(fail(std::io::Error::other(format!("could not hook {chain} into {hook}"))));
+        if !iptables(&["-C", hook, "-j", chain]).map_err(fail)?
+            && !iptables(&["-I", hook, "1", "-j", chain]).map_err(fail)?
+        {
+            return Err(fail(std::io::Error::other(format!(
+                "could not hook {chain} into {hook}"
+            ))));
         }
         let mut check = vec!["-C", chain];
         check.extend(&rule);
@@ -49,7 +57,9 @@ pub fn ensure() -> Result<()> {
             let mut add = vec!["-A", chain];
             add.extend(&rule);
             if !iptables(&add).map_err(fail)? {
-                return Err(fail(std::io::Error::other(format!("could not add {rule:?} to {chain}"))));
+                return Err(fail(std::io::Error::other(format!(
+                    "could not add {rule:?} to {chain}"
+                ))));
             }
         }
     }

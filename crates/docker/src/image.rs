@@ -39,8 +39,16 @@ impl Default for BaseRecipe {
             mirror: "http://deb.debian.org/debian".into(),
             variant: "minbase".into(),
             packages: [
-                "bash", "coreutils", "git", "python3", "curl", "ca-certificates", "procps", "iproute2",
-                "util-linux", "iputils-ping",
+                "bash",
+                "coreutils",
+                "git",
+                "python3",
+                "curl",
+                "ca-certificates",
+                "procps",
+                "iproute2",
+                "util-linux",
+                "iputils-ping",
             ]
             .map(String::from)
             .to_vec(),
@@ -127,7 +135,13 @@ pub async fn ensure(engine: &Engine, name: &str, progress: Progress<'_>) -> Resu
 }
 
 /// Imports a rootfs tar stream as image `repo:tag`; returns the image id.
-async fn import_stream<R>(engine: &Engine, reader: R, repo: &str, tag: &str, progress: Progress<'_>) -> Result<()>
+async fn import_stream<R>(
+    engine: &Engine,
+    reader: R,
+    repo: &str,
+    tag: &str,
+    progress: Progress<'_>,
+) -> Result<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -164,7 +178,10 @@ where
         }
     }
     if !exists(engine, &name).await? {
-        return Err(image_err(&name, "the engine accepted the tarball but has no such image"));
+        return Err(image_err(
+            &name,
+            "the engine accepted the tarball but has no such image",
+        ));
     }
     Ok(())
 }
@@ -178,7 +195,12 @@ pub fn split_tag(name: &str) -> (&str, &str) {
 }
 
 /// `stockade image import`: a rootfs tarball (plain or compressed as the engine accepts) as `name`.
-pub async fn import_tarball(engine: &Engine, tarball: &Path, name: &str, progress: Progress<'_>) -> Result<()> {
+pub async fn import_tarball(
+    engine: &Engine,
+    tarball: &Path,
+    name: &str,
+    progress: Progress<'_>,
+) -> Result<()> {
     let file = tokio::fs::File::open(tarball)
         .await
         .map_err(|e| Error::invalid("tarball", format!("{}: {e}", tarball.display())))?;
@@ -212,9 +234,10 @@ pub async fn build(engine: &Engine, dir: &Path, name: &str, progress: Progress<'
         .rm(true)
         .forcerm(true)
         .build();
-    let mut stream = engine
-        .client
-        .build_image(options, None, Some(bollard::body_full(Bytes::from(tar.stdout))));
+    let mut stream =
+        engine
+            .client
+            .build_image(options, None, Some(bollard::body_full(Bytes::from(tar.stdout))));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| image_err(name, short(&e)))?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
@@ -233,7 +256,12 @@ pub async fn build(engine: &Engine, dir: &Path, name: &str, progress: Progress<'
 /// `stockade image base`: Debian from `recipe` via debootstrap, imported as
 /// `stockade/base:<recipe hash>` and tagged `stockade/base:latest`. Skips the work when the
 /// engine already has that tag. `scratch` holds the temporary rootfs. Returns the tag.
-pub async fn base(engine: &Engine, recipe: &BaseRecipe, scratch: &Path, progress: Progress<'_>) -> Result<String> {
+pub async fn base(
+    engine: &Engine,
+    recipe: &BaseRecipe,
+    scratch: &Path,
+    progress: Progress<'_>,
+) -> Result<String> {
     let tag = recipe.tag();
     if exists(engine, &tag).await? {
         progress(&format!("{tag} is already built (recipe unchanged)"));
@@ -256,7 +284,8 @@ pub async fn base(engine: &Engine, recipe: &BaseRecipe, scratch: &Path, progress
     }
     let rootfs = scratch.join(format!("base-{}", recipe.key()));
     let _ = std::fs::remove_dir_all(&rootfs);
-    std::fs::create_dir_all(scratch).map_err(|e| Error::backend(format!("create {}", scratch.display()), e))?;
+    std::fs::create_dir_all(scratch)
+        .map_err(|e| Error::backend(format!("create {}", scratch.display()), e))?;
     progress(&format!(
         "debootstrap {} ({}) with {} into {}",
         recipe.suite,
@@ -308,7 +337,10 @@ pub async fn base(engine: &Engine, recipe: &BaseRecipe, scratch: &Path, progress
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::backend("tar", e))?;
-        let out = tar.stdout.take().ok_or_else(|| Error::backend("tar", "no stdout"))?;
+        let out = tar
+            .stdout
+            .take()
+            .ok_or_else(|| Error::backend("tar", "no stdout"))?;
         let (repo, key) = split_tag(&tag);
         import_stream(engine, out, repo, key, progress).await?;
         let status = tar.wait().await.map_err(|e| Error::backend("tar", e))?;

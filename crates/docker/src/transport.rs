@@ -54,8 +54,15 @@ pub async fn engine_exec_connection(engine: &Engine, container: &str) -> Result<
         .start_exec(&exec.id, None)
         .await
         .map_err(|e| Error::backend(format!("exec in {container}"), short(&e)))?;
-    let StartExecResults::Attached { mut output, mut input } = started else {
-        return Err(Error::backend(format!("exec in {container}"), "the engine did not attach"));
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
+        return Err(Error::backend(
+            format!("exec in {container}"),
+            "the engine did not attach",
+        ));
     };
     let (ours, theirs) = tokio::io::duplex(256 << 10);
     let (mut from_client, mut to_client) = tokio::io::split(theirs);
