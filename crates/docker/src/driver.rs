@@ -269,9 +269,8 @@ impl DockerDriver {
             return Err(Error::invalid(
                 "runtime",
                 format!(
-                    "{runtime_name:?} is not a runtime of the {} engine at {} (it knows: {}). Register it \
+                    "{runtime_name:?} is not a runtime of the engine at {} (it knows: {}). Register it \
                      (Docker: \"runtimes\" in /etc/docker/daemon.json, then restart dockerd)",
-                    facts.kind,
                     facts.endpoint,
                     known.join(", ")
                 ),
