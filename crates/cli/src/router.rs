@@ -116,7 +116,9 @@ impl Driver for Router {
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
         let mut all = match self.native().await {
             Ok(native) => native.list().await?,
-            Err(_) => Vec::new(),
+            // No native agent here: containers may still be listed.
+            Err(Error::Unsupported { .. }) => Vec::new(),
+            Err(e) => return Err(e),
         };
         if !self.container_records().list()?.is_empty() {
             all.extend(self.container("docker").await?.list().await?);
