@@ -34,13 +34,15 @@ fn start_dockerd() {
         .append(true)
         .open("/var/log/stockade-dockerd.log")
         .unwrap();
-    Command::new("setsid")
-        .arg("dockerd")
+    // `setsid --fork` returns at once, leaving dockerd in its own session beyond this test.
+    let status = Command::new("setsid")
+        .args(["--fork", "dockerd"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
-        .spawn()
+        .status()
         .unwrap();
+    assert!(status.success());
     wait_for("dockerd to start", Duration::from_secs(60), docker_up);
 }
 
