@@ -64,39 +64,6 @@ pub fn container_name(id: &SandboxId) -> String {
     format!("stockade-{id}")
 }
 
-/// The agent's configuration for this container (exec defaults and hardening).
-pub fn agent_config(spec: &SandboxSpec) -> stockade_proto::AgentConfig {
-    let mut writable = vec![
-        spec.workdir.clone(),
-        "/root".into(),
-        "/tmp".into(),
-        "/dev/shm".into(),
-    ];
-    writable.extend(
-        spec.mounts
-            .iter()
-            .filter(|m| !m.read_only)
-            .map(|m| m.sandbox.display().to_string()),
-    );
-    writable.dedup();
-    stockade_proto::AgentConfig {
-        workdir: spec.workdir.clone(),
-        env: spec.env.clone(),
-        user: spec.user.clone(),
-        home: None,
-        hardening: stockade_proto::Hardening {
-            landlock_writable: Some(writable),
-            max_open_files: Some(
-                spec.resources
-                    .open_files
-                    .unwrap_or(stockade_proto::config::DEFAULT_MAX_OPEN_FILES),
-            ),
-            max_file_size: spec.resources.file_size_bytes,
-            ..Default::default()
-        },
-    }
-}
-
 fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(target.to_owned()),
@@ -109,7 +76,7 @@ fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
 
 /// The create request for `spec`.
 pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> ContainerCreateBody {
-    let config = agent_config(spec);
+    let config = stockade_proto::AgentConfig::for_spec(spec, None);
     let config_json = serde_json::to_string(&config).unwrap_or_default();
     let mut labels: HashMap<String, String> =
         spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -649,12 +649,7 @@ impl DockerDriver {
             .await
             .map_err(|e| engine_err("list containers", &e))?;
         for c in containers {
-            let id = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ID))
-                .cloned()
-                .unwrap_or_default();
+            let id = sandbox_label(c.labels.as_ref());
             if known.contains(&id) {
                 continue;
             }
@@ -677,12 +672,7 @@ impl DockerDriver {
             .await
             .map_err(|e| engine_err("list networks", &e))?;
         for n in networks {
-            let id = n
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ID))
-                .cloned()
-                .unwrap_or_default();
+            let id = sandbox_label(n.labels.as_ref());
             if known.contains(&id) {
                 continue;
             }
@@ -695,35 +685,11 @@ impl DockerDriver {
         }
         Ok(removed)
     }
+}
 
-    /// For tests and `gc`: labelled engine objects of sandbox `id` that still exist.
-    pub async fn engine_objects(&self, id: &SandboxId) -> Result<Vec<String>> {
-        let engine = self.engine().await?;
-        let filters = HashMap::from([("label", vec![format!("{LABEL_ID}={id}")])]);
-        let mut found = Vec::new();
-        for c in engine
-            .client
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| engine_err("list containers", &e))?
-        {
-            found.push(format!("container {}", c.id.unwrap_or_default()));
-        }
-        for n in engine
-            .client
-            .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
-            .await
-            .map_err(|e| engine_err("list networks", &e))?
-        {
-            found.push(format!("network {}", n.name.unwrap_or_default()));
-        }
-        Ok(found)
-    }
+/// The `stockade.id` label of an engine object ("" when it has none).
+fn sandbox_label(labels: Option<&HashMap<String, String>>) -> String {
+    labels.and_then(|l| l.get(LABEL_ID)).cloned().unwrap_or_default()
 }
 
 /// A connection to an agent over either transport.

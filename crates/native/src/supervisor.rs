@@ -444,37 +444,7 @@ pub fn agent_config(spec: &stockade_core::SandboxSpec) -> stockade_proto::AgentC
         .ok()
         .flatten()
         .map(|u| u.home.display().to_string());
-    let mut writable = vec![
-        spec.workdir.clone(),
-        "/root".into(),
-        "/tmp".into(),
-        "/dev/shm".into(),
-    ];
-    writable.extend(user_home.clone());
-    writable.extend(
-        spec.mounts
-            .iter()
-            .filter(|m| !m.read_only)
-            .map(|m| m.sandbox.display().to_string()),
-    );
-    writable.dedup();
-    let hardening = stockade_proto::Hardening {
-        landlock_writable: Some(writable),
-        max_open_files: Some(
-            spec.resources
-                .open_files
-                .unwrap_or(stockade_proto::config::DEFAULT_MAX_OPEN_FILES),
-        ),
-        max_file_size: spec.resources.file_size_bytes,
-        ..Default::default()
-    };
-    stockade_proto::AgentConfig {
-        workdir: spec.workdir.clone(),
-        env: spec.env.clone(),
-        user: spec.user.clone(),
-        home: user_home,
-        hardening,
-    }
+    stockade_proto::AgentConfig::for_spec(spec, user_home)
 }
 
 /// `--disk`: the sandbox's writable data lives in an ext4 image of `bytes`, made on first start

@@ -62,3 +62,38 @@ impl Default for Hardening {
 
 /// Open files allowed per process unless the spec says otherwise.
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 65536;
+
+impl AgentConfig {
+    /// The configuration for a sandbox made from `spec`: its exec defaults, and the strict
+    /// hardening with writes allowed (where landlock exists) in the workdir, `/root`, `/tmp`,
+    /// `/dev/shm`, `user_home` (the default user's own home, when the driver made one) and the
+    /// read-write mounts.
+    pub fn for_spec(spec: &stockade_core::SandboxSpec, user_home: Option<String>) -> AgentConfig {
+        let mut writable = vec![
+            spec.workdir.clone(),
+            "/root".into(),
+            "/tmp".into(),
+            "/dev/shm".into(),
+        ];
+        writable.extend(user_home.clone());
+        writable.extend(
+            spec.mounts
+                .iter()
+                .filter(|m| !m.read_only)
+                .map(|m| m.sandbox.display().to_string()),
+        );
+        writable.dedup();
+        AgentConfig {
+            workdir: spec.workdir.clone(),
+            env: spec.env.clone(),
+            user: spec.user.clone(),
+            home: user_home,
+            hardening: Hardening {
+                landlock_writable: Some(writable),
+                max_open_files: Some(spec.resources.open_files.unwrap_or(DEFAULT_MAX_OPEN_FILES)),
+                max_file_size: spec.resources.file_size_bytes,
+                ..Default::default()
+            },
+        }
+    }
+}
