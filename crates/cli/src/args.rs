@@ -46,6 +46,10 @@ pub enum Command {
     Image(ImageCommand),
     /// Remove containers and networks Stockade labelled but has no record of.
     Gc(JsonArgs),
+    /// Print the patch of everything changed in a sandbox's workdir since its baseline.
+    Diff(DiffArgs),
+    /// Apply a patch file to a sandbox's workdir.
+    Apply(ApplyArgs),
     /// Measure Stockade against baselines run beside it.
     Bench(crate::bench::BenchArgs),
 }
@@ -64,6 +68,10 @@ pub struct CreateArgs {
     /// OCI runtime the engine should use, e.g. runsc for gVisor (container drivers).
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Code to load into the workdir, with a baseline commit: empty, github:OWNER/REPO[@REF], a
+    /// git URL[@REF] (https, ssh, file://) or a local directory.
+    #[arg(long)]
+    pub code: Option<String>,
     /// Root filesystem directory (the host / read-only when absent).
     #[arg(long)]
     pub rootfs: Option<String>,
@@ -246,4 +254,21 @@ pub struct ImageEngineArgs {
     /// The engine to use: docker (the first engine found) or podman.
     #[arg(long, default_value = "docker")]
     pub driver: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// A summary (files and lines changed) instead of the patch.
+    #[arg(long)]
+    pub stat: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// The patch (as `stockade diff` or `git diff --binary` writes it).
+    pub patch: String,
 }

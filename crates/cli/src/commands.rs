@@ -120,8 +120,24 @@ async fn gc(router: &Router, json: bool) -> Result<i32> {
 async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
     match command {
         Command::Create(a) => {
-            let info = d.create(spec_from(&a)?).await?;
+            let info = create_with_code(&*d, &a).await?;
             println!("{}", info.id);
+            Ok(0)
+        }
+        Command::Diff(a) => {
+            let info = d.get(&a.sandbox).await?;
+            let patch = stockade_code::diff(&*d, &info.id, &info.spec.workdir, a.stat).await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&patch)
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::backend("stdout", e))?;
+            Ok(0)
+        }
+        Command::Apply(a) => {
+            let info = d.get(&a.sandbox).await?;
+            let patch =
+                std::fs::read(&a.patch).map_err(|e| Error::invalid("patch", format!("{}: {e}", a.patch)))?;
+            stockade_code::apply(&*d, &info.id, &info.spec.workdir, patch).await?;
             Ok(0)
         }
         Command::Exec(a) => {
@@ -140,8 +156,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 json: false,
             };
             let req = exec_request(&opts, a.command)?;
-            let spec = spec_from(&a.create)?;
-            let info = d.create(spec).await?;
+            let info = create_with_code(&*d, &a.create).await?;
             // `run` owns its sandbox: an interrupt or a polite kill still destroys it.
             let result = tokio::select! {
                 r = exec(&*d, &info, req, false) => r,
@@ -202,6 +217,27 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
         }
         Command::Rm(a) => remove(&*d, &a).await,
         Command::Info(_) | Command::Bench(_) | Command::Image(_) | Command::Gc(_) => Ok(0),
+    }
+}
+
+/// Creates the sandbox `a` asks for and loads its `--code`: the source is fetched or checked first,
+/// so a bad one fails before any sandbox exists; a load that fails destroys the sandbox.
+async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo> {
+    let spec = spec_from(a)?;
+    let Some(code) = &a.code else {
+        return d.create(spec).await;
+    };
+    let source = stockade_code::CodeSource::parse(code)?;
+    let mut progress = |line: &str| eprintln!("stockade: {line}");
+    let scratch = stockade_store::home_from_env().join("cache");
+    let prepared = stockade_code::prepare(&source, &scratch, &mut progress).await?;
+    let info = d.create(spec).await?;
+    match stockade_code::load(d, &info.id, &info.spec.workdir, &prepared, &mut progress).await {
+        Ok(_baseline) => Ok(info),
+        Err(e) => {
+            let _ = d.destroy(&info.id).await;
+            Err(e)
+        }
     }
 }
 

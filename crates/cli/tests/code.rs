@@ -1,0 +1,284 @@
+//! Code in sandboxes through the CLI: `--code` from a local git repository, a directory without
+//! git, a git URL at a ref, and `empty`; `stockade diff` and `stockade apply`; bad sources refused
+//! before any sandbox exists. Real git throughout (a bare repository served over file://).
+//! Runs on the native driver, and on docker when Docker is running (always under CI=true).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    fn new(tag: &str) -> Option<Home> {
+        if let Err(why) = stockade_native::driver::user_namespaces_available() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but the native driver cannot run here: {why}");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        Some(Home {
+            dir: std::env::temp_dir().join(format!("stockade-code-{tag}-{}", std::process::id())),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .env("STOCKADE_HOME", &self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let ids = self.run(&["ls", "-q"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A repository with a few files, an ignore rule and a binary file; returns (dir, commit).
+fn sample_repo(root: &Path) -> (PathBuf, String) {
+    let dir = root.join("repo");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("README.md"), "hello\n").unwrap();
+    std::fs::write(dir.join("src/main.py"), "print('one')\n").unwrap();
+    std::fs::write(dir.join("src/util.py"), "X = 1\n").unwrap();
+    std::fs::write(dir.join("old.txt"), "to be deleted\n").unwrap();
+    std::fs::write(dir.join("logo.bin"), [0u8, 1, 2, 255, 0, 9]).unwrap();
+    std::fs::write(dir.join(".gitignore"), "*.log\n").unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "first"]);
+    let commit = git(&dir, &["rev-parse", "HEAD"]);
+    (dir, commit)
+}
+
+const EDIT: &str =
+    "set -e; cd /workspace; echo \"print('two')\" >> src/main.py; echo 'X = 2' > src/util.py; \
+    echo new > src/new.py; rm old.txt; printf '\\001\\002\\003' > logo.bin; echo noise > debug.log";
+
+fn patch_applies_to(commit: &str, repo: &Path, patch: &str, scratch: &Path) -> String {
+    let check = scratch.join("check");
+    let _ = std::fs::remove_dir_all(&check);
+    let status = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(repo)
+        .arg(&check)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    git(&check, &["checkout", "-q", commit]);
+    let patch_file = scratch.join("change.patch");
+    std::fs::write(&patch_file, patch).unwrap();
+    git(&check, &["apply", "--check", patch_file.to_str().unwrap()]);
+    git(&check, &["apply", patch_file.to_str().unwrap()]);
+    git(&check, &["add", "-A"]);
+    git(&check, &["status", "--porcelain"])
+}
+
+fn edits_come_back_as_a_patch_that_applies(driver: &str) {
+    let Some(home) = Home::new(&format!("patch-{driver}")) else {
+        return;
+    };
+    let scratch = home.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (repo, commit) = sample_repo(&scratch);
+    let id = home.ok(&["create", "--driver", driver, "--code", repo.to_str().unwrap()]);
+    let id = id.trim();
+    assert_eq!(home.ok(&["diff", id]), "", "nothing changed yet");
+    // The copy keeps the repository: same commit checked out.
+    assert_eq!(
+        home.ok(&[
+            "exec",
+            id,
+            "--",
+            "git",
+            "-c",
+            "safe.directory=*",
+            "rev-parse",
+            "HEAD"
+        ])
+        .trim(),
+        commit
+    );
+    home.ok(&["exec", id, "--", "sh", "-c", EDIT]);
+    let stat = home.ok(&["diff", id, "--stat"]);
+    for f in ["src/main.py", "src/util.py", "src/new.py", "old.txt", "logo.bin"] {
+        assert!(stat.contains(f), "{f} missing from {stat}");
+    }
+    assert!(!stat.contains("debug.log"), "ignored files stay out: {stat}");
+    let patch = home.ok(&["diff", id]);
+    assert!(patch.contains("GIT binary patch"), "{patch}");
+    assert!(patch.contains("deleted file mode"), "{patch}");
+    assert!(patch.contains("new file mode"), "{patch}");
+    let status = patch_applies_to(&commit, &repo, &patch, &scratch);
+    assert_eq!(
+        status.lines().collect::<Vec<_>>(),
+        [
+            "M  logo.bin",
+            "D  old.txt",
+            "M  src/main.py",
+            "A  src/new.py",
+            "M  src/util.py"
+        ]
+    );
+    // And `apply` puts the same patch into a fresh sandbox of the original commit.
+    let patch_file = scratch.join("change.patch");
+    let other = home.ok(&["create", "--driver", driver, "--code", repo.to_str().unwrap()]);
+    let other = other.trim();
+    home.ok(&["apply", other, patch_file.to_str().unwrap()]);
+    assert_eq!(home.ok(&["diff", other]), patch);
+}
+
+#[test]
+fn native_edits_come_back_as_a_patch_that_applies() {
+    edits_come_back_as_a_patch_that_applies("native");
+}
+
+#[test]
+fn docker_edits_come_back_as_a_patch_that_applies() {
+    let up = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !up.is_ok_and(|s| s.success()) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but Docker is not running");
+        }
+        eprintln!("SKIPPED: Docker is not running");
+        return;
+    }
+    let Some(home) = Home::new("docker-base") else {
+        return;
+    };
+    home.ok(&["image", "base"]);
+    edits_come_back_as_a_patch_that_applies("docker");
+}
+
+#[test]
+fn a_git_url_at_a_ref_a_plain_directory_and_empty() {
+    let Some(home) = Home::new("sources") else { return };
+    let scratch = home.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (repo, first) = sample_repo(&scratch);
+    git(&repo, &["tag", "v1"]);
+    std::fs::write(repo.join("README.md"), "second\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "second"]);
+    let bare = scratch.join("remote.git");
+    let status = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&repo)
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // A tag, a commit and the default branch.
+    let url = format!("file://{}", bare.display());
+    for (source, want_head, readme) in [
+        (format!("{url}@v1"), first.clone(), "hello\n"),
+        (format!("{url}@{first}"), first.clone(), "hello\n"),
+        (url.clone(), git(&repo, &["rev-parse", "HEAD"]), "second\n"),
+    ] {
+        let id = home.ok(&["create", "--code", &source]);
+        let id = id.trim();
+        let head = home.ok(&[
+            "exec",
+            id,
+            "--",
+            "git",
+            "-c",
+            "safe.directory=*",
+            "rev-parse",
+            "HEAD",
+        ]);
+        assert_eq!(head.trim(), want_head, "{source}");
+        assert_eq!(
+            home.ok(&["exec", id, "--", "cat", "README.md"]),
+            readme,
+            "{source}"
+        );
+        home.ok(&["rm", "-f", id]);
+    }
+    // A directory without git gets a repository and a baseline; new files show as added.
+    let plain = scratch.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::write(plain.join("a.txt"), "a\n").unwrap();
+    let id = home.ok(&["create", "--code", plain.to_str().unwrap()]);
+    let id = id.trim();
+    home.ok(&["exec", id, "--", "sh", "-c", "echo b > b.txt"]);
+    assert!(home.ok(&["diff", id]).contains("+++ b/b.txt"));
+    assert!(!plain.join(".git").exists(), "the host directory is left alone");
+    // Empty: a repository with nothing in it yet.
+    let id = home.ok(&["create", "--code", "empty"]);
+    let id = id.trim();
+    home.ok(&["exec", id, "--", "sh", "-c", "echo x > x"]);
+    assert!(home.ok(&["diff", id, "--stat"]).contains("x | 1 +"));
+}
+
+#[test]
+fn bad_code_sources_fail_before_any_sandbox_exists() {
+    let Some(home) = Home::new("bad") else { return };
+    let scratch = home.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (repo, _) = sample_repo(&scratch);
+    let url = format!("file://{}", repo.display());
+    let missing_repo = format!("file://{}/nope.git", scratch.display());
+    let unknown_ref = format!("{url}@no-such-branch");
+    for (source, says) in [
+        (
+            "/no/such/dir",
+            "invalid code: /no/such/dir: No such file or directory",
+        ),
+        (missing_repo.as_str(), "invalid code: file://"),
+        (unknown_ref.as_str(), "no-such-branch"),
+        ("github:only-owner", "expected github:OWNER/REPO[@REF]"),
+    ] {
+        let out = home.run(&["create", "--code", source]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{source}: {err}");
+        assert!(err.contains(says), "{source}: {err}");
+        assert_eq!(err.lines().count(), 1, "{source}: {err}");
+    }
+    assert_eq!(home.ok(&["ls", "-q"]), "", "no sandbox was made");
+    let out = home.run(&["apply", "nope", "/no/such.patch"]);
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -1,0 +1,359 @@
+//! Code in sandboxes. A [`CodeSource`] is parsed and fetched on the host (so a missing repo, an
+//! unknown ref or a missing directory is an error before any sandbox exists, and credentials
+//! never enter one), copied into the sandbox's workdir through any driver's exec, and recorded as
+//! a baseline commit (`refs/stockade/baseline`), so "what changed" is always defined. Patches come
+//! out as `git diff --binary` against the baseline (new and deleted files included, ignored files
+//! not) and go in with `git apply`.
+//!
+//! Everything inside the sandbox runs as ordinary execs of `git`, `tar` and `sh`, which the
+//! native driver (the host's `/usr`) and Stockade's base image both have.
+#![forbid(unsafe_code)]
+
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use stockade_core::{Driver, Error, ExecRequest, Result, SandboxId};
+use tokio::io::AsyncReadExt;
+
+pub use source::CodeSource;
+
+/// The ref the baseline commit is kept under, inside the sandbox's repository.
+pub const BASELINE_REF: &str = "refs/stockade/baseline";
+
+/// Progress for steps that take more than a moment.
+pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// A source made ready on the host: the directory to copy in (none for `empty`).
+#[derive(Debug)]
+pub struct Prepared {
+    pub dir: Option<PathBuf>,
+    /// The commit checked out, for git sources.
+    pub commit: Option<String>,
+    /// Removed on drop: the clone this made.
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn git_on_host(args: &[&str], dir: Option<&Path>) -> std::result::Result<String, String> {
+    let mut cmd = tokio::process::Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    let out = cmd
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("git: {e} (install git)"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(last_line(&err, "git failed"))
+    }
+}
+
+/// The last non-blank line of `text` (where tools put the reason), or `otherwise`.
+fn last_line(text: &str, otherwise: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(otherwise)
+        .trim()
+        .to_owned()
+}
+
+/// Fetches or checks `source` on the host. `scratch` is where clones go (removed when the
+/// returned value drops).
+pub async fn prepare(source: &CodeSource, scratch: &Path, progress: Progress<'_>) -> Result<Prepared> {
+    match source {
+        CodeSource::Empty => Ok(Prepared {
+            dir: None,
+            commit: None,
+            scratch: None,
+        }),
+        CodeSource::Dir(dir) => Ok(Prepared {
+            dir: Some(dir.clone()),
+            commit: None,
+            scratch: None,
+        }),
+        CodeSource::Git { url, reference } => {
+            std::fs::create_dir_all(scratch)
+                .map_err(|e| Error::backend(format!("create {}", scratch.display()), e))?;
+            let dir = scratch.join(format!("clone-{}-{}", std::process::id(), nanos()));
+            let mut prepared = Prepared {
+                dir: Some(dir.clone()),
+                commit: None,
+                scratch: Some(dir.clone()),
+            };
+            let started = Instant::now();
+            let ticker = Ticker::new(started);
+            let d = dir.to_string_lossy().into_owned();
+            let fetched = match reference {
+                None => git_on_host(&["clone", "-q", "--depth", "1", url, &d], None).await,
+                Some(r) => {
+                    // Only the needed commit where the server allows it; a full clone otherwise.
+                    let shallow = async {
+                        git_on_host(&["init", "-q", &d], None).await?;
+                        git_on_host(&["fetch", "-q", "--depth", "1", url, r], Some(&dir)).await?;
+                        git_on_host(&["checkout", "-q", "FETCH_HEAD"], Some(&dir)).await
+                    }
+                    .await;
+                    match shallow {
+                        Ok(out) => Ok(out),
+                        Err(_) => {
+                            let _ = std::fs::remove_dir_all(&dir);
+                            ticker.say(progress, &format!("cloning {url} in full to find {r}"));
+                            match git_on_host(&["clone", "-q", "--no-checkout", url, &d], None).await {
+                                Ok(_) => git_on_host(&["checkout", "-q", r], Some(&dir))
+                                    .await
+                                    .map_err(|e| format!("ref {r:?} not found: {e}")),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    }
+                }
+            };
+            if let Err(e) = fetched {
+                return Err(Error::invalid("code", format!("{}: {e}", source.describe())));
+            }
+            let commit = git_on_host(&["rev-parse", "HEAD"], Some(&dir))
+                .await
+                .map_err(|e| Error::invalid("code", format!("{}: {e}", source.describe())))?;
+            if started.elapsed() > Duration::from_secs(2) {
+                progress(&format!(
+                    "fetched {} at {commit} in {:.1?}",
+                    source.describe(),
+                    started.elapsed()
+                ));
+            }
+            prepared.commit = Some(commit);
+            Ok(prepared)
+        }
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// Says things only once a step has taken more than a moment.
+struct Ticker {
+    started: Instant,
+}
+
+impl Ticker {
+    fn new(started: Instant) -> Self {
+        Ticker { started }
+    }
+    fn say(&self, progress: Progress<'_>, what: &str) {
+        if self.started.elapsed() > Duration::from_millis(500) {
+            progress(what);
+        }
+    }
+}
+
+/// The git flags every in-sandbox git call takes: no hooks, no signing, any owner.
+const GIT: &str = "git -c safe.directory='*' -c core.hooksPath=/dev/null -c commit.gpgsign=false";
+
+fn script_request(script: &str, workdir: &str) -> ExecRequest {
+    let mut req = ExecRequest::new(["sh", "-c", script, "stockade-code", workdir]);
+    for (k, v) in [
+        ("GIT_AUTHOR_NAME", "Stockade"),
+        ("GIT_AUTHOR_EMAIL", "stockade@localhost"),
+        ("GIT_COMMITTER_NAME", "Stockade"),
+        ("GIT_COMMITTER_EMAIL", "stockade@localhost"),
+        ("GIT_TERMINAL_PROMPT", "0"),
+    ] {
+        req.env.insert(k.into(), v.into());
+    }
+    req
+}
+
+async fn run_script(driver: &dyn Driver, id: &SandboxId, what: &str, req: ExecRequest) -> Result<Vec<u8>> {
+    let out = driver.exec(id, req).await?.output().await?;
+    if !out.exit.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::backend(
+            format!("{what} in sandbox {id}"),
+            last_line(&err, "failed"),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// Copies `prepared` into `workdir` of the sandbox (through `tar` over an exec's stdin) and
+/// records the baseline commit, which it returns.
+pub async fn load(
+    driver: &dyn Driver,
+    id: &SandboxId,
+    workdir: &str,
+    prepared: &Prepared,
+    progress: Progress<'_>,
+) -> Result<String> {
+    if let Some(dir) = &prepared.dir {
+        copy_in(driver, id, dir, workdir, progress).await?;
+    }
+    let out = run_script(
+        driver,
+        id,
+        "record the baseline",
+        script_request(BASELINE_SCRIPT, workdir),
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Sends `dir` as a tar stream into `workdir`; says how far it got when it takes a while.
+async fn copy_in(
+    driver: &dyn Driver,
+    id: &SandboxId,
+    dir: &Path,
+    workdir: &str,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let mut tar = tokio::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::backend("tar", e))?;
+    let mut req = ExecRequest::new(["tar", "-C", workdir, "--no-same-owner", "-xf", "-"]);
+    req.stdin = true;
+    let session = driver.exec(id, req).await?;
+    let mut stdout = tar
+        .stdout
+        .take()
+        .ok_or_else(|| Error::backend("tar", "no stdout"))?;
+    let started = Instant::now();
+    let mut next_report = started + Duration::from_secs(1);
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = stdout
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::backend(format!("read {}", dir.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        session.control.write_stdin(&buf[..n]).await?;
+        sent += n as u64;
+        if Instant::now() > next_report {
+            next_report += Duration::from_secs(1);
+            progress(&format!("copying {}: {} MiB", dir.display(), sent >> 20));
+        }
+    }
+    session.control.close_stdin().await?;
+    let status = tar.wait().await.map_err(|e| Error::backend("tar", e))?;
+    let out = session.output().await?;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = tar.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        return Err(Error::invalid(
+            "code",
+            format!("{}: {}", dir.display(), err.trim()),
+        ));
+    }
+    if !out.exit.success() {
+        return Err(Error::backend(
+            format!("copy {} into sandbox {id}", dir.display()),
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    if started.elapsed() > Duration::from_secs(1) {
+        progress(&format!(
+            "copied {} ({} MiB) in {:.1?}",
+            dir.display(),
+            sent >> 20,
+            started.elapsed()
+        ));
+    }
+    Ok(())
+}
+
+/// `$1` is the workdir. A directory without `.git` is made a repository with one commit; the
+/// baseline is a commit of the tree as loaded (HEAD itself when the tree is HEAD's), kept under
+/// BASELINE_REF; the index it leaves (`stockade-index` in the git dir, not the user's index)
+/// makes later diffs re-read only changed files.
+const BASELINE_SCRIPT: &str = r#"set -e
+cd "$1"
+g() { git -c safe.directory='*' -c core.hooksPath=/dev/null -c commit.gpgsign=false "$@"; }
+if [ ! -e .git ]; then
+  g init -q
+  g add -A
+  g commit -q --allow-empty -m "baseline"
+fi
+GIT_INDEX_FILE="$(g rev-parse --absolute-git-dir)/stockade-index"
+export GIT_INDEX_FILE
+rm -f "$GIT_INDEX_FILE"
+g add -A
+tree=$(g write-tree)
+if head=$(g rev-parse -q --verify HEAD); then
+  if [ "$(g rev-parse HEAD^{tree})" = "$tree" ]; then c=$head; else c=$(g commit-tree "$tree" -p "$head" -m "stockade baseline"); fi
+else
+  c=$(g commit-tree "$tree" -m "stockade baseline")
+fi
+g update-ref refs/stockade/baseline "$c"
+echo "$c"
+"#;
+
+/// `$1` is the workdir, `$2` `--stat` or empty.
+const DIFF_SCRIPT: &str = r#"set -e
+cd "$1"
+g() { git -c safe.directory='*' -c core.hooksPath=/dev/null "$@"; }
+if ! g rev-parse -q --verify refs/stockade/baseline >/dev/null; then
+  echo "no baseline in $1 (was .git removed, or was no code loaded?)" >&2
+  exit 3
+fi
+GIT_INDEX_FILE="$(g rev-parse --absolute-git-dir)/stockade-index"
+export GIT_INDEX_FILE
+[ -f "$GIT_INDEX_FILE" ] || g read-tree refs/stockade/baseline
+g add -A
+if [ "$2" = --stat ]; then
+  g diff --cached --stat refs/stockade/baseline
+else
+  g diff --cached --binary --full-index refs/stockade/baseline
+fi
+"#;
+
+/// The patch of everything changed in `workdir` since the baseline (or its `--stat` summary).
+pub async fn diff(driver: &dyn Driver, id: &SandboxId, workdir: &str, stat: bool) -> Result<Vec<u8>> {
+    let mut req = script_request(DIFF_SCRIPT, workdir);
+    req.argv.push(if stat { "--stat".into() } else { String::new() });
+    run_script(driver, id, "diff", req).await
+}
+
+/// Applies `patch` to `workdir` with `git apply` (binary patches included).
+pub async fn apply(driver: &dyn Driver, id: &SandboxId, workdir: &str, patch: Vec<u8>) -> Result<()> {
+    let path = format!("/tmp/stockade-apply-{}.patch", nanos());
+    driver.write_file(id, &path, patch, 0o600).await?;
+    let script =
+        format!("set -e; cd \"$1\"; {GIT} apply --binary --whitespace=nowarn '{path}'; rm -f '{path}'");
+    let req = script_request(&script, workdir);
+    let result = run_script(driver, id, "apply", req).await;
+    if result.is_err() {
+        let _ = driver.remove(id, &path, false).await;
+    }
+    result.map(drop)
+}

@@ -1,0 +1,171 @@
+//! What `--code` names, parsed and checked on the host before any sandbox exists.
+
+use std::path::PathBuf;
+
+use stockade_core::{Error, Result};
+
+/// A code source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Nothing: an empty git repository with an empty baseline commit.
+    Empty,
+    /// A local directory, copied (its `.git` kept when it has one).
+    Dir(PathBuf),
+    /// A git repository: `url` as git takes it, at `reference` (branch, tag or commit) or the
+    /// remote's default branch.
+    Git { url: String, reference: Option<String> },
+}
+
+const FIELD: &str = "code";
+
+impl CodeSource {
+    /// Parses `empty`, `github:owner/repo[@ref]`, a git URL (`https://`, `http://`, `ssh://`,
+    /// `git://`, `file://`, or scp-like `user@host:path`) with an optional `@ref`, or a directory.
+    pub fn parse(s: &str) -> Result<CodeSource> {
+        if s.is_empty() {
+            return Err(Error::invalid(
+                FIELD,
+                "empty; expected empty, github:owner/repo[@ref], a git URL or a directory",
+            ));
+        }
+        if s == "empty" {
+            return Ok(CodeSource::Empty);
+        }
+        if let Some(rest) = s.strip_prefix("github:") {
+            let (repo, reference) = match rest.split_once('@') {
+                Some((r, reference)) => (r, Some(reference)),
+                None => (rest, None),
+            };
+            let parts: Vec<&str> = repo.split('/').collect();
+            let valid = |p: &str| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if parts.len() != 2 || !parts.iter().all(|p| valid(p)) {
+                return Err(Error::invalid(
+                    FIELD,
+                    format!("{s:?}: expected github:OWNER/REPO[@REF]"),
+                ));
+            }
+            if reference == Some("") {
+                return Err(Error::invalid(FIELD, format!("{s:?}: empty ref after '@'")));
+            }
+            return Ok(CodeSource::Git {
+                url: format!("https://github.com/{repo}.git"),
+                reference: reference.map(String::from),
+            });
+        }
+        if let Some(path_start) = url_path_start(s) {
+            // A ref is an '@' inside the path part (an '@' before it is a user name).
+            return Ok(match s.rfind('@').filter(|&at| at > path_start) {
+                Some(at) if at + 1 == s.len() => {
+                    return Err(Error::invalid(FIELD, format!("{s:?}: empty ref after '@'")))
+                }
+                Some(at) => CodeSource::Git {
+                    url: s[..at].to_owned(),
+                    reference: Some(s[at + 1..].to_owned()),
+                },
+                None => CodeSource::Git {
+                    url: s.to_owned(),
+                    reference: None,
+                },
+            });
+        }
+        let path = std::path::Path::new(s);
+        match std::fs::canonicalize(path) {
+            Ok(p) if p.is_dir() => Ok(CodeSource::Dir(p)),
+            Ok(p) => Err(Error::invalid(FIELD, format!("{}: not a directory", p.display()))),
+            Err(e) => Err(Error::invalid(
+                FIELD,
+                format!("{s}: {e} (expected empty, github:owner/repo[@ref], a git URL or a directory)"),
+            )),
+        }
+    }
+
+    /// How the source is shown in results.
+    pub fn describe(&self) -> String {
+        match self {
+            CodeSource::Empty => "empty".into(),
+            CodeSource::Dir(p) => p.display().to_string(),
+            CodeSource::Git {
+                url,
+                reference: Some(r),
+            } => format!("{url}@{r}"),
+            CodeSource::Git { url, reference: None } => url.clone(),
+        }
+    }
+}
+
+/// Where the path of a git URL starts, or `None` when `s` is not a URL.
+fn url_path_start(s: &str) -> Option<usize> {
+    for scheme in ["https://", "http://", "ssh://", "git://", "file://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            return Some(scheme.len() + rest.find('/').unwrap_or(rest.len()));
+        }
+    }
+    // scp-like: user@host:path (no slash before the colon).
+    let colon = s.find(':')?;
+    let before = &s[..colon];
+    (before.contains('@') && !before.contains('/')).then_some(colon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(url: &str, reference: Option<&str>) -> CodeSource {
+        CodeSource::Git {
+            url: url.into(),
+            reference: reference.map(String::from),
+        }
+    }
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(CodeSource::parse("empty").unwrap(), CodeSource::Empty);
+        assert_eq!(
+            CodeSource::parse("github:owner/repo@abc123").unwrap(),
+            git("https://github.com/owner/repo.git", Some("abc123"))
+        );
+        assert_eq!(
+            CodeSource::parse("github:o/r").unwrap(),
+            git("https://github.com/o/r.git", None)
+        );
+        assert_eq!(
+            CodeSource::parse("https://user@example.com/x/y.git@feature/z").unwrap(),
+            git("https://user@example.com/x/y.git", Some("feature/z"))
+        );
+        assert_eq!(
+            CodeSource::parse("git@github.com:o/r.git").unwrap(),
+            git("git@github.com:o/r.git", None)
+        );
+        assert_eq!(
+            CodeSource::parse("git@github.com:o/r.git@v1").unwrap(),
+            git("git@github.com:o/r.git", Some("v1"))
+        );
+        assert_eq!(
+            CodeSource::parse("file:///srv/repo.git@main").unwrap(),
+            git("file:///srv/repo.git", Some("main"))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            CodeSource::parse(dir.path().to_str().unwrap()).unwrap(),
+            CodeSource::Dir(dir.path().canonicalize().unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_sources_name_the_field() {
+        for bad in [
+            "",
+            "github:onlyowner",
+            "github:a/b@",
+            "/no/such/dir",
+            "https://h/r.git@",
+        ] {
+            let e = CodeSource::parse(bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid code: "), "{bad}: {e}");
+        }
+    }
+}
