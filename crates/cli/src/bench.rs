@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// OCI runtime for the container drivers (the engine's default when absent).
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Measure `stockade diff` instead: a repository of this many files with 10 changed, against
+    /// `git add -A && git diff --cached --binary` on the host over the same tree.
+    #[arg(long, value_name = "FILES")]
+    pub diff: Option<usize>,
 }
 
 /// Median and 90th percentile of a sample, in milliseconds.
@@ -122,6 +126,9 @@ fn memory_kib(pid: i32) -> (u64, u64) {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
+    if let Some(files) = a.diff {
+        return run_diff(&a, files).await;
+    }
     match a.driver.as_str() {
         "native" => {}
         "docker" | "podman" => return run_containers(a).await,
@@ -573,6 +580,97 @@ async fn run_containers(a: BenchArgs) -> Result<i32> {
         a.driver,
         a.runtime.as_deref().unwrap_or("engine default"),
         a.image
+    );
+    Ok(0)
+}
+
+/// Writes `files` small files (in directories of 100) into a new git repository at `dir`.
+fn make_repo(dir: &std::path::Path, files: usize) -> Result<()> {
+    let io = |e: std::io::Error| Error::backend(format!("write {}", dir.display()), e);
+    for i in 0..files {
+        let sub = dir.join(format!("d{:03}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&sub).map_err(io)?;
+        }
+        std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\nline two\n")).map_err(io)?;
+    }
+    let d = dir.to_string_lossy().into_owned();
+    for args in [
+        vec!["-C", &d, "init", "-q"],
+        vec!["-C", &d, "config", "gc.auto", "0"],
+        vec!["-C", &d, "add", "-A"],
+        vec!["-C", &d, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "base"],
+    ] {
+        output_of(&std::iter::once("git").chain(args.iter().copied()).collect::<Vec<_>>())?;
+    }
+    Ok(())
+}
+
+/// `stockade bench --diff N`: `stockade diff` on an N-file repository with 10 files changed.
+async fn run_diff(a: &BenchArgs, files: usize) -> Result<i32> {
+    let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
+    let exe = exe.to_string_lossy().into_owned();
+    let n = a.iterations.max(3);
+    let scratch = stockade_store::home_from_env().join(format!("cache/bench-diff-{}", std::process::id()));
+    let repo = scratch.join("repo");
+    eprintln!("stockade bench --diff {files}: making the repository");
+    make_repo(&repo, files)?;
+    let result = async {
+        let mut create = vec![exe.clone(), "create".into(), "--driver".into(), a.driver.clone()];
+        if a.driver != "native" {
+            create.extend(["--image".into(), a.image.clone()]);
+        }
+        create.extend(["--code".into(), repo.display().to_string()]);
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        let id = output_of(&create)?;
+        let edit = "for i in 0 1 2 3 4 5 6 7 8 9; do echo changed >> d00$i/f${i}00.txt 2>/dev/null || echo changed >> d000/f$i.txt; done";
+        output_of(&[&exe, "exec", &id, "--", "sh", "-c", edit])?;
+        // The same edit on the host copy, for the baseline.
+        let host_edit = format!("cd '{}' && {edit}", repo.display());
+        output_of(&["sh", "-c", &host_edit])?;
+        let host_diff = format!(
+            "cd '{}' && GIT_INDEX_FILE=.git/bench-index git read-tree HEAD 2>/dev/null; git add -A && git diff --cached --binary HEAD >/dev/null",
+            repo.display()
+        );
+        // First run of each warms caches (and builds the host's stat-cached index).
+        let ours_first = time_command(&[&exe, "diff", &id])?;
+        time_command(&["sh", "-c", &host_diff])?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            ours.push(time_command(&[&exe, "diff", &id])?);
+            theirs.push(time_command(&["sh", "-c", &host_diff])?);
+        }
+        let changed = output_of(&[&exe, "diff", &id, "--stat"])?;
+        output_of(&[&exe, "rm", "-f", &id])?;
+        Ok::<_, Error>((ours_first, summarize(ours), summarize(theirs), changed))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (first, ours, theirs, changed) = result?;
+    let row = Row::new(
+        "stockade diff (10 changed files)",
+        ours,
+        "git add -A && git diff --cached on the host",
+        theirs,
+    );
+    if a.json {
+        let v = serde_json::json!({ "driver": a.driver, "files": files, "first_ms": first.as_secs_f64() * 1000.0, "row": row });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    println!(
+        "{:<36} {:>10} {:>10}   {:<44} {:>10}  {:>7}",
+        "measurement", "median ms", "p90 ms", "baseline", "median ms", "ratio"
+    );
+    println!(
+        "{:<36} {:>10.2} {:>10.2}   {:<44} {:>10.2}  {:>6.2}x",
+        row.name, row.stockade.median_ms, row.stockade.p90_ms, row.baseline_name, row.baseline.median_ms, row.ratio
+    );
+    println!(
+        "(driver {}, {files} files; first diff after load {:.1} ms; {})",
+        a.driver,
+        first.as_secs_f64() * 1000.0,
+        changed.lines().last().unwrap_or("").trim()
     );
     Ok(0)
 }

@@ -265,7 +265,11 @@ async fn copy_in(
     session.control.close_stdin().await?;
     let status = tar.wait().await.map_err(|e| Error::backend("tar", e))?;
     let out = session.output().await?;
-    if !status.success() {
+    // 1: "some files differ" (changed while read, such as a git gc packing in the background);
+    // the copy is whole, only not a snapshot of one instant.
+    if status.code() == Some(1) {
+        progress(&format!("note: files in {} changed while they were copied", dir.display()));
+    } else if !status.success() {
         let mut err = String::new();
         if let Some(mut e) = tar.stderr.take() {
             let _ = e.read_to_string(&mut err).await;
