@@ -50,6 +50,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Apply a patch file to a sandbox's workdir.
     Apply(ApplyArgs),
+    /// Commit a sandbox's change on its baseline and push it from the host (the token, from
+    /// STOCKADE_GIT_TOKEN, never enters the sandbox).
+    Push(PushArgs),
     /// Measure Stockade against baselines run beside it.
     Bench(crate::bench::BenchArgs),
 }
@@ -271,4 +274,19 @@ pub struct ApplyArgs {
     pub sandbox: String,
     /// The patch (as `stockade diff` or `git diff --binary` writes it).
     pub patch: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Sandbox id or name.
+    pub sandbox: String,
+    /// The git remote (the one the code was loaded from, or any that has its baseline commit).
+    #[arg(long)]
+    pub remote: String,
+    /// Branch to create or update on the remote.
+    #[arg(long)]
+    pub branch: String,
+    /// Commit message.
+    #[arg(short, long, default_value = "Changes made in a Stockade sandbox")]
+    pub message: String,
 }

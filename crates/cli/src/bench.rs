@@ -599,9 +599,24 @@ fn make_repo(dir: &std::path::Path, files: usize) -> Result<()> {
         vec!["-C", &d, "init", "-q"],
         vec!["-C", &d, "config", "gc.auto", "0"],
         vec!["-C", &d, "add", "-A"],
-        vec!["-C", &d, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "base"],
+        vec![
+            "-C",
+            &d,
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-q",
+            "-m",
+            "base",
+        ],
     ] {
-        output_of(&std::iter::once("git").chain(args.iter().copied()).collect::<Vec<_>>())?;
+        output_of(
+            &std::iter::once("git")
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>(),
+        )?;
     }
     Ok(())
 }
@@ -664,7 +679,12 @@ async fn run_diff(a: &BenchArgs, files: usize) -> Result<i32> {
     );
     println!(
         "{:<36} {:>10.2} {:>10.2}   {:<44} {:>10.2}  {:>6.2}x",
-        row.name, row.stockade.median_ms, row.stockade.p90_ms, row.baseline_name, row.baseline.median_ms, row.ratio
+        row.name,
+        row.stockade.median_ms,
+        row.stockade.p90_ms,
+        row.baseline_name,
+        row.baseline.median_ms,
+        row.ratio
     );
     println!(
         "(driver {}, {files} files; first diff after load {:.1} ms; {})",

@@ -133,6 +133,29 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 .map_err(|e| Error::backend("stdout", e))?;
             Ok(0)
         }
+        Command::Push(a) => {
+            let info = d.get(&a.sandbox).await?;
+            if a.branch.is_empty()
+                || a.branch.starts_with('-')
+                || a.branch.contains("..")
+                || a.branch.contains(' ')
+            {
+                return Err(Error::invalid(
+                    "branch",
+                    format!("{:?} is not a branch name", a.branch),
+                ));
+            }
+            let req = stockade_code::PushRequest {
+                remote: a.remote.clone(),
+                branch: a.branch.clone(),
+                message: a.message.clone(),
+                token: std::env::var("STOCKADE_GIT_TOKEN").ok().filter(|t| !t.is_empty()),
+            };
+            let scratch = stockade_store::home_from_env().join("cache");
+            let commit = stockade_code::push(&*d, &info.id, &info.spec.workdir, &req, &scratch).await?;
+            println!("{commit}");
+            Ok(0)
+        }
         Command::Apply(a) => {
             let info = d.get(&a.sandbox).await?;
             let patch =

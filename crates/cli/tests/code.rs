@@ -282,3 +282,96 @@ fn bad_code_sources_fail_before_any_sandbox_exists() {
     let out = home.run(&["apply", "nope", "/no/such.patch"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn push_lands_on_the_bare_remote_and_the_token_stays_on_the_host() {
+    let Some(home) = Home::new("push") else { return };
+    let scratch = home.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (repo, commit) = sample_repo(&scratch);
+    let bare = scratch.join("remote.git");
+    let status = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&repo)
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = format!("file://{}@main", bare.display());
+    // Made up now, so no file on this host holds it already (the native sandbox sees the host's /).
+    let token = format!(
+        "stk-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let token = token.as_str();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .env("STOCKADE_HOME", &home.dir)
+            .env("STOCKADE_GIT_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let id = run(&["create", "--code", &url, "-e", "VISIBLE=1"]);
+    run(&["exec", &id, "--", "sh", "-c", EDIT]);
+    let pushed = run(&[
+        "push",
+        &id,
+        "--remote",
+        &format!("file://{}", bare.display()),
+        "--branch",
+        "agent/fix",
+        "-m",
+        "Fix it",
+    ]);
+    // The commit is on the remote's branch, child of the original commit, with the change.
+    assert_eq!(git(&bare, &["rev-parse", "refs/heads/agent/fix"]), pushed);
+    assert_eq!(git(&bare, &["rev-parse", "agent/fix^"]), commit);
+    assert_eq!(git(&bare, &["log", "-1", "--format=%s", "agent/fix"]), "Fix it");
+    assert_eq!(git(&bare, &["show", "agent/fix:src/new.py"]), "new");
+    assert!(git(&bare, &["ls-tree", "-r", "--name-only", "agent/fix"])
+        .lines()
+        .all(|f| f != "old.txt"));
+    // main is untouched.
+    assert_eq!(git(&bare, &["rev-parse", "main"]), commit);
+    // The token is nowhere in the sandbox: not in any process's environment, not in its files
+    // (the workdir and its .git, homes, temporary and config directories).
+    let env = run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'",
+    ]);
+    assert!(env.contains("VISIBLE=1"));
+    assert!(!env.contains(token), "{env}");
+    let found = run(&[
+        "exec", &id, "--", "sh", "-c",
+        &format!("grep -rl -e {token} /workspace /root /home /tmp /dev/shm /etc /var/tmp 2>/dev/null | head -5; true"),
+    ]);
+    assert_eq!(found, "", "the token is in these files: {found}");
+    // Nothing to push once the sandbox matches its baseline again is an error, not an empty commit.
+    let other = run(&["create", "--code", &url]);
+    let out = home.run(&[
+        "push",
+        &other,
+        "--remote",
+        &format!("file://{}", bare.display()),
+        "--branch",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to push"));
+}

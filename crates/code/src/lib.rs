@@ -268,7 +268,10 @@ async fn copy_in(
     // 1: "some files differ" (changed while read, such as a git gc packing in the background);
     // the copy is whole, only not a snapshot of one instant.
     if status.code() == Some(1) {
-        progress(&format!("note: files in {} changed while they were copied", dir.display()));
+        progress(&format!(
+            "note: files in {} changed while they were copied",
+            dir.display()
+        ));
     } else if !status.success() {
         let mut err = String::new();
         if let Some(mut e) = tar.stderr.take() {
@@ -360,4 +363,200 @@ pub async fn apply(driver: &dyn Driver, id: &SandboxId, workdir: &str, patch: Ve
         let _ = driver.remove(id, &path, false).await;
     }
     result.map(drop)
+}
+
+/// What `push` needs besides the sandbox.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// Where to push (any git URL the host can reach).
+    pub remote: String,
+    /// The branch to create or update there.
+    pub branch: String,
+    pub message: String,
+    /// For https remotes: sent by the host's git only, as a basic-auth header; never enters the
+    /// sandbox.
+    pub token: Option<String>,
+}
+
+/// Standard base64 of `data` (for the basic-auth header).
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `-c` options that give the host's git the token for `remote` (https only).
+fn auth_options(req: &PushRequest) -> Vec<String> {
+    match &req.token {
+        Some(token) if req.remote.starts_with("https://") || req.remote.starts_with("http://") => vec![
+            "-c".into(),
+            format!(
+                "http.extraHeader=Authorization: Basic {}",
+                base64(format!("x-access-token:{token}").as_bytes())
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Takes the change out of the sandbox as a patch, and on the host commits it on the baseline
+/// commit (fetched from `req.remote`) and pushes it to `req.branch`. Returns the new commit.
+pub async fn push(
+    driver: &dyn Driver,
+    id: &SandboxId,
+    workdir: &str,
+    req: &PushRequest,
+    scratch: &Path,
+) -> Result<String> {
+    let script = format!("cd \"$1\" && {GIT} rev-parse {BASELINE_REF}");
+    let baseline = run_script(driver, id, "read the baseline", script_request(&script, workdir)).await?;
+    let baseline = String::from_utf8_lossy(&baseline).trim().to_owned();
+    let patch = diff(driver, id, workdir, false).await?;
+    if patch.is_empty() {
+        return Err(Error::invalid(
+            "push",
+            format!("nothing to push: no change in {workdir} since the baseline"),
+        ));
+    }
+    std::fs::create_dir_all(scratch)
+        .map_err(|e| Error::backend(format!("create {}", scratch.display()), e))?;
+    let dir = scratch.join(format!("push-{}-{}", std::process::id(), nanos()));
+    let guard = Prepared {
+        dir: None,
+        commit: None,
+        scratch: Some(dir.clone()),
+    };
+    let d = dir.to_string_lossy().into_owned();
+    let auth = auth_options(req);
+    let with_auth = |args: &[&str]| -> Vec<String> {
+        auth.iter()
+            .cloned()
+            .chain(args.iter().map(|s| (*s).to_owned()))
+            .collect()
+    };
+    let host_git = |args: Vec<String>| {
+        let d = d.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            git_on_host(&refs, Some(Path::new(&d))).await
+        }
+    };
+    git_on_host(&["init", "-q", &dir.to_string_lossy()], None)
+        .await
+        .map_err(|e| Error::backend("git init", e))?;
+    let remote_err = |e: String| Error::invalid("remote", format!("{}: {e}", req.remote));
+    // The baseline commit alone where the server allows it; its branches otherwise.
+    if host_git(with_auth(&[
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        &req.remote,
+        &baseline,
+    ]))
+    .await
+    .is_err()
+    {
+        host_git(with_auth(&[
+            "fetch",
+            "-q",
+            &req.remote,
+            "+refs/heads/*:refs/remotes/origin/*",
+        ]))
+        .await
+        .map_err(remote_err)?;
+    }
+    host_git(vec!["checkout".into(), "-q".into(), baseline.clone()])
+        .await
+        .map_err(|_| {
+            Error::invalid(
+                "remote",
+                format!(
+                    "{} does not have the sandbox's baseline commit {baseline}; push needs the code loaded from this remote",
+                    req.remote
+                ),
+            )
+        })?;
+    let patch_file = dir.join(".git/stockade-push.patch");
+    std::fs::write(&patch_file, &patch).map_err(|e| Error::backend("write patch", e))?;
+    host_git(vec![
+        "apply".into(),
+        "--index".into(),
+        "--binary".into(),
+        patch_file.display().to_string(),
+    ])
+    .await
+    .map_err(|e| Error::backend("apply the sandbox's patch on the host", e))?;
+    host_git(vec![
+        "-c".into(),
+        "user.name=Stockade".into(),
+        "-c".into(),
+        "user.email=stockade@localhost".into(),
+        "-c".into(),
+        "commit.gpgsign=false".into(),
+        "commit".into(),
+        "-q".into(),
+        "-m".into(),
+        req.message.clone(),
+    ])
+    .await
+    .map_err(|e| Error::backend("commit", e))?;
+    let commit = host_git(vec!["rev-parse".into(), "HEAD".into()])
+        .await
+        .map_err(|e| Error::backend("commit", e))?;
+    let target = format!("HEAD:refs/heads/{}", req.branch);
+    host_git(with_auth(&["push", "-q", &req.remote, &target]))
+        .await
+        .map_err(remote_err)?;
+    drop(guard);
+    Ok(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn tokens_go_only_to_http_remotes() {
+        let mut req = PushRequest {
+            remote: "https://example.com/r.git".into(),
+            branch: "b".into(),
+            message: "m".into(),
+            token: Some("t0k".into()),
+        };
+        let opts = auth_options(&req);
+        assert_eq!(
+            opts[1],
+            format!(
+                "http.extraHeader=Authorization: Basic {}",
+                base64(b"x-access-token:t0k")
+            )
+        );
+        req.remote = "file:///srv/r.git".into();
+        assert!(auth_options(&req).is_empty());
+    }
 }
