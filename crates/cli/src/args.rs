@@ -50,6 +50,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Apply a patch file to a sandbox's workdir.
     Apply(ApplyArgs),
+    /// Run a coding agent on some code with a prompt; get logs, events and a patch.
+    Task(TaskArgs),
     /// Commit a sandbox's change on its baseline and push it from the host (the token, from
     /// STOCKADE_GIT_TOKEN, never enters the sandbox).
     Push(PushArgs),
@@ -289,4 +291,56 @@ pub struct PushArgs {
     /// Commit message.
     #[arg(short, long, default_value = "Changes made in a Stockade sandbox")]
     pub message: String,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TaskArgs {
+    #[command(subcommand)]
+    pub action: Option<TaskAction>,
+    /// Code: empty, github:OWNER/REPO[@REF], a git URL[@REF] or a local directory.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Agent: claude-code, codex, gemini, cursor, opencode, aider (each AGENT[:PROVIDER:MODEL]),
+    /// or command:SHELL.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// What the agent should do.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Driver for the sandbox.
+    #[arg(long, default_value = "native")]
+    pub driver: String,
+    /// Image (container drivers; else STOCKADE_<AGENT>_IMAGE or the base image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Network (default: full for agents that call a model API, none for command:).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Stop the agent after this long.
+    #[arg(long, default_value = "30m")]
+    pub timeout: String,
+    /// MCP servers file (JSON) for agents that take one.
+    #[arg(long)]
+    pub mcp: Option<String>,
+    /// Run tasks × agents × drivers from a JSON file, in parallel.
+    #[arg(long)]
+    pub matrix: Option<String>,
+    /// Keep the sandbox afterwards (its id is in the result).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskAction {
+    /// List tasks.
+    Ls(JsonArgs),
+    /// Show one task's result.
+    Show {
+        /// Task id (or a unique prefix).
+        id: String,
+    },
 }

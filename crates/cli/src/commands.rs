@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Image(c) => image(&router, c).await,
         Command::Gc(a) => gc(&router, a.json).await,
+        Command::Task(a) => crate::task::run(&router, a).await,
         command => dispatch(router, command).await,
     };
     match result {
@@ -239,7 +240,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Rm(a) => remove(&*d, &a).await,
-        Command::Info(_) | Command::Bench(_) | Command::Image(_) | Command::Gc(_) => Ok(0),
+        Command::Info(_) | Command::Bench(_) | Command::Image(_) | Command::Gc(_) | Command::Task(_) => Ok(0),
     }
 }
 
@@ -473,7 +474,7 @@ fn event_json(event: &ExecEvent) -> serde_json::Value {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("stockade: cannot encode JSON: {e}"),

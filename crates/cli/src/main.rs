@@ -6,6 +6,7 @@ mod bench;
 mod commands;
 mod exit;
 mod router;
+mod task;
 mod terminal;
 
 use clap::Parser;

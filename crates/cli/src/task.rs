@@ -1,0 +1,177 @@
+//! `stockade task`: one task, a matrix of them, and the records they leave.
+
+use std::time::Duration;
+
+use stockade_core::{parse, Error, Result};
+use stockade_tasks::{matrix::Matrix, TaskResult, TaskSpec, TaskStore};
+
+use crate::args::{TaskAction, TaskArgs};
+use crate::commands::print_json;
+use crate::router::Router;
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// The exit code for a task's status.
+fn code_for(status: &str) -> i32 {
+    match status {
+        "succeeded" => 0,
+        "failed" => 1,
+        "timed_out" => crate::exit::TIMEOUT,
+        _ => crate::exit::BACKEND,
+    }
+}
+
+fn summary(r: &TaskResult) -> String {
+    let model = match (&r.provider, &r.model) {
+        (Some(p), Some(m)) => format!(":{p}:{m}"),
+        (None, Some(m)) => format!(":{m}"),
+        _ => String::new(),
+    };
+    let mut s = format!(
+        "task {} {} in {:.1} s (agent {}{model}, driver {}, exit {}): {} files changed, +{} -{}\n  {}",
+        r.id,
+        r.status,
+        r.duration_ms as f64 / 1000.0,
+        r.agent,
+        r.driver,
+        r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        r.patch.files,
+        r.patch.insertions,
+        r.patch.deletions,
+        r.dir.join("patch.diff").display()
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\n  error: {e}"));
+    }
+    s
+}
+
+fn table(results: &[TaskResult]) {
+    println!(
+        "{:<14} {:<30} {:<8} {:<10} {:>5} {:>9} {:>6} {:>12}  ID",
+        "NAME", "AGENT", "DRIVER", "STATUS", "EXIT", "TIME", "FILES", "+/-"
+    );
+    for r in results {
+        let mut agent = r.agent.clone();
+        if let Some(m) = &r.model {
+            agent.push(':');
+            agent.push_str(m);
+        }
+        println!(
+            "{:<14} {:<30} {:<8} {:<10} {:>5} {:>8.1}s {:>6} {:>12}  {}",
+            r.name.clone().unwrap_or_else(|| "-".into()),
+            agent,
+            r.driver,
+            r.status,
+            r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r.duration_ms as f64 / 1000.0,
+            r.patch.files,
+            format!("+{} -{}", r.patch.insertions, r.patch.deletions),
+            if r.id.is_empty() {
+                r.error.clone().unwrap_or_default()
+            } else {
+                r.id.clone()
+            }
+        );
+    }
+}
+
+pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
+    let home = stockade_store::home_from_env();
+    let store = TaskStore::new(&home);
+    let scratch = home.join("cache");
+    match a.action {
+        Some(TaskAction::Ls(l)) => {
+            let all = store.list();
+            if l.json {
+                print_json(&all);
+            } else {
+                table(&all);
+            }
+            return Ok(0);
+        }
+        Some(TaskAction::Show { id }) => {
+            print_json(&store.get(&id)?);
+            return Ok(0);
+        }
+        None => {}
+    }
+    let timeout = parse::duration("timeout", &a.timeout)?;
+    if let Some(file) = &a.matrix {
+        return matrix(router, &a, std::path::Path::new(file), timeout, &store, &scratch).await;
+    }
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| Error::invalid(flag, format!("--{flag} is required (or --matrix FILE)")))
+    };
+    let spec = TaskSpec {
+        code: need(&a.code, "code")?,
+        agent: need(&a.agent, "agent")?,
+        prompt: a.prompt.clone().unwrap_or_default(),
+        driver: a.driver.clone(),
+        image: a.image.clone(),
+        timeout,
+        mcp: a.mcp.as_ref().map(Into::into),
+        network: a.network.as_deref().map(str::parse).transpose()?,
+        keep: a.keep,
+        name: None,
+    };
+    if !crate::router::DRIVERS.contains(&spec.driver.as_str()) {
+        return Err(Error::invalid(
+            "driver",
+            format!("{:?} is not a driver", spec.driver),
+        ));
+    }
+    let checked = stockade_tasks::check(&spec, &env)?;
+    let mut progress = |line: &str| eprintln!("stockade: {line}");
+    let result = stockade_tasks::run(router, spec, checked, &store, &scratch, &mut progress).await?;
+    if a.json {
+        print_json(&result);
+    } else {
+        println!("{}", summary(&result));
+    }
+    Ok(code_for(&result.status))
+}
+
+async fn matrix(
+    router: &Router,
+    a: &TaskArgs,
+    file: &std::path::Path,
+    timeout: Duration,
+    store: &TaskStore,
+    scratch: &std::path::Path,
+) -> Result<i32> {
+    let m = Matrix::load(file)?;
+    let timeout = match &m.timeout {
+        Some(t) => parse::duration("timeout", t)?,
+        None => timeout,
+    };
+    // Everything is checked before the first sandbox: agents, keys, sources, drivers.
+    let mut specs = Vec::new();
+    for spec in m.expand(timeout) {
+        if !crate::router::DRIVERS.contains(&spec.driver.as_str()) {
+            return Err(Error::invalid(
+                "driver",
+                format!("{}: {:?} is not a driver", file.display(), spec.driver),
+            ));
+        }
+        let checked = stockade_tasks::check(&spec, &env)?;
+        specs.push((spec, checked));
+    }
+    let parallel = m.parallel.unwrap_or(2);
+    eprintln!("stockade: {} tasks, {parallel} at a time", specs.len());
+    let progress = |line: &str| eprintln!("stockade: {line}");
+    let results = stockade_tasks::matrix::run_all(router, specs, parallel, store, scratch, &progress).await;
+    if a.json {
+        print_json(&results);
+    } else {
+        table(&results);
+    }
+    Ok(if results.iter().all(|r| r.status == "succeeded") {
+        0
+    } else {
+        1
+    })
+}

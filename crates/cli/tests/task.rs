@@ -1,0 +1,295 @@
+//! `stockade task` as users run it: a `command:` agent on a local git repository gives a patch
+//! that applies to the original commit; a matrix of tasks × agents × drivers ends with a table;
+//! bad agents, keys and sources fail before any sandbox exists. Real git; native and docker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    fn new(tag: &str) -> Option<Home> {
+        if let Err(why) = stockade_native::driver::user_namespaces_available() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but the native driver cannot run here: {why}");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        Some(Home {
+            dir: std::env::temp_dir().join(format!("stockade-task-{tag}-{}", std::process::id())),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_stockade"))
+            .args(args)
+            .env("STOCKADE_HOME", &self.dir)
+            .env_remove("ANTHROPIC_API_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn repo(root: &Path) -> (PathBuf, String) {
+    let dir = root.join("repo");
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(dir.join("lib/calc.py"), "def add(a, b):\n    return a - b\n").unwrap();
+    std::fs::write(dir.join("README.md"), "# calc\n").unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "buggy"]);
+    let commit = git(&dir, &["rev-parse", "HEAD"]);
+    (dir, commit)
+}
+
+const AGENT: &str = "command:sed -i 's/a - b/a + b/' lib/calc.py && echo \"$STOCKADE_PROMPT\" >> README.md \
+    && printf 'from lib.calc import add\\nassert add(2, 3) == 5\\n' > test_calc.py && echo '{\"type\":\"done\"}'";
+
+#[test]
+fn a_command_agent_patch_applies_to_the_original_commit() {
+    let Some(home) = Home::new("one") else { return };
+    let (repo, commit) = repo(&home.dir.join("src"));
+    let out = home.run(&[
+        "task",
+        "--code",
+        repo.to_str().unwrap(),
+        "--agent",
+        AGENT,
+        "--prompt",
+        "Fixed add.",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "succeeded");
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(result["agent"], "command");
+    assert_eq!(result["driver"], "native");
+    assert_eq!(
+        result["patch"],
+        serde_json::json!({"files": 3, "insertions": 4, "deletions": 1})
+    );
+    assert!(result["baseline"].as_str().unwrap().len() == 40);
+    let dir = PathBuf::from(result["dir"].as_str().unwrap());
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"stream\":\"stdout\""), "{events}");
+    // The patch applies to the original commit and gives the agent's files.
+    let check = home.dir.join("check");
+    assert!(Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&repo)
+        .arg(&check)
+        .status()
+        .unwrap()
+        .success());
+    git(&check, &["checkout", "-q", &commit]);
+    let patch = dir.join("patch.diff");
+    git(&check, &["apply", "--check", patch.to_str().unwrap()]);
+    git(&check, &["apply", patch.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(check.join("lib/calc.py")).unwrap(),
+        "def add(a, b):\n    return a + b\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(check.join("README.md")).unwrap(),
+        "# calc\nFixed add.\n"
+    );
+    assert!(check.join("test_calc.py").exists());
+    // The sandbox is gone; the task is listed and shown.
+    assert_eq!(String::from_utf8_lossy(&home.run(&["ls", "-q"]).stdout), "");
+    let ls = String::from_utf8_lossy(&home.run(&["task", "ls"]).stdout).into_owned();
+    assert!(ls.contains("succeeded"), "{ls}");
+    let id = result["id"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&home.run(&["task", "show", &id[..6]]).stdout).unwrap();
+    assert_eq!(shown["id"], id);
+}
+
+#[test]
+fn a_failing_or_slow_agent_is_recorded_as_such() {
+    let Some(home) = Home::new("fail") else { return };
+    let out = home.run(&[
+        "task",
+        "--code",
+        "empty",
+        "--agent",
+        "command:echo partial > f; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("failed") && said.contains("exit 3") && said.contains("1 files changed"),
+        "{said}"
+    );
+    let out = home.run(&[
+        "task",
+        "--code",
+        "empty",
+        "--agent",
+        "command:sleep 30",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("timed_out"));
+}
+
+#[test]
+fn bad_tasks_fail_before_any_sandbox() {
+    let Some(home) = Home::new("bad") else { return };
+    for (args, says) in [
+        (
+            vec!["task", "--code", "empty", "--agent", "warp", "--prompt", "p"],
+            "invalid agent: \"warp\" is not an agent",
+        ),
+        (
+            vec![
+                "task",
+                "--code",
+                "empty",
+                "--agent",
+                "claude-code:anthropic:sonnet",
+                "--prompt",
+                "p",
+            ],
+            "invalid agent: claude-code needs ANTHROPIC_API_KEY in the environment",
+        ),
+        (
+            vec!["task", "--code", "/no/such/dir", "--agent", "command:true"],
+            "invalid code: /no/such/dir",
+        ),
+        (
+            vec![
+                "task",
+                "--code",
+                "file:///no/such/repo.git",
+                "--agent",
+                "command:true",
+            ],
+            "invalid code: file:///no/such/repo.git",
+        ),
+        (
+            vec!["task", "--agent", "command:true"],
+            "invalid code: --code is required",
+        ),
+        (
+            vec![
+                "task",
+                "--code",
+                "empty",
+                "--agent",
+                "command:true",
+                "--mcp",
+                "/no/mcp.json",
+            ],
+            "invalid mcp: /no/mcp.json",
+        ),
+    ] {
+        let out = home.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(String::from_utf8_lossy(&home.run(&["ls", "-q"]).stdout), "");
+    assert_eq!(
+        std::fs::read_dir(home.dir.join("tasks"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn a_matrix_runs_in_parallel_and_ends_with_a_table() {
+    let Some(home) = Home::new("matrix") else { return };
+    let docker = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !docker && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but Docker is not running");
+    }
+    if docker {
+        assert!(home.run(&["image", "base"]).status.success());
+    }
+    let (repo, _) = repo(&home.dir.join("src"));
+    let drivers = if docker {
+        r#"["native", "docker"]"#
+    } else {
+        r#"["native"]"#
+    };
+    let matrix = format!(
+        r#"{{"tasks": [
+            {{"name": "fix", "code": "{r}", "prompt": "fix add"}},
+            {{"name": "docs", "code": "{r}", "prompt": "document"}},
+            {{"name": "fresh", "code": "empty", "prompt": "start"}}],
+          "agents": ["command:echo \"$STOCKADE_PROMPT\" > NOTES.md", "command:test -f README.md"],
+          "drivers": {drivers}, "parallel": 3, "timeout": "2m"}}"#,
+        r = repo.display()
+    );
+    let file = home.dir.join("matrix.json");
+    std::fs::write(&file, matrix).unwrap();
+    let out = home.run(&["task", "--matrix", file.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let progress = String::from_utf8_lossy(&out.stderr).into_owned();
+    let runs = if docker { 12 } else { 6 };
+    assert!(progress.contains(&format!("[{runs}/{runs}]")), "{progress}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), runs, "{table}");
+    assert!(table.starts_with("NAME"), "{table}");
+    // `test -f README.md` fails on the empty code source only: one failure per driver.
+    let failed = rows.iter().filter(|r| r.contains(" failed ")).count();
+    assert_eq!(failed, runs / 6, "{table}");
+    assert_eq!(out.status.code(), Some(1), "not all succeeded: {table}");
+    assert!(rows.iter().filter(|r| r.contains("succeeded")).count() == runs - failed);
+    let json: serde_json::Value =
+        serde_json::from_slice(&home.run(&["task", "ls", "--json"]).stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), runs);
+    assert_eq!(
+        String::from_utf8_lossy(&home.run(&["ls", "-q"]).stdout),
+        "",
+        "every sandbox was destroyed"
+    );
+}

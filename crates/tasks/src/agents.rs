@@ -1,0 +1,311 @@
+//! Agent harnesses: how each coding agent is installed, which keys it needs, its non-interactive
+//! command line, how its output is read and how MCP servers reach it. Data, not code paths: a
+//! new agent is one more entry.
+
+use stockade_core::{Error, Result};
+
+/// How an agent's stdout is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One JSON object per line (stream-json and friends): parsed into `events.jsonl`.
+    JsonLines,
+    /// Plain text: kept line by line.
+    Text,
+}
+
+/// How an agent gets into the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// `npm install --prefix /root/.stockade/agents PACKAGE` (needs node and npm inside).
+    Npm(&'static str),
+    /// `pip install --prefix ... PACKAGE` (needs python3 and pip inside).
+    Pip(&'static str),
+    /// Not installable from a registry: use a prepared image (`STOCKADE_<AGENT>_IMAGE`).
+    ImageOnly,
+    /// Nothing to install (`command:`).
+    Nothing,
+}
+
+/// One agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Harness {
+    /// As users type it: `claude-code`, `codex`, ...
+    pub name: &'static str,
+    /// The binary it installs.
+    pub binary: &'static str,
+    pub install: Install,
+    /// Keys it needs; the first that is set wins for each group of alternatives.
+    pub keys: &'static [&'static [&'static str]],
+    pub output: OutputFormat,
+    /// Environment variable naming a prepared image for it.
+    pub image_env: &'static str,
+}
+
+/// Every agent Stockade knows, besides `command:`.
+pub const HARNESSES: &[Harness] = &[
+    Harness {
+        name: "claude-code",
+        binary: "claude",
+        install: Install::Npm("@anthropic-ai/claude-code"),
+        keys: &[&["ANTHROPIC_API_KEY"]],
+        output: OutputFormat::JsonLines,
+        image_env: "STOCKADE_CLAUDE_CODE_IMAGE",
+    },
+    Harness {
+        name: "codex",
+        binary: "codex",
+        install: Install::Npm("@openai/codex"),
+        keys: &[&["OPENAI_API_KEY"]],
+        output: OutputFormat::JsonLines,
+        image_env: "STOCKADE_CODEX_IMAGE",
+    },
+    Harness {
+        name: "gemini",
+        binary: "gemini",
+        install: Install::Npm("@google/gemini-cli"),
+        keys: &[&["GEMINI_API_KEY", "GOOGLE_API_KEY"]],
+        output: OutputFormat::Text,
+        image_env: "STOCKADE_GEMINI_IMAGE",
+    },
+    Harness {
+        name: "cursor",
+        binary: "cursor-agent",
+        install: Install::ImageOnly,
+        keys: &[&["CURSOR_API_KEY"]],
+        output: OutputFormat::JsonLines,
+        image_env: "STOCKADE_CURSOR_IMAGE",
+    },
+    Harness {
+        name: "opencode",
+        binary: "opencode",
+        install: Install::Npm("opencode-ai"),
+        keys: &[&["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"]],
+        output: OutputFormat::Text,
+        image_env: "STOCKADE_OPENCODE_IMAGE",
+    },
+    Harness {
+        name: "aider",
+        binary: "aider",
+        install: Install::Pip("aider-chat"),
+        keys: &[&["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"]],
+        output: OutputFormat::Text,
+        image_env: "STOCKADE_AIDER_IMAGE",
+    },
+];
+
+/// The shell harness: `command:SHELL` runs SHELL with the prompt in `$STOCKADE_PROMPT`.
+pub const COMMAND: Harness = Harness {
+    name: "command",
+    binary: "sh",
+    install: Install::Nothing,
+    keys: &[],
+    output: OutputFormat::Text,
+    image_env: "",
+};
+
+/// `--agent` parsed: `NAME[:PROVIDER:MODEL]`, or `command:SHELL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentChoice {
+    pub harness: Harness,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// For `command:`.
+    pub shell: Option<String>,
+}
+
+impl AgentChoice {
+    pub fn parse(s: &str) -> Result<AgentChoice> {
+        if let Some(shell) = s.strip_prefix("command:") {
+            if shell.trim().is_empty() {
+                return Err(Error::invalid(
+                    "agent",
+                    "command: needs a shell command after the colon",
+                ));
+            }
+            return Ok(AgentChoice {
+                harness: COMMAND,
+                provider: None,
+                model: None,
+                shell: Some(shell.to_owned()),
+            });
+        }
+        let mut parts = s.splitn(3, ':');
+        let name = parts.next().unwrap_or_default();
+        let (provider, model) = (parts.next(), parts.next());
+        let harness = HARNESSES
+            .iter()
+            .find(|h| h.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = HARNESSES.iter().map(|h| h.name).collect();
+                Error::invalid(
+                    "agent",
+                    format!(
+                        "{name:?} is not an agent Stockade knows ({}, or command:SHELL)",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        if provider.is_some() && model.is_none() {
+            return Err(Error::invalid(
+                "agent",
+                format!("{s:?}: expected AGENT:PROVIDER:MODEL"),
+            ));
+        }
+        Ok(AgentChoice {
+            harness,
+            provider: provider.map(String::from),
+            model: model.map(String::from),
+            shell: None,
+        })
+    }
+
+    /// Reads the keys this agent needs from `env`; a missing one is an error naming it.
+    pub fn keys(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for group in self.harness.keys {
+            match group
+                .iter()
+                .find_map(|k| env(k).filter(|v| !v.is_empty()).map(|v| ((*k).to_owned(), v)))
+            {
+                Some(kv) => out.push(kv),
+                None => {
+                    return Err(Error::invalid(
+                        "agent",
+                        format!(
+                            "{} needs {} in the environment",
+                            self.harness.name,
+                            group.join(" or ")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The command line that runs the agent on `prompt` non-interactively; `mcp` is the path of
+    /// an MCP config file inside the sandbox.
+    pub fn argv(&self, prompt: &str, mcp: Option<&str>) -> Vec<String> {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>();
+        let model = self.model.as_deref();
+        let mut argv = match self.harness.name {
+            "command" => s(&["sh", "-c", self.shell.as_deref().unwrap_or("true")]),
+            "claude-code" => {
+                let mut a = s(&[
+                    "claude",
+                    "-p",
+                    prompt,
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                ]);
+                a.extend(s(&["--dangerously-skip-permissions"]));
+                if let Some(m) = model {
+                    a.extend(s(&["--model", m]));
+                }
+                if let Some(f) = mcp {
+                    a.extend(s(&["--mcp-config", f]));
+                }
+                a
+            }
+            "codex" => {
+                let mut a = s(&["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check"]);
+                if let Some(m) = model {
+                    a.extend(s(&["-m", m]));
+                }
+                a.push(prompt.to_owned());
+                a
+            }
+            "gemini" => {
+                let mut a = s(&["gemini", "-p", prompt, "--yolo"]);
+                if let Some(m) = model {
+                    a.extend(s(&["-m", m]));
+                }
+                a
+            }
+            "cursor" => {
+                let mut a = s(&[
+                    "cursor-agent",
+                    "-p",
+                    prompt,
+                    "--output-format",
+                    "stream-json",
+                    "--force",
+                ]);
+                if let Some(m) = model {
+                    a.extend(s(&["--model", m]));
+                }
+                a
+            }
+            "opencode" => {
+                let mut a = s(&["opencode", "run"]);
+                if let (Some(p), Some(m)) = (self.provider.as_deref(), model) {
+                    a.extend(["-m".to_owned(), format!("{p}/{m}")]);
+                }
+                a.push(prompt.to_owned());
+                a
+            }
+            "aider" => {
+                let mut a = s(&[
+                    "aider",
+                    "--yes-always",
+                    "--no-auto-commits",
+                    "--no-check-update",
+                    "--message",
+                    prompt,
+                ]);
+                if let Some(m) = model {
+                    a.extend(s(&["--model", m]));
+                }
+                a
+            }
+            _ => Vec::new(),
+        };
+        if argv.is_empty() {
+            argv = s(&["false"]);
+        }
+        argv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_agents_and_models() {
+        let a = AgentChoice::parse("claude-code:anthropic:sonnet").unwrap();
+        assert_eq!(a.harness.name, "claude-code");
+        assert_eq!(a.model.as_deref(), Some("sonnet"));
+        let argv = a.argv("Fix bug", Some("/tmp/mcp.json"));
+        assert_eq!(argv[..3], ["claude", "-p", "Fix bug"]);
+        assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
+        assert!(argv.windows(2).any(|w| w == ["--mcp-config", "/tmp/mcp.json"]));
+        let c = AgentChoice::parse("command:echo hi > x").unwrap();
+        assert_eq!(c.argv("p", None), ["sh", "-c", "echo hi > x"]);
+        for h in HARNESSES {
+            assert!(!AgentChoice::parse(h.name).unwrap().argv("p", None).is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_agents_and_missing_keys_are_named() {
+        let e = AgentChoice::parse("warp-agent").unwrap_err().to_string();
+        assert!(
+            e.contains("\"warp-agent\" is not an agent") && e.contains("claude-code"),
+            "{e}"
+        );
+        assert!(AgentChoice::parse("command:").is_err());
+        assert!(AgentChoice::parse("codex:openai").is_err());
+        let a = AgentChoice::parse("aider").unwrap();
+        let none = |_: &str| None;
+        let e = a.keys(&none).unwrap_err().to_string();
+        assert_eq!(e, "invalid agent: aider needs ANTHROPIC_API_KEY or OPENAI_API_KEY or OPENROUTER_API_KEY in the environment");
+        let some = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk".to_owned());
+        assert_eq!(
+            a.keys(&some).unwrap(),
+            [("OPENAI_API_KEY".to_owned(), "sk".to_owned())]
+        );
+    }
+}

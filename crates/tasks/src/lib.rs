@@ -1,0 +1,458 @@
+//! Coding-agent tasks: give Stockade code, an agent and a prompt; it makes a sandbox, loads the
+//! code (with a baseline commit), prepares and runs the agent, and writes a task directory:
+//! `result.json`, `patch.diff`, `events.jsonl` (the agent's stream, parsed where it is JSON
+//! lines), `stdout.log`, `stderr.log`. Everything that can be checked is checked before a sandbox
+//! exists: the agent, its keys, the code source, the MCP file.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod matrix;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use stockade_core::{Driver, Error, ExecEvent, ExecRequest, NetworkMode, OutputStream, Result, SandboxSpec};
+
+pub use agents::{AgentChoice, Harness};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub code: String,
+    pub agent: String,
+    pub prompt: String,
+    pub driver: String,
+    pub image: Option<String>,
+    pub timeout: Duration,
+    /// An MCP servers file (JSON) on the host, passed to agents that take one.
+    pub mcp: Option<PathBuf>,
+    /// Network for the sandbox; agents that call a model API need `full` (their default).
+    pub network: Option<NetworkMode>,
+    /// Keep the sandbox after the task (its id is in the result).
+    pub keep: bool,
+    /// A label for matrices and listings.
+    pub name: Option<String>,
+}
+
+/// Lines changed by the patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchStats {
+    pub files: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+}
+
+impl PatchStats {
+    /// Reads git's `--stat` summary line.
+    pub fn from_stat(stat: &str) -> PatchStats {
+        let mut s = PatchStats::default();
+        let Some(last) = stat.lines().rev().find(|l| l.contains("changed")) else {
+            return s;
+        };
+        for part in last.split(',') {
+            let n: u64 = part
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if part.contains("changed") {
+                s.files = n;
+            } else if part.contains("insertion") {
+                s.insertions = n;
+            } else if part.contains("deletion") {
+                s.deletions = n;
+            }
+        }
+        s
+    }
+}
+
+/// `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `succeeded` (the agent exited 0), `failed`, `timed_out`, or `error` (Stockade could not run it).
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub started_at: u64,
+    pub agent: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub driver: String,
+    pub code: String,
+    /// The commit the code was checked out at (git sources).
+    pub code_commit: Option<String>,
+    /// The baseline commit the patch is against.
+    pub baseline: Option<String>,
+    pub patch: PatchStats,
+    pub sandbox: Option<String>,
+    pub prompt: String,
+    pub error: Option<String>,
+    /// Where the task directory is.
+    pub dir: PathBuf,
+}
+
+/// The task directories under `$STOCKADE_HOME/tasks`.
+#[derive(Debug, Clone)]
+pub struct TaskStore {
+    pub dir: PathBuf,
+}
+
+impl TaskStore {
+    pub fn new(home: &Path) -> Self {
+        TaskStore {
+            dir: home.join("tasks"),
+        }
+    }
+
+    /// Every task, oldest first.
+    pub fn list(&self) -> Vec<TaskResult> {
+        let mut out: Vec<TaskResult> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("result.json")).ok())
+            .filter_map(|d| serde_json::from_slice(&d).ok())
+            .collect();
+        out.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        out
+    }
+
+    /// One task by id or unique prefix.
+    pub fn get(&self, id: &str) -> Result<TaskResult> {
+        let matches: Vec<TaskResult> = self.list().into_iter().filter(|t| t.id.starts_with(id)).collect();
+        match matches.len() {
+            1 => Ok(matches
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::NotFound(id.into()))?),
+            0 => Err(Error::NotFound(format!("task {id}"))),
+            _ => Err(Error::invalid(
+                "task",
+                format!("{id:?} matches {} tasks; give more of the id", matches.len()),
+            )),
+        }
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::backend(format!("write {}", path.display()), e)
+}
+
+/// Everything checked before a sandbox is made.
+pub struct Checked {
+    pub agent: AgentChoice,
+    pub keys: Vec<(String, String)>,
+    pub source: stockade_code::CodeSource,
+    pub mcp: Option<Vec<u8>>,
+}
+
+/// Checks `spec` against the environment `env`: agent, keys, code source, MCP file.
+pub fn check(spec: &TaskSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Checked> {
+    let agent = AgentChoice::parse(&spec.agent)?;
+    let keys = agent.keys(env)?;
+    let source = stockade_code::CodeSource::parse(&spec.code)?;
+    if spec.prompt.trim().is_empty() && agent.shell.is_none() {
+        return Err(Error::invalid("prompt", "empty; say what the agent should do"));
+    }
+    let mcp = match &spec.mcp {
+        Some(path) => {
+            let data =
+                std::fs::read(path).map_err(|e| Error::invalid("mcp", format!("{}: {e}", path.display())))?;
+            serde_json::from_slice::<serde_json::Value>(&data)
+                .map_err(|e| Error::invalid("mcp", format!("{}: not JSON: {e}", path.display())))?;
+            Some(data)
+        }
+        None => None,
+    };
+    Ok(Checked {
+        agent,
+        keys,
+        source,
+        mcp,
+    })
+}
+
+/// Runs one task to its end. Errors before the sandbox exists are returned as errors; once a
+/// task directory exists, failures are recorded in it and returned as a result with status
+/// `error`.
+pub async fn run(
+    driver: &dyn Driver,
+    spec: TaskSpec,
+    checked: Checked,
+    store: &TaskStore,
+    scratch: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<TaskResult> {
+    let prepared = stockade_code::prepare(&checked.source, scratch, progress).await?;
+    let id = stockade_store::random_id()?.to_string();
+    let dir = store.dir.join(&id);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let started = Instant::now();
+    let mut result = TaskResult {
+        id: id.clone(),
+        name: spec.name.clone(),
+        status: "error".into(),
+        exit_code: None,
+        duration_ms: 0,
+        started_at: stockade_store::now_secs(),
+        agent: checked.agent.harness.name.to_owned(),
+        provider: checked.agent.provider.clone(),
+        model: checked.agent.model.clone(),
+        driver: spec.driver.clone(),
+        code: checked.source.describe(),
+        code_commit: prepared.commit.clone(),
+        baseline: None,
+        patch: PatchStats::default(),
+        sandbox: None,
+        prompt: spec.prompt.clone(),
+        error: None,
+        dir: dir.clone(),
+    };
+    let outcome = run_in_sandbox(driver, &spec, &checked, &prepared, &dir, &mut result, progress).await;
+    if let Err(e) = outcome {
+        result.status = "error".into();
+        result.error = Some(e.to_string());
+    }
+    if let (Some(sandbox), false) = (&result.sandbox, spec.keep) {
+        if let Ok(info) = driver.get(sandbox).await {
+            let _ = driver.destroy(&info.id).await;
+        }
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    let json = serde_json::to_vec_pretty(&result).map_err(|e| Error::backend("encode result", e))?;
+    let path = dir.join("result.json");
+    stockade_store::write_atomic(&path, &json, 0o644).map_err(|e| io_err(&path, e))?;
+    Ok(result)
+}
+
+const AGENT_PREFIX: &str = "/root/.stockade/agents";
+
+async fn run_in_sandbox(
+    driver: &dyn Driver,
+    spec: &TaskSpec,
+    checked: &Checked,
+    prepared: &stockade_code::Prepared,
+    dir: &Path,
+    result: &mut TaskResult,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<()> {
+    let harness = &checked.agent.harness;
+    let needs_api = harness.install != agents::Install::Nothing;
+    let image = spec.image.clone().or_else(|| {
+        std::env::var(harness.image_env)
+            .ok()
+            .filter(|i| !i.is_empty() && spec.driver != "native")
+    });
+    let sandbox_spec = SandboxSpec {
+        driver: spec.driver.clone(),
+        image,
+        network: spec.network.unwrap_or(if needs_api {
+            NetworkMode::Full
+        } else {
+            NetworkMode::None
+        }),
+        labels: [("stockade.task".to_owned(), result.id.clone())].into(),
+        ..Default::default()
+    };
+    let info = driver.create(sandbox_spec).await?;
+    result.sandbox = Some(info.id.to_string());
+    let workdir = info.spec.workdir.clone();
+    result.baseline = Some(stockade_code::load(driver, &info.id, &workdir, prepared, progress).await?);
+
+    let mut path = format!(
+        "{AGENT_PREFIX}/node_modules/.bin:{AGENT_PREFIX}/bin:/root/.local/bin:{}",
+        stockade_core_path()
+    );
+    install(driver, &info.id, harness, &path, progress).await?;
+    let mcp_path = match &checked.mcp {
+        Some(data) => {
+            let p = "/root/.stockade/mcp.json";
+            driver.mkdir(&info.id, "/root/.stockade").await?;
+            driver.write_file(&info.id, p, data.clone(), 0o600).await?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut req = ExecRequest::new(checked.agent.argv(&spec.prompt, mcp_path));
+    req.cwd = Some(workdir.clone());
+    req.timeout = Some(spec.timeout);
+    for (k, v) in &checked.keys {
+        req.env.insert(k.clone(), v.clone());
+    }
+    // Base URLs for local or proxied model APIs pass through when the host sets them.
+    for k in ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"] {
+        if let Ok(v) = std::env::var(k) {
+            req.env.insert(k.into(), v);
+        }
+    }
+    req.env.insert("STOCKADE_PROMPT".into(), spec.prompt.clone());
+    path.push_str(":/root/.stockade/bin");
+    req.env.insert("PATH".into(), path);
+    progress(&format!("running {} in {}", harness.name, info.id));
+    let exit = stream_agent(driver, &info.id, req, harness.output, dir).await?;
+    result.exit_code = exit.code.or(exit.signal.map(|s| 128 + s));
+    result.status = if exit.timed_out {
+        "timed_out"
+    } else if exit.success() {
+        "succeeded"
+    } else {
+        "failed"
+    }
+    .into();
+
+    let patch = stockade_code::diff(driver, &info.id, &workdir, false).await?;
+    let patch_path = dir.join("patch.diff");
+    std::fs::write(&patch_path, &patch).map_err(|e| io_err(&patch_path, e))?;
+    let stat = stockade_code::diff(driver, &info.id, &workdir, true).await?;
+    result.patch = PatchStats::from_stat(&String::from_utf8_lossy(&stat));
+    Ok(())
+}
+
+fn stockade_core_path() -> &'static str {
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+/// Makes sure the agent's binary runs in the sandbox: present already (a prepared image), or
+/// installed from its registry into /root/.stockade/agents.
+async fn install(
+    driver: &dyn Driver,
+    id: &stockade_core::SandboxId,
+    harness: &Harness,
+    path: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<()> {
+    let script = match harness.install {
+        agents::Install::Nothing => return Ok(()),
+        agents::Install::Npm(pkg) => format!(
+            "command -v {bin} >/dev/null || {{ command -v npm >/dev/null || {{ echo 'npm is not in the sandbox (use an image with node, or {img})' >&2; exit 3; }}; npm install --silent --no-fund --no-audit --prefix {AGENT_PREFIX} {pkg} >&2; }}",
+            bin = harness.binary,
+            img = harness.image_env
+        ),
+        agents::Install::Pip(pkg) => format!(
+            "command -v {bin} >/dev/null || python3 -m pip install --quiet --user {pkg} >&2",
+            bin = harness.binary
+        ),
+        agents::Install::ImageOnly => format!(
+            "command -v {bin} >/dev/null || {{ echo '{bin} is not in the image; build one with it and set {img}' >&2; exit 3; }}",
+            bin = harness.binary,
+            img = harness.image_env
+        ),
+    };
+    progress(&format!("preparing {}", harness.name));
+    let mut req = ExecRequest::new(["sh", "-c", &script]);
+    req.env.insert("PATH".into(), path.to_owned());
+    req.timeout = Some(Duration::from_secs(900));
+    let out = driver.exec(id, req).await?.output().await?;
+    if !out.exit.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::backend(
+            format!("install {}", harness.name),
+            err.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed")
+                .trim(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the agent, writing its output as it comes: raw logs and `events.jsonl`.
+async fn stream_agent(
+    driver: &dyn Driver,
+    id: &stockade_core::SandboxId,
+    req: ExecRequest,
+    format: agents::OutputFormat,
+    dir: &Path,
+) -> Result<stockade_core::ExecExit> {
+    let open = |name: &str| {
+        let p = dir.join(name);
+        std::fs::File::create(&p)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| io_err(&p, e))
+    };
+    let (mut out_log, mut err_log, mut events) =
+        (open("stdout.log")?, open("stderr.log")?, open("events.jsonl")?);
+    let started = Instant::now();
+    let mut session = driver.exec(id, req).await?;
+    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+    let mut n = 0u64;
+    let mut emit = |stream: &str, line: &[u8], events: &mut std::io::BufWriter<std::fs::File>| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        let parsed = (format == agents::OutputFormat::JsonLines && stream == "stdout")
+            .then(|| serde_json::from_str::<serde_json::Value>(text).ok())
+            .flatten();
+        let mut event =
+            serde_json::json!({ "seq": n, "t_ms": started.elapsed().as_millis() as u64, "stream": stream });
+        match parsed {
+            Some(v) => event["json"] = v,
+            None => event["text"] = text.into(),
+        }
+        n += 1;
+        let _ = writeln!(events, "{event}");
+    };
+    let exit = loop {
+        let Some(event) = session.events.next().await else {
+            return Err(Error::backend("agent", "the stream ended before the agent did"));
+        };
+        match event? {
+            ExecEvent::Started { .. } => {}
+            ExecEvent::Output { stream, data, .. } => {
+                let (log, buf, name) = match stream {
+                    OutputStream::Stdout => (&mut out_log, &mut out_line, "stdout"),
+                    OutputStream::Stderr => (&mut err_log, &mut err_line, "stderr"),
+                };
+                let _ = log.write_all(&data);
+                buf.extend_from_slice(&data);
+                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    emit(name, &line[..line.len() - 1], &mut events);
+                }
+            }
+            ExecEvent::Exited { exit, .. } => break exit,
+        }
+    };
+    for (name, rest) in [("stdout", &out_line), ("stderr", &err_line)] {
+        if !rest.is_empty() {
+            emit(name, rest, &mut events);
+        }
+    }
+    for w in [&mut out_log, &mut err_log, &mut events] {
+        w.flush().map_err(|e| io_err(dir, e))?;
+    }
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse() {
+        assert_eq!(
+            PatchStats::from_stat(" a | 2 +-\n 3 files changed, 4 insertions(+), 1 deletion(-)\n"),
+            PatchStats {
+                files: 3,
+                insertions: 4,
+                deletions: 1
+            }
+        );
+        assert_eq!(
+            PatchStats::from_stat(" 1 file changed, 1 deletion(-)"),
+            PatchStats {
+                files: 1,
+                insertions: 0,
+                deletions: 1
+            }
+        );
+        assert_eq!(PatchStats::from_stat(""), PatchStats::default());
+    }
+}
