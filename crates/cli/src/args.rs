@@ -329,6 +329,10 @@ pub struct TaskArgs {
     /// Keep the sandbox afterwards (its id is in the result).
     #[arg(long)]
     pub keep: bool,
+    /// A helper to start in the sandbox before the agent and stop after it (a local model
+    /// server, a proxy), run with `sh -c`.
+    #[arg(long)]
+    pub service: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -117,6 +117,7 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
         network: a.network.as_deref().map(str::parse).transpose()?,
         keep: a.keep,
         name: None,
+        service: a.service.clone(),
     };
     if !crate::router::DRIVERS.contains(&spec.driver.as_str()) {
         return Err(Error::invalid(

@@ -293,3 +293,72 @@ fn a_matrix_runs_in_parallel_and_ends_with_a_table() {
         "every sandbox was destroyed"
     );
 }
+
+/// The real Claude Code CLI, installed from npm inside the sandbox, against a scripted Messages
+/// API server (tests/fixtures/fake_anthropic.py, streaming) run in the same sandbox as a
+/// `--service`: it reads hello.py, edits it, says it is done; the task's patch holds the edit.
+#[test]
+fn claude_code_edits_a_file_end_to_end() {
+    let Some(home) = Home::new("claude") else { return };
+    if Command::new("npm").arg("--version").output().is_err() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but npm is not installed (.ci/run installs nodejs and npm)");
+        }
+        eprintln!("SKIPPED: npm is not installed");
+        return;
+    }
+    let src = home.dir.join("src/repo");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.py"), "print(\"Hello, world\")\n").unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "hello"]);
+    let port = 20000 + std::process::id() % 20000;
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_anthropic.py");
+    let service = format!("python3 {fake} {port} /workspace/hello.py Hello Goodbye /tmp/fake-anthropic.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "task",
+            "--code",
+            src.to_str().unwrap(),
+            "--agent",
+            "claude-code:anthropic:sonnet",
+            "--prompt",
+            "Change the greeting to Goodbye",
+            "--service",
+            &service,
+            "--timeout",
+            "5m",
+            "--json",
+        ])
+        .env("STOCKADE_HOME", &home.dir)
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let dir = PathBuf::from(result["dir"].as_str().unwrap());
+    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    assert_eq!(result["status"], "succeeded", "{result}\n{stderr}\n{log}");
+    assert_eq!(result["model"], "sonnet");
+    let patch = std::fs::read_to_string(dir.join("patch.diff")).unwrap();
+    assert!(
+        patch.contains("-print(\"Hello, world\")\n+print(\"Goodbye, world\")"),
+        "{patch}"
+    );
+    // Its stream-json output was parsed: the tool calls and the final result are events.
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let parsed: Vec<serde_json::Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = parsed.iter().filter_map(|e| e["json"]["type"].as_str()).collect();
+    assert!(kinds.contains(&"result"), "{events}");
+    assert!(events.contains("\"name\":\"Edit\""), "{events}");
+    let last = parsed
+        .iter()
+        .rev()
+        .find(|e| e["json"]["type"] == "result")
+        .unwrap();
+    assert_eq!(last["json"]["result"], "I changed the greeting.");
+}

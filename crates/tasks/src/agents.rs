@@ -39,6 +39,8 @@ pub struct Harness {
     pub output: OutputFormat,
     /// Environment variable naming a prepared image for it.
     pub image_env: &'static str,
+    /// Fixed environment for its exec: no self-update, no telemetry, non-interactive.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 /// Every agent Stockade knows, besides `command:`.
@@ -50,6 +52,14 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["ANTHROPIC_API_KEY"]],
         output: OutputFormat::JsonLines,
         image_env: "STOCKADE_CLAUDE_CODE_IMAGE",
+        // IS_SANDBOX: it refuses to skip permission prompts as root unless told it is sandboxed.
+        env: &[
+            ("IS_SANDBOX", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+            ("DISABLE_TELEMETRY", "1"),
+            ("DISABLE_ERROR_REPORTING", "1"),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        ],
     },
     Harness {
         name: "codex",
@@ -58,6 +68,7 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["OPENAI_API_KEY"]],
         output: OutputFormat::JsonLines,
         image_env: "STOCKADE_CODEX_IMAGE",
+        env: &[],
     },
     Harness {
         name: "gemini",
@@ -66,6 +77,7 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["GEMINI_API_KEY", "GOOGLE_API_KEY"]],
         output: OutputFormat::Text,
         image_env: "STOCKADE_GEMINI_IMAGE",
+        env: &[],
     },
     Harness {
         name: "cursor",
@@ -74,6 +86,7 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["CURSOR_API_KEY"]],
         output: OutputFormat::JsonLines,
         image_env: "STOCKADE_CURSOR_IMAGE",
+        env: &[],
     },
     Harness {
         name: "opencode",
@@ -82,6 +95,7 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"]],
         output: OutputFormat::Text,
         image_env: "STOCKADE_OPENCODE_IMAGE",
+        env: &[],
     },
     Harness {
         name: "aider",
@@ -90,6 +104,7 @@ pub const HARNESSES: &[Harness] = &[
         keys: &[&["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"]],
         output: OutputFormat::Text,
         image_env: "STOCKADE_AIDER_IMAGE",
+        env: &[("AIDER_ANALYTICS", "false"), ("AIDER_CHECK_UPDATE", "false")],
     },
 ];
 
@@ -101,6 +116,7 @@ pub const COMMAND: Harness = Harness {
     keys: &[],
     output: OutputFormat::Text,
     image_env: "",
+    env: &[],
 };
 
 /// `--agent` parsed: `NAME[:PROVIDER:MODEL]`, or `command:SHELL`.

@@ -35,6 +35,9 @@ pub struct TaskSpec {
     pub keep: bool,
     /// A label for matrices and listings.
     pub name: Option<String>,
+    /// A helper started in the sandbox before the agent and stopped after it (a local model
+    /// server, a proxy): `sh -c SERVICE`.
+    pub service: Option<String>,
 }
 
 /// Lines changed by the patch.
@@ -234,6 +237,9 @@ pub async fn run(
 
 const AGENT_PREFIX: &str = "/root/.stockade/agents";
 
+/// Debian's (and most distributions') bundle of trusted CAs, site CAs included.
+const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 async fn run_in_sandbox(
     driver: &dyn Driver,
     spec: &TaskSpec,
@@ -266,6 +272,16 @@ async fn run_in_sandbox(
     let workdir = info.spec.workdir.clone();
     result.baseline = Some(stockade_code::load(driver, &info.id, &workdir, prepared, progress).await?);
 
+    let service = match &spec.service {
+        Some(cmd) => {
+            let mut req = ExecRequest::new(["sh", "-c", cmd]);
+            req.cwd = Some(workdir.clone());
+            req.timeout = Some(spec.timeout + Duration::from_secs(900));
+            progress(&format!("starting service: {cmd}"));
+            Some(driver.exec(&info.id, req).await?)
+        }
+        None => None,
+    };
     let mut path = format!(
         "{AGENT_PREFIX}/node_modules/.bin:{AGENT_PREFIX}/bin:/root/.local/bin:{}",
         stockade_core_path()
@@ -292,11 +308,21 @@ async fn run_in_sandbox(
             req.env.insert(k.into(), v);
         }
     }
+    for (k, v) in harness.env {
+        req.env.insert((*k).into(), (*v).into());
+    }
     req.env.insert("STOCKADE_PROMPT".into(), spec.prompt.clone());
+    // Node agents trust the system's CAs too (a missing file only earns a warning).
+    req.env.insert("NODE_EXTRA_CA_CERTS".into(), SYSTEM_CA.into());
     path.push_str(":/root/.stockade/bin");
     req.env.insert("PATH".into(), path);
     progress(&format!("running {} in {}", harness.name, info.id));
-    let exit = stream_agent(driver, &info.id, req, harness.output, dir).await?;
+    let exit = stream_agent(driver, &info.id, req, harness.output, dir).await;
+    if let Some(service) = service {
+        let _ = service.control.kill().await;
+        let _ = service.output().await;
+    }
+    let exit = exit?;
     result.exit_code = exit.code.or(exit.signal.map(|s| 128 + s));
     result.status = if exit.timed_out {
         "timed_out"
@@ -331,7 +357,7 @@ async fn install(
     let script = match harness.install {
         agents::Install::Nothing => return Ok(()),
         agents::Install::Npm(pkg) => format!(
-            "command -v {bin} >/dev/null || {{ command -v npm >/dev/null || {{ echo 'npm is not in the sandbox (use an image with node, or {img})' >&2; exit 3; }}; npm install --silent --no-fund --no-audit --prefix {AGENT_PREFIX} {pkg} >&2; }}",
+            "command -v {bin} >/dev/null || {{ command -v npm >/dev/null || {{ echo 'npm is not in the sandbox (use an image with node, or {img})' >&2; exit 3; }}; npm install --no-fund --no-audit --loglevel=error --prefix {AGENT_PREFIX} {pkg} >&2; }}",
             bin = harness.binary,
             img = harness.image_env
         ),
@@ -346,6 +372,10 @@ async fn install(
         ),
     };
     progress(&format!("preparing {}", harness.name));
+    // Node and pip carry their own CA lists; the system's (with any site CA) is the one to trust.
+    let script = format!(
+        "if [ -f {SYSTEM_CA} ]; then export NODE_EXTRA_CA_CERTS={SYSTEM_CA} npm_config_cafile={SYSTEM_CA} PIP_CERT={SYSTEM_CA}; fi; {script}"
+    );
     let mut req = ExecRequest::new(["sh", "-c", &script]);
     req.env.insert("PATH".into(), path.to_owned());
     req.timeout = Some(Duration::from_secs(900));

@@ -81,6 +81,7 @@ impl Matrix {
                         network: None,
                         keep: false,
                         name: Some(t.name.clone()),
+                        service: None,
                     });
                 }
             }
