@@ -362,3 +362,65 @@ fn claude_code_edits_a_file_end_to_end() {
         .unwrap();
     assert_eq!(last["json"]["result"], "I changed the greeting.");
 }
+
+/// The real Codex CLI, installed from npm inside the sandbox, against a scripted Responses API
+/// server (tests/fixtures/fake_openai.py) given through OPENAI_BASE_URL: it runs the command the
+/// server asks for, which edits hello.py; the task's patch holds the edit.
+#[test]
+fn codex_edits_a_file_end_to_end() {
+    let Some(home) = Home::new("codex") else { return };
+    if Command::new("npm").arg("--version").output().is_err() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but npm is not installed (.ci/run installs nodejs and npm)");
+        }
+        eprintln!("SKIPPED: npm is not installed");
+        return;
+    }
+    let src = home.dir.join("src/repo");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.py"), "print(\"Hello, world\")\n").unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "hello"]);
+    let port = 40000 + std::process::id() % 20000;
+    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_openai.py");
+    let service = format!("python3 {fake} {port} 'sed -i s/Hello/Goodbye/ hello.py' /tmp/fake-openai.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "task",
+            "--code",
+            src.to_str().unwrap(),
+            "--agent",
+            "codex:openai:gpt-5-codex",
+            "--prompt",
+            "Change the greeting to Goodbye",
+            "--service",
+            &service,
+            "--timeout",
+            "5m",
+            "--json",
+        ])
+        .env("STOCKADE_HOME", &home.dir)
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
+        .env("OPENAI_BASE_URL", format!("http://127.0.0.1:{port}/v1"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let dir = PathBuf::from(result["dir"].as_str().unwrap());
+    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+    assert_eq!(
+        result["status"], "succeeded",
+        "{result}\n{stderr}\n{log}\n{events}"
+    );
+    let patch = std::fs::read_to_string(dir.join("patch.diff")).unwrap();
+    assert!(
+        patch.contains("-print(\"Hello, world\")\n+print(\"Goodbye, world\")"),
+        "{patch}"
+    );
+    assert!(events.contains("\"type\":\"turn.completed\""), "{events}");
+    assert!(events.contains("I changed the greeting."), "{events}");
+}

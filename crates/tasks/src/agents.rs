@@ -201,8 +201,9 @@ impl AgentChoice {
     }
 
     /// The command line that runs the agent on `prompt` non-interactively; `mcp` is the path of
-    /// an MCP config file inside the sandbox.
-    pub fn argv(&self, prompt: &str, mcp: Option<&str>) -> Vec<String> {
+    /// an MCP config file inside the sandbox; `openai_base_url` an OpenAI-compatible endpoint
+    /// (Codex takes it as a model provider of its own).
+    pub fn argv(&self, prompt: &str, mcp: Option<&str>, openai_base_url: Option<&str>) -> Vec<String> {
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>();
         let model = self.model.as_deref();
         let mut argv = match self.harness.name {
@@ -226,9 +227,26 @@ impl AgentChoice {
                 a
             }
             "codex" => {
-                let mut a = s(&["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check"]);
+                // The sandbox is the sandbox: Codex's own would nest inside it.
+                let mut a = s(&[
+                    "codex",
+                    "exec",
+                    "--json",
+                    "--dangerously-bypass-approvals-and-sandbox",
+                    "--skip-git-repo-check",
+                ]);
                 if let Some(m) = model {
                     a.extend(s(&["-m", m]));
+                }
+                if let Some(url) = openai_base_url {
+                    a.extend([
+                        "-c".to_owned(),
+                        "model_provider=\"stockade-openai\"".to_owned(),
+                        "-c".to_owned(),
+                        format!(
+                            "model_providers.stockade-openai={{name=\"OpenAI-compatible\", base_url=\"{url}\", env_key=\"OPENAI_API_KEY\", wire_api=\"responses\"}}"
+                        ),
+                    ]);
                 }
                 a.push(prompt.to_owned());
                 a
@@ -294,15 +312,26 @@ mod tests {
         let a = AgentChoice::parse("claude-code:anthropic:sonnet").unwrap();
         assert_eq!(a.harness.name, "claude-code");
         assert_eq!(a.model.as_deref(), Some("sonnet"));
-        let argv = a.argv("Fix bug", Some("/tmp/mcp.json"));
+        let argv = a.argv("Fix bug", Some("/tmp/mcp.json"), None);
         assert_eq!(argv[..3], ["claude", "-p", "Fix bug"]);
         assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
         assert!(argv.windows(2).any(|w| w == ["--mcp-config", "/tmp/mcp.json"]));
         let c = AgentChoice::parse("command:echo hi > x").unwrap();
-        assert_eq!(c.argv("p", None), ["sh", "-c", "echo hi > x"]);
+        assert_eq!(c.argv("p", None, None), ["sh", "-c", "echo hi > x"]);
         for h in HARNESSES {
-            assert!(!AgentChoice::parse(h.name).unwrap().argv("p", None).is_empty());
+            assert!(!AgentChoice::parse(h.name)
+                .unwrap()
+                .argv("p", None, None)
+                .is_empty());
         }
+        let codex = AgentChoice::parse("codex:openai:gpt-5-codex").unwrap();
+        let argv = codex.argv("p", None, Some("http://127.0.0.1:9/v1"));
+        assert!(
+            argv.iter()
+                .any(|a| a.contains("base_url=\"http://127.0.0.1:9/v1\"")),
+            "{argv:?}"
+        );
+        assert_eq!(argv.last().map(String::as_str), Some("p"));
     }
 
     #[test]

@@ -296,7 +296,12 @@ async fn run_in_sandbox(
         }
         None => None,
     };
-    let mut req = ExecRequest::new(checked.agent.argv(&spec.prompt, mcp_path));
+    let openai_base_url = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    let mut req = ExecRequest::new(
+        checked
+            .agent
+            .argv(&spec.prompt, mcp_path, openai_base_url.as_deref()),
+    );
     req.cwd = Some(workdir.clone());
     req.timeout = Some(spec.timeout);
     for (k, v) in &checked.keys {
