@@ -238,6 +238,42 @@ fn a_git_url_at_a_ref_a_plain_directory_and_empty() {
         );
         home.ok(&["rm", "-f", id]);
     }
+    // The same over the git protocol, from `git daemon` on loopback.
+    let port = 30000 + std::process::id() % 20000;
+    let mut daemon = Command::new("git")
+        .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", scratch.display()))
+        .arg(&scratch)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let git_url = format!("git://127.0.0.1:{port}/remote.git@v1");
+    let mut created = None;
+    for _ in 0..50 {
+        let out = home.run(&["create", "--code", &git_url]);
+        if out.status.success() {
+            created = Some(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let id = created.expect("clone over git daemon");
+    let head = home.ok(&[
+        "exec",
+        &id,
+        "--",
+        "git",
+        "-c",
+        "safe.directory=*",
+        "rev-parse",
+        "HEAD",
+    ]);
+    assert_eq!(head.trim(), first);
+    home.ok(&["rm", "-f", &id]);
     // A directory without git gets a repository and a baseline; new files show as added.
     let plain = scratch.join("plain");
     std::fs::create_dir_all(&plain).unwrap();
