@@ -294,6 +294,17 @@ fn a_matrix_runs_in_parallel_and_ends_with_a_table() {
     );
 }
 
+/// Puts fixture `name` into `repo/.fixtures/` (ignored by git, so out of every patch): the code
+/// is copied into the sandbox, the rest of the host's /tmp is not.
+fn fixture_in(repo: &Path, name: &str) -> String {
+    std::fs::create_dir_all(repo.join(".fixtures")).unwrap();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::copy(&from, repo.join(".fixtures").join(name)).unwrap();
+    format!("/workspace/.fixtures/{name}")
+}
+
 /// The real Claude Code CLI, installed from npm inside the sandbox, against a scripted Messages
 /// API server (tests/fixtures/fake_anthropic.py, streaming) run in the same sandbox as a
 /// `--service`: it reads hello.py, edits it, says it is done; the task's patch holds the edit.
@@ -310,11 +321,12 @@ fn claude_code_edits_a_file_end_to_end() {
     let src = home.dir.join("src/repo");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("hello.py"), "print(\"Hello, world\")\n").unwrap();
+    std::fs::write(src.join(".gitignore"), ".fixtures/\n").unwrap();
     git(&src, &["init", "-q", "-b", "main"]);
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "hello"]);
     let port = 20000 + std::process::id() % 20000;
-    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_anthropic.py");
+    let fake = fixture_in(&src, "fake_anthropic.py");
     let service = format!("python3 {fake} {port} /workspace/hello.py Hello Goodbye /tmp/fake-anthropic.log");
     let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args([
@@ -328,7 +340,7 @@ fn claude_code_edits_a_file_end_to_end() {
             "--service",
             &service,
             "--timeout",
-            "5m",
+            "2m",
             "--json",
         ])
         .env("STOCKADE_HOME", &home.dir)
@@ -379,11 +391,12 @@ fn codex_edits_a_file_end_to_end() {
     let src = home.dir.join("src/repo");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("hello.py"), "print(\"Hello, world\")\n").unwrap();
+    std::fs::write(src.join(".gitignore"), ".fixtures/\n").unwrap();
     git(&src, &["init", "-q", "-b", "main"]);
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "hello"]);
     let port = 40000 + std::process::id() % 20000;
-    let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake_openai.py");
+    let fake = fixture_in(&src, "fake_openai.py");
     let service = format!("python3 {fake} {port} 'sed -i s/Hello/Goodbye/ hello.py' /tmp/fake-openai.log");
     let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
         .args([
@@ -397,7 +410,7 @@ fn codex_edits_a_file_end_to_end() {
             "--service",
             &service,
             "--timeout",
-            "5m",
+            "2m",
             "--json",
         ])
         .env("STOCKADE_HOME", &home.dir)
