@@ -52,6 +52,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Run a coding agent on some code with a prompt; get logs, events and a patch.
     Task(TaskArgs),
+    /// Named secrets, encrypted at rest, injected into execs with --secret.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Commit a sandbox's change on its baseline and push it from the host (the token, from
     /// STOCKADE_GIT_TOKEN, never enters the sandbox).
     Push(PushArgs),
@@ -144,6 +147,9 @@ pub struct ExecOptions {
     /// Print the exec's events as JSON lines instead of raw output.
     #[arg(long)]
     pub json: bool,
+    /// A stored secret as an environment variable (repeatable): NAME, or ENV=NAME.
+    #[arg(long = "secret", value_name = "[ENV=]NAME")]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +176,9 @@ pub struct RunArgs {
     /// Run under a pseudo-terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// A stored secret as an environment variable of the command (repeatable): NAME, or ENV=NAME.
+    #[arg(long = "secret", value_name = "[ENV=]NAME")]
+    pub secrets: Vec<String>,
     /// Command and arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -347,4 +356,17 @@ pub enum TaskAction {
         /// Task id (or a unique prefix).
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret; its value is read from stdin (one trailing newline dropped).
+    Set {
+        /// Letters, digits and '_'.
+        name: String,
+    },
+    /// List secret names (never values).
+    Ls(JsonArgs),
+    /// Remove a secret.
+    Rm { name: String },
 }

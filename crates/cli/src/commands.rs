@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Image(c) => image(&router, c).await,
         Command::Gc(a) => gc(&router, a.json).await,
         Command::Task(a) => crate::task::run(&router, a).await,
+        Command::Secret(c) => secret(c),
         command => dispatch(router, command).await,
     };
     match result {
@@ -178,6 +179,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 interactive: a.interactive,
                 tty: a.tty,
                 json: false,
+                secrets: a.secrets.clone(),
             };
             let req = exec_request(&opts, a.command)?;
             let info = create_with_code(&*d, &a.create).await?;
@@ -224,6 +226,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 interactive: true,
                 tty: true,
                 json: false,
+                secrets: Vec::new(),
             };
             exec(&*d, &info, exec_request(&opts, vec![shell])?, false).await
         }
@@ -240,7 +243,12 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Rm(a) => remove(&*d, &a).await,
-        Command::Info(_) | Command::Bench(_) | Command::Image(_) | Command::Gc(_) | Command::Task(_) => Ok(0),
+        Command::Info(_)
+        | Command::Bench(_)
+        | Command::Image(_)
+        | Command::Gc(_)
+        | Command::Task(_)
+        | Command::Secret(_) => Ok(0),
     }
 }
 
@@ -263,6 +271,34 @@ async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo>
             Err(e)
         }
     }
+}
+
+fn secret(c: crate::args::SecretCommand) -> Result<i32> {
+    use crate::args::SecretCommand;
+    let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
+    match c {
+        SecretCommand::Set { name } => {
+            stockade_secrets::validate_name(&name)?;
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| Error::invalid("secret", format!("stdin: {e}")))?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            if value.is_empty() {
+                return Err(Error::invalid("secret", format!("{name}: empty value on stdin")));
+            }
+            store.set(&name, value)?;
+        }
+        SecretCommand::Ls(a) => {
+            let names = store.names()?;
+            if a.json {
+                print_json(&names);
+            } else {
+                names.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        SecretCommand::Rm { name } => store.remove(&name)?,
+    }
+    Ok(0)
 }
 
 /// Resolves on SIGTERM (never, if the handler cannot be installed).
@@ -343,6 +379,10 @@ fn exec_request(o: &ExecOptions, argv: Vec<String>) -> Result<ExecRequest> {
     let mut env = BTreeMap::new();
     for e in &o.env {
         let (k, v) = parse::key_value("env", e)?;
+        env.insert(k, v);
+    }
+    let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
+    for (k, v) in store.resolve(&o.secrets)? {
         env.insert(k, v);
     }
     let req = ExecRequest {

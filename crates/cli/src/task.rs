@@ -9,8 +9,14 @@ use crate::args::{TaskAction, TaskArgs};
 use crate::commands::print_json;
 use crate::router::Router;
 
+/// An agent's key: the environment first, then the secret store.
 fn env(k: &str) -> Option<String> {
-    std::env::var(k).ok()
+    std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| {
+        stockade_secrets::SecretStore::new(&stockade_store::home_from_env())
+            .get(k)
+            .ok()
+            .flatten()
+    })
 }
 
 /// The exit code for a task's status.

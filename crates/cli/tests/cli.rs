@@ -765,3 +765,59 @@ fn a_supervisor_that_fails_to_start_leaves_nothing() {
         assert!(left.is_empty(), "{dir}: {left:?}");
     }
 }
+
+#[test]
+fn secrets_are_stored_encrypted_listed_by_name_and_injected_by_request() {
+    let Some(home) = Home::new() else { return };
+    let value = format!("sk-{}-{}", std::process::id(), rand_suffix());
+    let mut set = home.cmd(&["secret", "set", "API_TOKEN"]);
+    set.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{value}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&home.run(&["secret", "ls"])), "API_TOKEN\n");
+    // Not in clear on disk.
+    let raw = std::fs::read(home.dir.join("secrets.enc")).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(&value));
+    // Only the exec that asks gets it, under the name it asks for.
+    let out = home.run(&[
+        "run",
+        "--secret",
+        "KEY=API_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$KEY\"",
+    ]);
+    assert_eq!(stdout(&out), format!("{value}\n"), "{}", stderr(&out));
+    let id = stdout(&home.run(&["create"])).trim().to_owned();
+    let out = home.run(&[
+        "exec",
+        "--secret",
+        "API_TOKEN",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$API_TOKEN\"",
+    ]);
+    assert_eq!(stdout(&out), format!("{value}\n"));
+    let out = home.run(&["exec", &id, "--", "env"]);
+    assert!(!stdout(&out).contains(&value), "an exec that did not ask has it");
+    // Unknown names and bad names are named.
+    let out = home.run(&["exec", "--secret", "NOPE", &id, "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("\"NOPE\" is not in the secret store"),
+        "{}",
+        stderr(&out)
+    );
+    let out = home.run(&["secret", "rm", "API_TOKEN"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&home.run(&["secret", "ls"])), "");
+    let out = home.run(&["secret", "rm", "API_TOKEN"]);
+    assert_eq!(out.status.code(), Some(3));
+}
