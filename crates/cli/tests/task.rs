@@ -175,6 +175,43 @@ fn a_failing_or_slow_agent_is_recorded_as_such() {
 }
 
 #[test]
+fn a_service_that_dies_is_reported_and_a_chatty_one_does_not_stall() {
+    let Some(home) = Home::new("service") else { return };
+    let out = home.run(&[
+        "task",
+        "--code",
+        "empty",
+        "--agent",
+        "command:true",
+        "--service",
+        "echo no model here >&2; exit 7",
+        "--json",
+    ]);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "error");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("service: it ended (exit 7) before the agent started: no model here"),
+        "{error}"
+    );
+    // A service writing far more than any pipe holds while the agent works.
+    let out = home.run(&[
+        "task",
+        "--code",
+        "empty",
+        "--agent",
+        "command:sleep 1; echo ok > f",
+        "--service",
+        "yes | head -c 50000000; sleep 60",
+        "--json",
+    ]);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let dir = PathBuf::from(result["dir"].as_str().unwrap());
+    assert!(std::fs::metadata(dir.join("service.log")).unwrap().len() > 1_000_000);
+}
+
+#[test]
 fn bad_tasks_fail_before_any_sandbox() {
     let Some(home) = Home::new("bad") else { return };
     for (args, says) in [

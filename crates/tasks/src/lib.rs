@@ -278,7 +278,7 @@ async fn run_in_sandbox(
             req.cwd = Some(workdir.clone());
             req.timeout = Some(spec.timeout + Duration::from_secs(900));
             progress(&format!("starting service: {cmd}"));
-            Some(driver.exec(&info.id, req).await?)
+            Some(Service::start(driver.exec(&info.id, req).await?, dir)?)
         }
         None => None,
     };
@@ -321,11 +321,15 @@ async fn run_in_sandbox(
     req.env.insert("NODE_EXTRA_CA_CERTS".into(), SYSTEM_CA.into());
     path.push_str(":/root/.stockade/bin");
     req.env.insert("PATH".into(), path);
+    if let Some(service) = &service {
+        // A moment for a service that fails at once to say so.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        service.check_alive()?;
+    }
     progress(&format!("running {} in {}", harness.name, info.id));
     let exit = stream_agent(driver, &info.id, req, harness.output, dir).await;
     if let Some(service) = service {
-        let _ = service.control.kill().await;
-        let _ = service.output().await;
+        service.stop().await;
     }
     let exit = exit?;
     result.exit_code = exit.code.or(exit.signal.map(|s| 128 + s));
@@ -348,6 +352,78 @@ async fn run_in_sandbox(
 
 fn stockade_core_path() -> &'static str {
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+/// A `--service` exec: its output drained into `service.log` as it comes (so a chatty service
+/// never stalls on a full pipe), its end noticed.
+struct Service {
+    control: std::sync::Arc<dyn stockade_core::ExecControl>,
+    ended: std::sync::Arc<std::sync::Mutex<Option<stockade_core::ExecExit>>>,
+    drain: tokio::task::JoinHandle<()>,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(session: stockade_core::ExecSession, dir: &Path) -> Result<Service> {
+        let log = dir.join("service.log");
+        let mut file = std::fs::File::create(&log).map_err(|e| io_err(&log, e))?;
+        let ended = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = std::sync::Arc::clone(&ended);
+        let mut events = session.events;
+        let drain = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    ExecEvent::Output { data, .. } => {
+                        let _ = file.write_all(&data);
+                    }
+                    ExecEvent::Exited { exit, .. } => {
+                        if let Ok(mut e) = seen.lock() {
+                            *e = Some(exit);
+                        }
+                        return;
+                    }
+                    ExecEvent::Started { .. } => {}
+                }
+            }
+        });
+        Ok(Service {
+            control: session.control,
+            ended,
+            drain,
+            log,
+        })
+    }
+
+    /// An error naming the exit and the service's last words when it has already ended.
+    fn check_alive(&self) -> Result<()> {
+        let exit = self.ended.lock().ok().and_then(|e| e.clone());
+        match exit {
+            None => Ok(()),
+            Some(exit) => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output");
+                Err(Error::invalid(
+                    "service",
+                    format!(
+                        "it ended (exit {}) before the agent started: {}",
+                        exit.code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| format!("signal {:?}", exit.signal)),
+                        last.trim()
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.control.kill().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.drain).await;
+    }
 }
 
 /// Makes sure the agent's binary runs in the sandbox: present already (a prepared image), or
