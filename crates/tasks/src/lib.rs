@@ -396,7 +396,7 @@ impl Service {
 
     /// An error naming the exit and the service's last words when it has already ended.
     fn check_alive(&self) -> Result<()> {
-        let exit = self.ended.lock().ok().and_then(|e| e.clone());
+        let exit = self.ended.lock().ok().and_then(|e| *e);
         match exit {
             None => Ok(()),
             Some(exit) => {
