@@ -84,8 +84,11 @@ fn sample_repo(root: &Path) -> (PathBuf, String) {
     std::fs::write(dir.join("old.txt"), "to be deleted\n").unwrap();
     std::fs::write(dir.join("logo.bin"), [0u8, 1, 2, 255, 0, 9]).unwrap();
     std::fs::write(dir.join(".gitignore"), "*.log\n").unwrap();
+    // Tracked although an ignore rule matches it: must stay in the baseline.
+    std::fs::write(dir.join("keep.log"), "tracked log\n").unwrap();
     git(&dir, &["init", "-q", "-b", "main"]);
     git(&dir, &["add", "-A"]);
+    git(&dir, &["add", "-f", "keep.log"]);
     git(&dir, &["commit", "-q", "-m", "first"]);
     let commit = git(&dir, &["rev-parse", "HEAD"]);
     (dir, commit)

@@ -45,7 +45,17 @@ impl Drop for Prepared {
 }
 
 async fn git_on_host(args: &[&str], dir: Option<&Path>) -> std::result::Result<String, String> {
+    git_on_host_with(args, dir, &[]).await
+}
+
+/// `env` is for configuration that must not show on a command line (`GIT_CONFIG_*`).
+async fn git_on_host_with(
+    args: &[&str],
+    dir: Option<&Path>,
+    env: &[(String, String)],
+) -> std::result::Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
@@ -128,6 +138,14 @@ pub async fn prepare(source: &CodeSource, scratch: &Path, progress: Progress<'_>
             };
             if let Err(e) = fetched {
                 return Err(Error::invalid("code", format!("{}: {e}", source.describe())));
+            }
+            // The clone's origin must not carry a user or password into the sandbox.
+            if git_on_host(&["remote", "get-url", "origin"], Some(&dir))
+                .await
+                .is_ok()
+            {
+                let clean = source::without_credentials(url);
+                let _ = git_on_host(&["remote", "set-url", "origin", &clean], Some(&dir)).await;
             }
             let commit = git_on_host(&["rev-parse", "HEAD"], Some(&dir))
                 .await
@@ -243,6 +261,14 @@ async fn copy_in(
         .stdout
         .take()
         .ok_or_else(|| Error::backend("tar", "no stdout"))?;
+    // Drained as it comes: thousands of warnings must not fill the pipe and stall tar.
+    let stderr_task = tar.stderr.take().map(|mut e| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text).await;
+            text
+        })
+    });
     let started = Instant::now();
     let mut next_report = started + Duration::from_secs(1);
     let mut sent: u64 = 0;
@@ -273,13 +299,13 @@ async fn copy_in(
             dir.display()
         ));
     } else if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = tar.stderr.take() {
-            let _ = e.read_to_string(&mut err).await;
-        }
+        let err = match stderr_task {
+            Some(t) => t.await.unwrap_or_default(),
+            None => String::new(),
+        };
         return Err(Error::invalid(
             "code",
-            format!("{}: {}", dir.display(), err.trim()),
+            format!("{}: {}", dir.display(), last_line(&err, "tar failed")),
         ));
     }
     if !out.exit.success() {
@@ -311,9 +337,17 @@ if [ ! -e .git ]; then
   g add -A
   g commit -q --allow-empty -m "baseline"
 fi
+# Credentials never come in with the code: no extra auth headers, no user:password in remotes.
+for k in $(g config --local --name-only --get-regexp '\.extraheader$' 2>/dev/null); do g config --local --unset-all "$k"; done
+for r in $(g remote); do
+  u=$(g remote get-url "$r")
+  case "$u" in *://*@*) g remote set-url "$r" "$(printf %s "$u" | sed -E 's#(://)[^/@]*@#\1#')" ;; esac
+done
 GIT_INDEX_FILE="$(g rev-parse --absolute-git-dir)/stockade-index"
 export GIT_INDEX_FILE
 rm -f "$GIT_INDEX_FILE"
+# From HEAD's tree, so tracked files that an ignore rule matches stay tracked.
+g read-tree HEAD 2>/dev/null || true
 g add -A
 tree=$(g write-tree)
 if head=$(g rev-parse -q --verify HEAD); then
@@ -351,18 +385,28 @@ pub async fn diff(driver: &dyn Driver, id: &SandboxId, workdir: &str, stat: bool
     run_script(driver, id, "diff", req).await
 }
 
-/// Applies `patch` to `workdir` with `git apply` (binary patches included).
+/// Applies `patch` to `workdir` with `git apply` (binary patches included), fed on stdin so it
+/// works whatever user the sandbox's execs run as.
 pub async fn apply(driver: &dyn Driver, id: &SandboxId, workdir: &str, patch: Vec<u8>) -> Result<()> {
-    let path = format!("/tmp/stockade-apply-{}.patch", nanos());
-    driver.write_file(id, &path, patch, 0o600).await?;
-    let script =
-        format!("set -e; cd \"$1\"; {GIT} apply --binary --whitespace=nowarn '{path}'; rm -f '{path}'");
-    let req = script_request(&script, workdir);
-    let result = run_script(driver, id, "apply", req).await;
-    if result.is_err() {
-        let _ = driver.remove(id, &path, false).await;
+    let script = format!("cd \"$1\" && {GIT} apply --binary --whitespace=nowarn -");
+    let mut req = script_request(&script, workdir);
+    req.stdin = true;
+    let session = driver.exec(id, req).await?;
+    for chunk in patch.chunks(256 << 10) {
+        session.control.write_stdin(chunk).await?;
     }
-    result.map(drop)
+    session.control.close_stdin().await?;
+    let out = session.output().await?;
+    if !out.exit.success() {
+        return Err(Error::invalid(
+            "patch",
+            format!(
+                "does not apply in {workdir}: {}",
+                last_line(&String::from_utf8_lossy(&out.stderr), "git apply failed")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What `push` needs besides the sandbox.
@@ -396,17 +440,27 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// The `-c` options that give the host's git the token for `remote` (https only).
-fn auth_options(req: &PushRequest) -> Vec<String> {
+/// The environment that gives the host's git the token for `remote`: `GIT_CONFIG_*` variables,
+/// so it never shows on a command line. Only for https remotes; a token for plain http is an
+/// error, not a leak.
+fn auth_env(req: &PushRequest) -> Result<Vec<(String, String)>> {
     match &req.token {
-        Some(token) if req.remote.starts_with("https://") || req.remote.starts_with("http://") => vec![
-            "-c".into(),
-            format!(
-                "http.extraHeader=Authorization: Basic {}",
-                base64(format!("x-access-token:{token}").as_bytes())
+        Some(_) if req.remote.starts_with("http://") => Err(Error::invalid(
+            "remote",
+            format!("{}: refusing to send the token over plain http", req.remote),
+        )),
+        Some(token) if req.remote.starts_with("https://") => Ok(vec![
+            ("GIT_CONFIG_COUNT".into(), "1".into()),
+            ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                format!(
+                    "Authorization: Basic {}",
+                    base64(format!("x-access-token:{token}").as_bytes())
+                ),
             ),
-        ],
-        _ => Vec::new(),
+        ]),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -422,6 +476,19 @@ pub async fn push(
     let script = format!("cd \"$1\" && {GIT} rev-parse {BASELINE_REF}");
     let baseline = run_script(driver, id, "read the baseline", script_request(&script, workdir)).await?;
     let baseline = String::from_utf8_lossy(&baseline).trim().to_owned();
+    // It comes out of the sandbox: only a commit id may reach the host's git.
+    if !matches!(baseline.len(), 40 | 64) || !baseline.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::backend(
+            format!("read the baseline of sandbox {id}"),
+            "not a commit id",
+        ));
+    }
+    if req.remote.starts_with('-') {
+        return Err(Error::invalid(
+            "remote",
+            format!("{:?} cannot start with '-'", req.remote),
+        ));
+    }
     let patch = diff(driver, id, workdir, false).await?;
     if patch.is_empty() {
         return Err(Error::invalid(
@@ -438,18 +505,14 @@ pub async fn push(
         scratch: Some(dir.clone()),
     };
     let d = dir.to_string_lossy().into_owned();
-    let auth = auth_options(req);
-    let with_auth = |args: &[&str]| -> Vec<String> {
-        auth.iter()
-            .cloned()
-            .chain(args.iter().map(|s| (*s).to_owned()))
-            .collect()
-    };
+    let auth = auth_env(req)?;
+    let with_auth = |args: &[&str]| -> Vec<String> { args.iter().map(|s| (*s).to_owned()).collect() };
     let host_git = |args: Vec<String>| {
         let d = d.clone();
+        let auth = auth.clone();
         async move {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            git_on_host(&refs, Some(Path::new(&d))).await
+            git_on_host_with(&refs, Some(Path::new(&d)), &auth).await
         }
     };
     git_on_host(&["init", "-q", &dir.to_string_lossy()], None)
@@ -548,15 +611,14 @@ mod tests {
             message: "m".into(),
             token: Some("t0k".into()),
         };
-        let opts = auth_options(&req);
+        let env = auth_env(&req).unwrap();
         assert_eq!(
-            opts[1],
-            format!(
-                "http.extraHeader=Authorization: Basic {}",
-                base64(b"x-access-token:t0k")
-            )
+            env[2].1,
+            format!("Authorization: Basic {}", base64(b"x-access-token:t0k"))
         );
         req.remote = "file:///srv/r.git".into();
-        assert!(auth_options(&req).is_empty());
+        assert!(auth_env(&req).unwrap().is_empty());
+        req.remote = "http://example.com/r.git".into();
+        assert!(auth_env(&req).unwrap_err().to_string().contains("plain http"));
     }
 }

@@ -22,6 +22,32 @@ impl CodeSource {
     /// Parses `empty`, `github:owner/repo[@ref]`, a git URL (`https://`, `http://`, `ssh://`,
     /// `git://`, `file://`, or scp-like `user@host:path`) with an optional `@ref`, or a directory.
     pub fn parse(s: &str) -> Result<CodeSource> {
+        let parsed = Self::parse_unchecked(s)?;
+        if let CodeSource::Git { url, reference } = &parsed {
+            // Nothing git could take for an option, and refs from git's own safe alphabet.
+            if url.starts_with('-') {
+                return Err(Error::invalid(
+                    FIELD,
+                    format!("{s:?}: a URL cannot start with '-'"),
+                ));
+            }
+            if let Some(r) = reference {
+                let ok = !r.starts_with('-')
+                    && !r.contains("..")
+                    && r.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._/-+".contains(&b));
+                if !ok {
+                    return Err(Error::invalid(
+                        FIELD,
+                        format!("{s:?}: the ref {r:?} must be a branch, tag or commit (letters, digits, '._/-+', not starting with '-')"),
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn parse_unchecked(s: &str) -> Result<CodeSource> {
         if s.is_empty() {
             return Err(Error::invalid(
                 FIELD,
@@ -83,7 +109,7 @@ impl CodeSource {
         }
     }
 
-    /// How the source is shown in results.
+    /// How the source is shown in results and errors: URLs without any user or password.
     pub fn describe(&self) -> String {
         match self {
             CodeSource::Empty => "empty".into(),
@@ -91,10 +117,21 @@ impl CodeSource {
             CodeSource::Git {
                 url,
                 reference: Some(r),
-            } => format!("{url}@{r}"),
-            CodeSource::Git { url, reference: None } => url.clone(),
+            } => format!("{}@{r}", without_credentials(url)),
+            CodeSource::Git { url, reference: None } => without_credentials(url),
         }
     }
+}
+
+/// `scheme://user:secret@host/path` → `scheme://host/path`; other forms unchanged.
+pub fn without_credentials(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return format!("{scheme}://{host}{path}");
+        }
+    }
+    url.to_owned()
 }
 
 /// Where the path of a git URL starts, or `None` when `s` is not a URL.
@@ -156,6 +193,16 @@ mod tests {
     }
 
     #[test]
+    fn credentials_never_show() {
+        let s = CodeSource::parse("https://x-access-token:ghp_secret@github.com/o/r.git@main").unwrap();
+        assert_eq!(s.describe(), "https://github.com/o/r.git@main");
+        assert_eq!(
+            without_credentials("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+    }
+
+    #[test]
     fn bad_sources_name_the_field() {
         for bad in [
             "",
@@ -163,6 +210,9 @@ mod tests {
             "github:a/b@",
             "/no/such/dir",
             "https://h/r.git@",
+            "file:///srv/r.git@--upload-pack=touch /tmp/pwned;git-upload-pack",
+            "--upload-pack=cmd@h:p@/local",
+            "github:o/r@a..b",
         ] {
             let e = CodeSource::parse(bad).unwrap_err();
             assert!(e.to_string().starts_with("invalid code: "), "{bad}: {e}");

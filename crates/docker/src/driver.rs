@@ -345,7 +345,7 @@ impl DockerDriver {
                 "com.docker.network.bridge.name".to_owned(),
                 crate::firewall::bridge_name(record.id.as_str()),
             )]);
-            engine
+            match engine
                 .client
                 .create_network(NetworkCreateRequest {
                     name: network.clone(),
@@ -355,7 +355,12 @@ impl DockerDriver {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| engine_err(format!("create network {network}"), &e))?;
+            {
+                Ok(_) => {}
+                // Left from before (a lost sandbox started again): it is ours, by name and label.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+                Err(e) => return Err(engine_err(format!("create network {network}"), &e)),
+            }
         }
         let body = container::create_body(&record.spec, &record.image, &self.host_side(record));
         let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
@@ -630,6 +635,9 @@ impl DockerDriver {
     /// what was removed.
     pub async fn gc(&self) -> Result<Vec<String>> {
         let engine = self.engine().await?;
+        // Held throughout: a create saves its record under this lock before it makes anything,
+        // so nothing being created can look unrecorded.
+        let _lock = self.records.lock()?;
         let known: std::collections::BTreeSet<String> = self
             .records
             .list()?

@@ -89,8 +89,11 @@ pub async fn ensure(engine: &Engine, name: &str, progress: Progress<'_>) -> Resu
     if exists(engine, name).await? {
         return Ok(());
     }
+    // Without a tag the engine would pull every tag of the repository.
+    let (repo, tag) = split_tag(name);
     let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
-        .from_image(name)
+        .from_image(repo)
+        .tag(tag)
         .build();
     let mut pull = engine.client.create_image(Some(options), None, None);
     let mut failure = None;
