@@ -61,6 +61,16 @@ fn init(args: &[String]) -> i32 {
     };
     // Not for the commands we start: they get exactly the environment the plan builds.
     std::env::remove_var(CONFIG_ENV);
+    if let [flag, _] = args {
+        // As a container's init: the default user owns the workdir (the host may not be able to
+        // chown it, as with rootless engines; we hold CAP_CHOWN until the bounding set goes).
+        if flag == "--listen" {
+            if let Err(e) = give_workdir_to_default_user(&config) {
+                eprintln!("stockade-agent: {e}");
+                return 1;
+            }
+        }
+    }
     let listener = match args {
         [flag, fd] if flag == "--listen-fd" => fd
             .parse::<i32>()
@@ -121,4 +131,19 @@ fn connect(path: &str) -> i32 {
             return 1;
         }
     }
+}
+
+fn give_workdir_to_default_user(config: &AgentConfig) -> Result<(), String> {
+    let Some(user) = config.user.as_deref().filter(|_| config.own_workdir) else {
+        return Ok(());
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let who = stockade_proto::users::resolve(Some(user), &passwd, &group).map_err(|e| e.to_string())?;
+    nix::unistd::chown(
+        std::path::Path::new(&config.workdir),
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .map_err(|e| format!("chown {} to {user}: {e}", config.workdir))
 }

@@ -76,8 +76,7 @@ fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
 
 /// The create request for `spec`.
 pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> ContainerCreateBody {
-    let config = stockade_proto::AgentConfig::for_spec(spec, None);
-    let config_json = serde_json::to_string(&config).unwrap_or_default();
+    let mut config = stockade_proto::AgentConfig::for_spec(spec, None);
     let mut labels: HashMap<String, String> =
         spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.insert(LABEL_ID.into(), host.id.to_string());
@@ -96,6 +95,7 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
         .any(|m| m.sandbox == std::path::Path::new(&spec.workdir));
     if !workdir_covered {
         mounts.push(bind(&host.workspace, &spec.workdir, false));
+        config.own_workdir = true;
     }
     if !spec
         .mounts
@@ -110,6 +110,7 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
             .map(|m| bind(&m.host, &m.sandbox.display().to_string(), m.read_only)),
     );
 
+    let config_json = serde_json::to_string(&config).unwrap_or_default();
     let r = &spec.resources;
     let memory = r.memory_bytes.map(|m| m as i64);
     let nofile = r

@@ -804,13 +804,6 @@ impl Driver for DockerDriver {
             let _ = self.records.remove(&record.id);
             return Err(e);
         }
-        if let Some(user) = record.spec.user.as_deref() {
-            if let Err(e) = self.own_workspace(&record, user).await {
-                let _ = self.teardown(&record).await;
-                let _ = self.records.remove(&record.id);
-                return Err(e);
-            }
-        }
         Ok(self.info(&record, SandboxStatus::Running, None))
     }
 
@@ -998,35 +991,5 @@ impl DockerDriver {
             AgentConnection::Socket(c) => stockade_proto::client::stats(c).await,
             AgentConnection::Exec(c) => stockade_proto::client::stats(c).await,
         }
-    }
-
-    /// Gives `user` (resolved in the image's own passwd and group files) the workspace directory
-    /// this driver made.
-    async fn own_workspace(&self, record: &Record, user: &str) -> Result<()> {
-        let covered = record
-            .spec
-            .mounts
-            .iter()
-            .any(|m| m.sandbox == Path::new(&record.spec.workdir));
-        if covered {
-            return Ok(());
-        }
-        let passwd = self.read_text(&record.id, "/etc/passwd").await;
-        let group = self.read_text(&record.id, "/etc/group").await;
-        let who = stockade_proto::users::resolve(Some(user), &passwd, &group)?;
-        let dir = self.workspace(&record.id);
-        nix::unistd::chown(
-            &dir,
-            Some(nix::unistd::Uid::from_raw(who.uid)),
-            Some(nix::unistd::Gid::from_raw(who.gid)),
-        )
-        .map_err(|e| Error::backend(format!("chown {}", dir.display()), e))
-    }
-
-    async fn read_text(&self, id: &SandboxId, path: &str) -> String {
-        self.read_file(id, path)
-            .await
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .unwrap_or_default()
     }
 }

@@ -28,6 +28,10 @@ pub struct AgentConfig {
     /// What is applied to every exec'd process.
     #[serde(default)]
     pub hardening: Hardening,
+    /// As a container's init: give `workdir` to the default user at start (set when the
+    /// workdir is the sandbox's own directory, never for a host directory the user mounted).
+    #[serde(default)]
+    pub own_workdir: bool,
 }
 
 /// Hardening for exec'd processes. The default is the strict set; drivers opt out explicitly.
@@ -88,6 +92,7 @@ impl AgentConfig {
             env: spec.env.clone(),
             user: spec.user.clone(),
             home: user_home,
+            own_workdir: false,
             hardening: Hardening {
                 landlock_writable: Some(writable),
                 max_open_files: Some(spec.resources.open_files.unwrap_or(DEFAULT_MAX_OPEN_FILES)),
