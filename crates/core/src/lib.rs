@@ -9,6 +9,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod parse;
+pub mod resilience;
 pub mod sandbox;
 pub mod stats;
 

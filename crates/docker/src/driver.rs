@@ -14,6 +14,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use stockade_core::resilience::{Backoff, BreakerState, CircuitBreaker};
 use stockade_core::{
     Driver, Error, ExecEvent, ExecRequest, ExecSession, FileOp, FileReply, NetworkMode, Result, SandboxId,
     SandboxInfo, SandboxSpec, SandboxStatus, Stats,
@@ -87,6 +88,10 @@ pub struct DockerDriver {
     default_engine: tokio::sync::OnceCell<Engine>,
     progress: ProgressSink,
     force_transport: Option<Transport>,
+    /// Per engine endpoint: opens after repeated connection failures, so a dead engine costs one
+    /// quick error instead of a timeout per call.
+    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -137,6 +142,8 @@ impl DockerDriver {
             engines: Mutex::new(HashMap::new()),
             default_engine: tokio::sync::OnceCell::new(),
             progress: Arc::new(|_| {}),
+            breakers: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
             force_transport: std::env::var("STOCKADE_DOCKER_TRANSPORT")
                 .ok()
                 .and_then(|t| match t.as_str() {
@@ -585,12 +592,83 @@ impl DockerDriver {
         }
     }
 
+    /// Runs an idempotent engine call with retries (connection failures only, exponential
+    /// backoff with jitter) behind the endpoint's circuit breaker.
+    async fn read_call<T, F, Fut>(
+        &self,
+        endpoint: &str,
+        call: F,
+    ) -> std::result::Result<T, bollard::errors::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>,
+    {
+        let breaker = |f: &mut dyn FnMut(&mut CircuitBreaker)| {
+            let mut all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            f(all
+                .entry(endpoint.to_owned())
+                .or_insert_with(|| CircuitBreaker::new(3, Duration::from_secs(10))));
+        };
+        let mut refused = None;
+        breaker(&mut |b| refused = b.allow(Instant::now()).err());
+        if let Some(wait) = refused {
+            return Err(bollard::errors::Error::IOError {
+                err: std::io::Error::other(format!(
+                    "the engine failed repeatedly; not calling it again for {:.1} s (circuit open)",
+                    wait.as_secs_f64()
+                )),
+            });
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match call().await {
+                Ok(v) => {
+                    breaker(&mut |b| b.success());
+                    return Ok(v);
+                }
+                // The engine answered: it is up, whatever it said.
+                Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                    breaker(&mut |b| b.success());
+                    return Err(e);
+                }
+                Err(e) if attempt >= self.backoff.attempts => {
+                    breaker(&mut |b| b.failure(Instant::now()));
+                    return Err(e);
+                }
+                Err(_) => {
+                    let jitter = f64::from(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.subsec_nanos() % 1000)
+                            .unwrap_or(500),
+                    ) / 1000.0;
+                    tokio::time::sleep(self.backoff.delay(attempt, jitter)).await;
+                }
+            }
+        }
+    }
+
+    /// Each engine's breaker, for health reporting.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState, u32)> {
+        let all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        all.iter()
+            .map(|(k, b)| (k.clone(), b.state(now), b.failures()))
+            .collect()
+    }
+
     async fn live_info(&self, record: &Record) -> SandboxInfo {
         let engine = match self.engine_at(&record.engine) {
             Ok(e) => e,
             Err(e) => return self.info(record, SandboxStatus::Lost, Some(e.to_string())),
         };
-        match engine.client.inspect_container(&record.container, None).await {
+        let inspected = self
+            .read_call(&record.engine, || {
+                engine.client.inspect_container(&record.container, None)
+            })
+            .await;
+        match inspected {
             Ok(i) => {
                 let state = i.state.and_then(|s| s.status).map(|s| s.to_string());
                 self.info(record, Self::status_of(record, state.as_deref()), None)
@@ -816,16 +894,16 @@ impl Driver for DockerDriver {
             let listed = match self.engine_at(endpoint) {
                 Ok(engine) => {
                     let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.owner)])]);
-                    engine
-                        .client
-                        .list_containers(Some(
+                    self.read_call(endpoint, || {
+                        engine.client.list_containers(Some(
                             ListContainersOptionsBuilder::new()
                                 .all(true)
                                 .filters(&filters)
                                 .build(),
                         ))
-                        .await
-                        .map_err(|e| short(&e))
+                    })
+                    .await
+                    .map_err(|e| short(&e))
                 }
                 Err(e) => Err(e.to_string()),
             };
