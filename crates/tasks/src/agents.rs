@@ -200,10 +200,10 @@ impl AgentChoice {
         Ok(out)
     }
 
-    /// The command line that runs the agent on `prompt` non-interactively; `mcp` is the path of
-    /// an MCP config file inside the sandbox; `openai_base_url` an OpenAI-compatible endpoint
-    /// (Codex takes it as a model provider of its own).
-    pub fn argv(&self, prompt: &str, mcp: Option<&str>, openai_base_url: Option<&str>) -> Vec<String> {
+    /// The command line that runs the agent on `prompt` non-interactively; `extra` goes before
+    /// the prompt (MCP options from [`AgentChoice::mcp_plan`]); `openai_base_url` an
+    /// OpenAI-compatible endpoint (Codex takes it as a model provider of its own).
+    pub fn argv(&self, prompt: &str, extra: &[String], openai_base_url: Option<&str>) -> Vec<String> {
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>();
         let model = self.model.as_deref();
         let mut argv = match self.harness.name {
@@ -220,9 +220,6 @@ impl AgentChoice {
                 a.extend(s(&["--dangerously-skip-permissions"]));
                 if let Some(m) = model {
                     a.extend(s(&["--model", m]));
-                }
-                if let Some(f) = mcp {
-                    a.extend(s(&["--mcp-config", f]));
                 }
                 a
             }
@@ -299,6 +296,15 @@ impl AgentChoice {
         if argv.is_empty() {
             argv = s(&["false"]);
         }
+        match self.harness.name {
+            "command" => {}
+            // The prompt is their last, positional argument.
+            "codex" | "opencode" => {
+                let at = argv.len() - 1;
+                argv.splice(at..at, extra.iter().cloned());
+            }
+            _ => argv.extend(extra.iter().cloned()),
+        }
         argv
     }
 }
@@ -312,20 +318,21 @@ mod tests {
         let a = AgentChoice::parse("claude-code:anthropic:sonnet").unwrap();
         assert_eq!(a.harness.name, "claude-code");
         assert_eq!(a.model.as_deref(), Some("sonnet"));
-        let argv = a.argv("Fix bug", Some("/tmp/mcp.json"), None);
+        let argv = a.argv("Fix bug", &["--mcp-config".into(), "/tmp/mcp.json".into()], None);
         assert_eq!(argv[..3], ["claude", "-p", "Fix bug"]);
         assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
         assert!(argv.windows(2).any(|w| w == ["--mcp-config", "/tmp/mcp.json"]));
         let c = AgentChoice::parse("command:echo hi > x").unwrap();
-        assert_eq!(c.argv("p", None, None), ["sh", "-c", "echo hi > x"]);
+        assert_eq!(c.argv("p", &[], None), ["sh", "-c", "echo hi > x"]);
         for h in HARNESSES {
             assert!(!AgentChoice::parse(h.name)
                 .unwrap()
-                .argv("p", None, None)
+                .argv("p", &[], None)
                 .is_empty());
         }
         let codex = AgentChoice::parse("codex:openai:gpt-5-codex").unwrap();
-        let argv = codex.argv("p", None, Some("http://127.0.0.1:9/v1"));
+        let argv = codex.argv("p", &["-c".into(), "x=1".into()], Some("http://127.0.0.1:9/v1"));
+        assert_eq!(argv[argv.len() - 3..], ["-c", "x=1", "p"]);
         assert!(
             argv.iter()
                 .any(|a| a.contains("base_url=\"http://127.0.0.1:9/v1\"")),
@@ -352,5 +359,191 @@ mod tests {
             a.keys(&some).unwrap(),
             [("OPENAI_API_KEY".to_owned(), "sk".to_owned())]
         );
+    }
+}
+
+/// How MCP servers reach an agent: files to write in the sandbox and arguments to add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpPlan {
+    /// (absolute path in the sandbox, contents).
+    pub files: Vec<(String, Vec<u8>)>,
+    pub args: Vec<String>,
+}
+
+/// One server of an `{"mcpServers": {NAME: {command, args, env}}}` file (the format Claude Code,
+/// Gemini CLI and Cursor read).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct McpServer {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+impl AgentChoice {
+    /// Turns an MCP servers file into what this agent reads; an agent without MCP support, a
+    /// malformed file or an unusable server name is an error naming it.
+    pub fn mcp_plan(&self, mcp: &[u8]) -> Result<McpPlan> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct File {
+            mcp_servers: std::collections::BTreeMap<String, McpServer>,
+        }
+        let file: File = serde_json::from_slice(mcp).map_err(|e| {
+            Error::invalid(
+                "mcp",
+                format!("expected {{\"mcpServers\": {{NAME: {{command, args, env}}}}}}: {e}"),
+            )
+        })?;
+        for name in file.mcp_servers.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+            {
+                return Err(Error::invalid(
+                    "mcp",
+                    format!("server name {name:?}: use letters, digits, '_' and '-'"),
+                ));
+            }
+        }
+        let same_file = |path: &str| McpPlan {
+            files: vec![(path.to_owned(), mcp.to_vec())],
+            args: Vec::new(),
+        };
+        Ok(match self.harness.name {
+            "claude-code" => McpPlan {
+                files: vec![(MCP_FILE.to_owned(), mcp.to_vec())],
+                args: vec!["--mcp-config".into(), MCP_FILE.into()],
+            },
+            "gemini" => same_file("/root/.gemini/settings.json"),
+            "cursor" => same_file("/root/.cursor/mcp.json"),
+            "codex" => {
+                let mut args = Vec::new();
+                for (name, s) in &file.mcp_servers {
+                    let list = |v: &[String]| {
+                        format!(
+                            "[{}]",
+                            v.iter().map(|a| toml_string(a)).collect::<Vec<_>>().join(", ")
+                        )
+                    };
+                    args.extend([
+                        "-c".to_owned(),
+                        format!("mcp_servers.{name}.command={}", toml_string(&s.command)),
+                    ]);
+                    args.extend([
+                        "-c".to_owned(),
+                        format!("mcp_servers.{name}.args={}", list(&s.args)),
+                    ]);
+                    if !s.env.is_empty() {
+                        let env: Vec<String> = s
+                            .env
+                            .iter()
+                            .map(|(k, v)| format!("{} = {}", toml_string(k), toml_string(v)))
+                            .collect();
+                        args.extend([
+                            "-c".to_owned(),
+                            format!("mcp_servers.{name}.env={{{}}}", env.join(", ")),
+                        ]);
+                    }
+                }
+                McpPlan {
+                    files: Vec::new(),
+                    args,
+                }
+            }
+            "opencode" => {
+                let servers: serde_json::Map<String, serde_json::Value> = file
+                    .mcp_servers
+                    .iter()
+                    .map(|(name, s)| {
+                        let mut command = vec![s.command.clone()];
+                        command.extend(s.args.iter().cloned());
+                        (
+                            name.clone(),
+                            serde_json::json!({ "type": "local", "command": command, "environment": s.env }),
+                        )
+                    })
+                    .collect();
+                let config = serde_json::json!({ "mcp": servers });
+                McpPlan {
+                    files: vec![(
+                        "/root/.config/opencode/opencode.json".into(),
+                        config.to_string().into_bytes(),
+                    )],
+                    args: Vec::new(),
+                }
+            }
+            other => {
+                return Err(Error::invalid(
+                    "mcp",
+                    format!("{other} does not take MCP servers"),
+                ))
+            }
+        })
+    }
+}
+
+/// Where the MCP file goes for agents that take a path.
+pub const MCP_FILE: &str = "/root/.stockade/mcp.json";
+
+#[cfg(test)]
+mod mcp_tests {
+    use super::*;
+
+    const FILE: &str = r#"{"mcpServers": {"files": {"command": "npx", "args": ["-y", "srv"], "env": {"ROOT": "/workspace"}}}}"#;
+
+    #[test]
+    fn each_agent_gets_servers_its_way() {
+        let plan = AgentChoice::parse("claude-code")
+            .unwrap()
+            .mcp_plan(FILE.as_bytes())
+            .unwrap();
+        assert_eq!(plan.args, ["--mcp-config", MCP_FILE]);
+        let plan = AgentChoice::parse("codex")
+            .unwrap()
+            .mcp_plan(FILE.as_bytes())
+            .unwrap();
+        assert_eq!(
+            plan.args,
+            [
+                "-c",
+                "mcp_servers.files.command=\"npx\"",
+                "-c",
+                "mcp_servers.files.args=[\"-y\", \"srv\"]",
+                "-c",
+                "mcp_servers.files.env={\"ROOT\" = \"/workspace\"}"
+            ]
+        );
+        let plan = AgentChoice::parse("gemini")
+            .unwrap()
+            .mcp_plan(FILE.as_bytes())
+            .unwrap();
+        assert_eq!(plan.files[0].0, "/root/.gemini/settings.json");
+        let plan = AgentChoice::parse("opencode")
+            .unwrap()
+            .mcp_plan(FILE.as_bytes())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&plan.files[0].1).unwrap();
+        assert_eq!(
+            v["mcp"]["files"]["command"],
+            serde_json::json!(["npx", "-y", "srv"])
+        );
+        let e = AgentChoice::parse("aider")
+            .unwrap()
+            .mcp_plan(FILE.as_bytes())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "invalid mcp: aider does not take MCP servers");
+        let e = AgentChoice::parse("codex")
+            .unwrap()
+            .mcp_plan(br#"{"mcpServers": {"a b": {"command": "x"}}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("server name \"a b\""));
+        assert!(AgentChoice::parse("codex").unwrap().mcp_plan(b"{}").is_err());
     }
 }

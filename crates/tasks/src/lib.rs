@@ -168,8 +168,13 @@ pub fn check(spec: &TaskSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Ch
         Some(path) => {
             let data =
                 std::fs::read(path).map_err(|e| Error::invalid("mcp", format!("{}: {e}", path.display())))?;
-            serde_json::from_slice::<serde_json::Value>(&data)
-                .map_err(|e| Error::invalid("mcp", format!("{}: not JSON: {e}", path.display())))?;
+            // Checked now, against this agent, so a bad file stops the task before a sandbox.
+            agent.mcp_plan(&data).map_err(|e| match e {
+                Error::InvalidSpec { reason, .. } => {
+                    Error::invalid("mcp", format!("{}: {reason}", path.display()))
+                }
+                other => other,
+            })?;
             Some(data)
         }
         None => None,
@@ -287,20 +292,21 @@ async fn run_in_sandbox(
         stockade_core_path()
     );
     install(driver, &info.id, harness, &path, progress).await?;
-    let mcp_path = match &checked.mcp {
-        Some(data) => {
-            let p = "/root/.stockade/mcp.json";
-            driver.mkdir(&info.id, "/root/.stockade").await?;
-            driver.write_file(&info.id, p, data.clone(), 0o600).await?;
-            Some(p)
-        }
-        None => None,
+    let mcp = match &checked.mcp {
+        Some(data) => checked.agent.mcp_plan(data)?,
+        None => agents::McpPlan::default(),
     };
+    for (path, data) in &mcp.files {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            driver.mkdir(&info.id, &dir.to_string_lossy()).await?;
+        }
+        driver.write_file(&info.id, path, data.clone(), 0o600).await?;
+    }
     let openai_base_url = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
     let mut req = ExecRequest::new(
         checked
             .agent
-            .argv(&spec.prompt, mcp_path, openai_base_url.as_deref()),
+            .argv(&spec.prompt, &mcp.args, openai_base_url.as_deref()),
     );
     req.cwd = Some(workdir.clone());
     req.timeout = Some(spec.timeout);
