@@ -118,10 +118,21 @@ pub async fn run(
     let mut buf_out = vec![0u8; CHUNK];
     let mut buf_err = vec![0u8; CHUNK];
     let kill_tree = || crate::process_tree::kill_descendants(reaper.as_raw(), || {});
+    // Once the command has ended, output that stays open yet silent for this long is given up on:
+    // a process that escaped the tree (where the kernel has no child subreaper, as in gVisor) or
+    // a terminal that never reports EIO must not hold the exec open forever.
+    const IDLE_AFTER_EXIT: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut idle_deadline: Option<tokio::time::Instant> = None;
 
     while stdout.is_some() || stderr.is_some() || raw_status.is_none() {
+        if raw_status.is_some() {
+            idle_deadline.get_or_insert_with(|| tokio::time::Instant::now() + IDLE_AFTER_EXIT);
+        }
         tokio::select! {
             n = read_some(&mut stdout, &mut buf_out) => {
+                if raw_status.is_some() {
+                    idle_deadline = Some(tokio::time::Instant::now() + IDLE_AFTER_EXIT);
+                }
                 match n {
                     Ok(0) | Err(_) => stdout = None,
                     Ok(n) => {
@@ -131,6 +142,9 @@ pub async fn run(
                 }
             }
             n = read_some(&mut stderr, &mut buf_err) => {
+                if raw_status.is_some() {
+                    idle_deadline = Some(tokio::time::Instant::now() + IDLE_AFTER_EXIT);
+                }
                 match n {
                     Ok(0) | Err(_) => stderr = None,
                     Ok(n) => {
@@ -169,6 +183,11 @@ pub async fn run(
             _ = sleep_until(deadline), if !timed_out => {
                 timed_out = true;
                 kill_tree();
+            }
+            _ = sleep_until(idle_deadline), if idle_deadline.is_some() => {
+                kill_tree();
+                stdout = None;
+                stderr = None;
             }
         }
         if stdout.is_none() || stderr.is_none() {

@@ -100,10 +100,6 @@ fn gvisor_gap(case: &str) -> Option<&'static str> {
         "no_capabilities_and_no_network_admin" => "/proc/self/status has no CapAmb line",
         "setuid_binaries_give_no_privilege" => "/proc/self/status has no NoNewPrivs line",
         "sandboxes_cannot_see_each_other" => "System V IPC objects are not listed in /proc/sysvipc, so ipcs shows none",
-        "tty_mode" | "tiocsti_is_denied" => "an exec under a pseudo-terminal never reports its end",
-        "destroy_leaves_nothing_behind" => {
-            "PR_SET_CHILD_SUBREAPER is not implemented, so an exec that leaves background processes does not end until they do"
-        }
         _ => return None,
     })
 }
