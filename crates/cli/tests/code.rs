@@ -5,74 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-struct Home {
-    dir: PathBuf,
-}
+mod common;
 
-impl Home {
-    fn new(tag: &str) -> Option<Home> {
-        if let Err(why) = stockade_native::driver::user_namespaces_available() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but the native driver cannot run here: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-        Some(Home {
-            dir: std::env::temp_dir().join(format!("stockade-code-{tag}-{}", std::process::id())),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stockade"))
-            .args(args)
-            .env("STOCKADE_HOME", &self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let ids = self.run(&["ls", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.run(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{git, Home};
 
 /// A repository with a few files, an ignore rule and a binary file; returns (dir, commit).
 fn sample_repo(root: &Path) -> (PathBuf, String) {

@@ -4,61 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-struct Home {
-    dir: PathBuf,
-}
+mod common;
 
-impl Home {
-    fn new(tag: &str) -> Option<Home> {
-        if let Err(why) = stockade_native::driver::user_namespaces_available() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but the native driver cannot run here: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-        Some(Home {
-            dir: std::env::temp_dir().join(format!("stockade-task-{tag}-{}", std::process::id())),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stockade"))
-            .args(args)
-            .env("STOCKADE_HOME", &self.dir)
-            .env_remove("ANTHROPIC_API_KEY")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{git, Home};
 
 fn repo(root: &Path) -> (PathBuf, String) {
     let dir = root.join("repo");
@@ -342,18 +292,27 @@ fn fixture_in(repo: &Path, name: &str) -> String {
     format!("/workspace/.fixtures/{name}")
 }
 
-/// The real Claude Code CLI, installed from npm inside the sandbox, against a scripted Messages
-/// API server (tests/fixtures/fake_anthropic.py, streaming) run in the same sandbox as a
-/// `--service`: it reads hello.py, edits it, says it is done; the task's patch holds the edit.
-#[test]
-fn claude_code_edits_a_file_end_to_end() {
-    let Some(home) = Home::new("claude") else { return };
+/// What a real agent's task left: the result and the task directory's patch and events.
+struct AgentRun {
+    result: serde_json::Value,
+    patch: String,
+    events: String,
+}
+
+/// Runs `agent` from npm on a one-file repository against the scripted model server `fixture`
+/// (started in the sandbox as a `--service` with `service_args`, `{port}` filled in); `env` gives
+/// the agent its key and base URL (`{port}` filled in). `None` when npm is missing outside CI.
+fn real_agent_task(
+    tag: &str,
+    agent: &str,
+    fixture: &str,
+    service_args: &str,
+    env: &[(&str, &str)],
+) -> Option<AgentRun> {
+    let home = Home::new(tag)?;
     if Command::new("npm").arg("--version").output().is_err() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but npm is not installed (.ci/run installs nodejs and npm)");
-        }
-        eprintln!("SKIPPED: npm is not installed");
-        return;
+        common::skip("npm is not installed (.ci/run installs nodejs and npm)");
+        return None;
     }
     let src = home.dir.join("src/repo");
     std::fs::create_dir_all(&src).unwrap();
@@ -362,48 +321,75 @@ fn claude_code_edits_a_file_end_to_end() {
     git(&src, &["init", "-q", "-b", "main"]);
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "hello"]);
-    let port = 20000 + std::process::id() % 20000;
-    let fake = fixture_in(&src, "fake_anthropic.py");
-    let service = format!("python3 {fake} {port} /workspace/hello.py Hello Goodbye /tmp/fake-anthropic.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "task",
-            "--code",
-            src.to_str().unwrap(),
-            "--agent",
-            "claude-code:anthropic:sonnet",
-            "--prompt",
-            "Change the greeting to Goodbye",
-            "--service",
-            &service,
-            "--timeout",
-            "2m",
-            "--json",
-        ])
-        .env("STOCKADE_HOME", &home.dir)
-        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let port = (20000 + std::process::id() % 20000 + tag.len() as u32 * 7).to_string();
+    let fake = fixture_in(&src, fixture);
+    let service = format!("python3 {fake} {}", service_args.replace("{port}", &port));
+    let mut cmd = home.cmd(&[
+        "task",
+        "--code",
+        src.to_str().unwrap(),
+        "--agent",
+        agent,
+        "--prompt",
+        "Change the greeting to Goodbye",
+        "--service",
+        &service,
+        "--timeout",
+        "2m",
+        "--json",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v.replace("{port}", &port));
+    }
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let result: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
     let dir = PathBuf::from(result["dir"].as_str().unwrap());
-    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-    assert_eq!(result["status"], "succeeded", "{result}\n{stderr}\n{log}");
-    assert_eq!(result["model"], "sonnet");
-    let patch = std::fs::read_to_string(dir.join("patch.diff")).unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let (log, events) = (read("stderr.log"), read("events.jsonl"));
+    assert_eq!(
+        result["status"], "succeeded",
+        "{result}\n{stderr}\n{log}\n{events}"
+    );
+    let patch = read("patch.diff");
     assert!(
         patch.contains("-print(\"Hello, world\")\n+print(\"Goodbye, world\")"),
         "{patch}"
     );
+    Some(AgentRun {
+        result,
+        patch,
+        events,
+    })
+}
+
+/// The real Claude Code CLI, installed from npm inside the sandbox, against a scripted streaming
+/// Messages API server (tests/fixtures/fake_anthropic.py) run in the same sandbox: it reads
+/// hello.py, edits it, says it is done; the task's patch holds the edit.
+#[test]
+fn claude_code_edits_a_file_end_to_end() {
+    let Some(run) = real_agent_task(
+        "claude",
+        "claude-code:anthropic:sonnet",
+        "fake_anthropic.py",
+        "{port} /workspace/hello.py Hello Goodbye /tmp/fake-anthropic.log",
+        &[
+            ("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:{port}"),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(run.result["model"], "sonnet");
+    assert!(!run.patch.is_empty());
     // Its stream-json output was parsed: the tool calls and the final result are events.
-    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    let parsed: Vec<serde_json::Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let kinds: Vec<&str> = parsed.iter().filter_map(|e| e["json"]["type"].as_str()).collect();
-    assert!(kinds.contains(&"result"), "{events}");
-    assert!(events.contains("\"name\":\"Edit\""), "{events}");
+    let parsed: Vec<serde_json::Value> = run
+        .events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(run.events.contains("\"name\":\"Edit\""), "{}", run.events);
     let last = parsed
         .iter()
         .rev()
@@ -417,60 +403,23 @@ fn claude_code_edits_a_file_end_to_end() {
 /// server asks for, which edits hello.py; the task's patch holds the edit.
 #[test]
 fn codex_edits_a_file_end_to_end() {
-    let Some(home) = Home::new("codex") else { return };
-    if Command::new("npm").arg("--version").output().is_err() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but npm is not installed (.ci/run installs nodejs and npm)");
-        }
-        eprintln!("SKIPPED: npm is not installed");
+    let Some(run) = real_agent_task(
+        "codex",
+        "codex:openai:gpt-5-codex",
+        "fake_openai.py",
+        "{port} 'sed -i s/Hello/Goodbye/ hello.py' /tmp/fake-openai.log",
+        &[
+            ("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:{port}/v1"),
+        ],
+    ) else {
         return;
-    }
-    let src = home.dir.join("src/repo");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("hello.py"), "print(\"Hello, world\")\n").unwrap();
-    std::fs::write(src.join(".gitignore"), ".fixtures/\n").unwrap();
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "hello"]);
-    let port = 40000 + std::process::id() % 20000;
-    let fake = fixture_in(&src, "fake_openai.py");
-    let service = format!("python3 {fake} {port} 'sed -i s/Hello/Goodbye/ hello.py' /tmp/fake-openai.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args([
-            "task",
-            "--code",
-            src.to_str().unwrap(),
-            "--agent",
-            "codex:openai:gpt-5-codex",
-            "--prompt",
-            "Change the greeting to Goodbye",
-            "--service",
-            &service,
-            "--timeout",
-            "2m",
-            "--json",
-        ])
-        .env("STOCKADE_HOME", &home.dir)
-        .env("OPENAI_API_KEY", "sk-test-not-a-real-key")
-        .env("OPENAI_BASE_URL", format!("http://127.0.0.1:{port}/v1"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let result: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
-    let dir = PathBuf::from(result["dir"].as_str().unwrap());
-    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
-    assert_eq!(
-        result["status"], "succeeded",
-        "{result}\n{stderr}\n{log}\n{events}"
-    );
-    let patch = std::fs::read_to_string(dir.join("patch.diff")).unwrap();
+    };
+    assert_eq!(run.result["agent"], "codex");
     assert!(
-        patch.contains("-print(\"Hello, world\")\n+print(\"Goodbye, world\")"),
-        "{patch}"
+        run.events.contains("\"type\":\"turn.completed\""),
+        "{}",
+        run.events
     );
-    assert!(events.contains("\"type\":\"turn.completed\""), "{events}");
-    assert!(events.contains("I changed the greeting."), "{events}");
+    assert!(run.events.contains("I changed the greeting."), "{}", run.events);
 }
