@@ -3,69 +3,28 @@
 //! (`scripts/engines`); under CI=true a missing engine fails the tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-struct Home {
-    dir: PathBuf,
+mod common;
+
+use common::Home;
+
+/// A home with Docker running and the base image built (once per machine; later calls find it
+/// by its recipe hash).
+fn docker_home(tag: &str) -> Option<Home> {
+    if !common::docker_running() {
+        return None;
+    }
+    let home = Home::new(&format!("docker-cli-{tag}"))?;
+    let out = home.run(&["image", "base"]);
+    assert!(out.status.success(), "image base: {}", stderr(&out));
+    Some(home)
 }
 
-fn docker_running() -> bool {
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but Docker is not running (scripts/engines starts it)");
-        }
-        eprintln!("SKIPPED: Docker is not running (scripts/engines starts it)");
-    }
-    ok
-}
-
-impl Home {
-    fn new(tag: &str) -> Option<Home> {
-        if !docker_running() {
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("stockade-docker-cli-{tag}-{}", std::process::id()));
-        let home = Home { dir };
-        // Built once per machine; later calls find it by its recipe hash.
-        let out = home.run(&["image", "base"]);
-        assert!(out.status.success(), "image base: {}", stderr(&out));
-        Some(home)
-    }
-
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stockade"));
-        c.args(args).env("STOCKADE_HOME", &self.dir).stdin(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, &[])
-    }
-
-    fn owner(&self) -> String {
-        let host = String::from_utf8(std::fs::read("/proc/sys/kernel/hostname").unwrap()).unwrap();
-        format!("{}:{}", host.trim(), self.dir.display())
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let ids = self.run(&["ls", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.run(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The `stockade.owner` label of this home's containers.
+fn owner(home: &Home) -> String {
+    let host = String::from_utf8(std::fs::read("/proc/sys/kernel/hostname").unwrap()).unwrap();
+    format!("{}:{}", host.trim(), home.dir.display())
 }
 
 fn stdout(o: &Output) -> String {
@@ -90,7 +49,7 @@ fn labelled(kind: &str, label: &str) -> Vec<String> {
 
 #[test]
 fn run_with_an_image_exits_with_the_command_code_and_leaves_nothing() {
-    let Some(home) = Home::new("run") else { return };
+    let Some(home) = docker_home("run") else { return };
     let out = home.run(&[
         "run",
         "--driver",
@@ -106,14 +65,14 @@ fn run_with_an_image_exits_with_the_command_code_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(stdout(&home.run(&["ls", "-q"])), "");
     assert_eq!(
-        labelled("container", &format!("label=stockade.owner={}", home.owner())),
+        labelled("container", &format!("label=stockade.owner={}", owner(&home))),
         Vec::<String>::new()
     );
 }
 
 #[test]
 fn a_named_sandbox_is_used_from_other_processes_and_inspected() {
-    let Some(home) = Home::new("named") else { return };
+    let Some(home) = docker_home("named") else { return };
     let out = home.run(&[
         "create", "--driver", "docker", "--name", "box", "--memory", "256m", "--pids", "128",
     ]);
@@ -157,11 +116,12 @@ fn a_named_sandbox_is_used_from_other_processes_and_inspected() {
 
 #[test]
 fn engine_image_and_runtime_errors_say_what_to_do() {
-    let Some(home) = Home::new("errors") else { return };
-    let out = home.run_env(
-        &["create", "--driver", "docker"],
-        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
-    );
+    let Some(home) = docker_home("errors") else { return };
+    let out = home
+        .cmd(&["create", "--driver", "docker"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("no container engine is running"), "{err}");
@@ -197,12 +157,12 @@ fn engine_image_and_runtime_errors_say_what_to_do() {
     assert!(stderr(&out).contains("disk limit"), "{}", stderr(&out));
     // None of that left anything behind.
     assert_eq!(stdout(&home.run(&["ls", "-q"])), "");
-    assert!(labelled("container", &format!("label=stockade.owner={}", home.owner())).is_empty());
+    assert!(labelled("container", &format!("label=stockade.owner={}", owner(&home))).is_empty());
 }
 
 #[test]
 fn gc_removes_labelled_containers_and_networks_without_a_record() {
-    let Some(home) = Home::new("gc") else { return };
+    let Some(home) = docker_home("gc") else { return };
     let out = home.run(&["create", "--driver", "docker", "--name", "kept"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = home.run(&["create", "--driver", "docker", "--network", "full"]);
