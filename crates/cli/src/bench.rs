@@ -421,6 +421,19 @@ async fn run_containers(a: BenchArgs) -> Result<i32> {
         a.image.clone(),
     ];
     let mut tool_flags: Vec<String> = vec!["--network".into(), "none".into()];
+    let mut engine_limits: Vec<String> = Vec::new();
+    if tool == "podman" {
+        // Podman asks runc for more open files and processes than it has itself unless told a
+        // number (containers then fail to start on hosts without CAP_SYS_RESOURCE); Stockade
+        // passes the engine's own limits, and so does the baseline.
+        let limits = stockade_docker::engine::local_engine_limits("unix:///run/podman/podman.sock");
+        for (name, value) in [("nofile", limits.nofile), ("nproc", limits.nproc)] {
+            if let Some(v) = value {
+                engine_limits.extend(["--ulimit".into(), format!("{name}={v}:{v}")]);
+            }
+        }
+    }
+    tool_flags.extend(engine_limits.iter().cloned());
     if let Some(r) = &a.runtime {
         create_flags.extend(["--runtime".into(), r.clone()]);
         tool_flags.extend(["--runtime".into(), r.clone()]);
@@ -463,6 +476,7 @@ async fn run_containers(a: BenchArgs) -> Result<i32> {
     // (the engine's default network), and against the same with `--network none` (what a
     // Stockade sandbox has by default).
     let mut their_default = vec![tool.to_owned(), "run".into(), "-d".into()];
+    their_default.extend(engine_limits.iter().cloned());
     if let Some(r) = &a.runtime {
         their_default.extend(["--runtime".into(), r.clone()]);
     }
