@@ -30,9 +30,6 @@ use crate::transport::{self, Transport};
 /// How long a container may take from start to a listening agent.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long an engine's runtime list is trusted before it is asked again.
-const FACTS_TTL: Duration = Duration::from_secs(60);
-
 /// The image used when a spec names none.
 pub const DEFAULT_IMAGE: &str = "stockade/base:latest";
 
@@ -652,46 +649,6 @@ impl DockerDriver {
         }
     }
 
-    /// The engine's runtimes, from a cache of at most [`FACTS_TTL`]: Podman takes ~150 ms to
-    /// answer `/info`, which would otherwise be most of a create.
-    /// A runtime the cached list does not know sends the question to the engine again (it may
-    /// have been registered since).
-    async fn runtime_facts(&self, engine: &Engine, wanted: Option<&str>) -> Result<EngineFacts> {
-        let key: String = engine
-            .endpoint
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b)
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = self.dir.join("engines").join(format!("{key}.json"));
-        let fresh = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < FACTS_TTL);
-        if fresh {
-            let cached: Option<EngineFacts> = std::fs::read(&path)
-                .ok()
-                .and_then(|d| serde_json::from_slice(&d).ok());
-            if let Some(facts) = cached {
-                if wanted.is_none_or(|w| facts.runtimes.iter().any(|r| r.name == w)) {
-                    return Ok(facts);
-                }
-            }
-        }
-        let facts = engine.runtime_facts().await?;
-        if let Ok(json) = serde_json::to_vec(&facts) {
-            let _ = std::fs::create_dir_all(self.dir.join("engines"));
-            let _ = stockade_store::write_atomic(&path, &json, 0o600);
-        }
-        Ok(facts)
-    }
-
     /// Each engine's breaker, for health reporting.
     pub fn breaker_states(&self) -> Vec<(String, BreakerState, u32)> {
         let all = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
@@ -878,10 +835,7 @@ impl Driver for DockerDriver {
         self.check_spec(&spec)?;
         let engine = self.engine().await?;
         let image_name = spec.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-        let (facts, image_found) = tokio::join!(
-            self.runtime_facts(engine, spec.runtime.as_deref()),
-            image::exists(engine, &image_name)
-        );
+        let (facts, image_found) = tokio::join!(engine.runtime_facts(), image::exists(engine, &image_name));
         let facts = facts?;
         let transport = self.plan(&spec, &facts)?;
         if !image_found? {

@@ -293,7 +293,7 @@ pub fn short(e: &bollard::errors::Error) -> String {
 }
 
 /// What the engine says about itself.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EngineFacts {
     /// `docker`, `podman`, `orbstack`, `colima`.
     pub kind: String,
@@ -309,7 +309,7 @@ pub struct EngineFacts {
 }
 
 /// One OCI runtime the engine knows.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RuntimeFacts {
     pub name: String,
     pub path: String,
