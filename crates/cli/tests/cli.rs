@@ -496,11 +496,14 @@ fn network_full_resolves_through_the_host_resolver() {
 #[test]
 fn ttl_destroys_the_sandbox_and_everything_it_made() {
     let Some(home) = Home::new() else { return };
-    let out = home.run(&["create", "--ttl", "1s", "--name", "brief"]);
+    // Long enough that the exec below lands before expiry on a loaded CI machine
+    // (1 s failed there once), short enough to keep the test quick.
+    let out = home.run(&["create", "--ttl", "4s", "--name", "brief"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
-    assert!(home.run(&["exec", "brief", "--", "true"]).status.success());
-    for _ in 0..100 {
+    let out = home.run(&["exec", "brief", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for _ in 0..200 {
         if stdout(&home.run(&["ls", "-q"])).is_empty() {
             break;
         }
