@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod files;
+pub mod journal;
 pub mod process_tree;
 pub mod server;
 pub mod session;

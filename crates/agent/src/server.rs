@@ -5,15 +5,29 @@ use std::sync::Arc;
 use stockade_core::{Error, FileOp, FileReply, Result, Stats};
 use stockade_proto::{read_frame, write_frame, Frame, ProtoError, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use crate::hardening::Prepared;
+use crate::journal::Journals;
+use crate::session::Sink;
 use stockade_proto::AgentConfig;
+
+/// What every connection shares.
+struct State {
+    config: AgentConfig,
+    hardening: Prepared,
+    journals: Journals,
+}
 
 /// Serves connections until the process is killed. Also reaps every child that reaches pid 1.
 pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepared) -> std::io::Result<()> {
-    let state = Arc::new((config, hardening));
+    let state = Arc::new(State {
+        config,
+        hardening,
+        journals: Journals::default(),
+    });
     tokio::spawn(reap_forever());
     // As a container's init the engine stops us with SIGTERM; pid 1 gets no default action, so
     // leave on it (the kernel then kills everything else in the pid namespace).
@@ -25,7 +39,7 @@ pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepa
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = serve_connection(&state.0, &state.1, stream).await;
+            let _ = serve_connection(state, stream).await;
         });
     }
 }
@@ -47,7 +61,19 @@ async fn reap_forever() {
     }
 }
 
-async fn serve_connection(config: &AgentConfig, hardening: &Prepared, stream: UnixStream) -> Result<()> {
+/// Forwards the connection's later frames (stdin, resize, kill) to an exec until it hangs up.
+fn forward_requests(mut rd: OwnedReadHalf, tx: mpsc::UnboundedSender<Frame<Request>>) {
+    tokio::spawn(async move {
+        while let Ok(frame) = read_frame::<_, Request>(&mut rd).await {
+            if tx.send(frame).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn serve_connection(state: Arc<State>, stream: UnixStream) -> Result<()> {
+    let (config, hardening) = (&state.config, &state.hardening);
     let (mut rd, mut wr) = stream.into_split();
     loop {
         let frame: Frame<Request> = match read_frame(&mut rd).await {
@@ -56,25 +82,56 @@ async fn serve_connection(config: &AgentConfig, hardening: &Prepared, stream: Un
             Err(e) => return Err(e.into()),
         };
         match frame.header {
-            Request::Exec { req } => {
+            Request::Exec { req, keep_as: None } => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(async move {
-                    loop {
-                        match read_frame::<_, Request>(&mut rd).await {
-                            Ok(f) => {
-                                if tx.send(f).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(_) => return,
-                        }
-                    }
-                });
-                if let Err(e) = crate::session::run(config, hardening, req, rx, &mut wr).await {
+                forward_requests(rd, tx);
+                let mut sink = Sink::Connection(&mut wr);
+                if let Err(e) = crate::session::run(config, hardening, req, rx, &mut sink).await {
                     write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
                     wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
                 }
                 return Ok(());
+            }
+            Request::Exec {
+                req,
+                keep_as: Some(exec_id),
+            } => {
+                let (journal, rx) = match state.journals.open(&exec_id) {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
+                        wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
+                        continue;
+                    }
+                };
+                let exec_state = Arc::clone(&state);
+                let exec_journal = Arc::clone(&journal);
+                tokio::spawn(async move {
+                    let mut sink = Sink::Journal(Arc::clone(&exec_journal));
+                    let (config, hardening) = (&exec_state.config, &exec_state.hardening);
+                    if let Err(e) = crate::session::run(config, hardening, req, rx, &mut sink).await {
+                        exec_journal.push(Reply::from_error(&e), Vec::new());
+                    }
+                });
+                forward_requests(rd, journal.control.clone());
+                return journal.follow(0, &mut wr).await;
+            }
+            Request::Attach { exec_id, from_seq } => {
+                let journal = match state
+                    .journals
+                    .get(&exec_id)
+                    .and_then(|j| j.check_kept(from_seq).map(|()| j))
+                {
+                    Ok(journal) => journal,
+                    Err(e) => {
+                        write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
+                        wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
+                        continue;
+                    }
+                };
+                write_frame(&mut wr, &Reply::Attached, &[]).await?;
+                forward_requests(rd, journal.control.clone());
+                return journal.follow(from_seq, &mut wr).await;
             }
             Request::File { mut op } => {
                 if let FileOp::Write { data, .. } = &mut op {

@@ -2,6 +2,7 @@
 //! kill requests, timeouts and disconnects into a kill of the exec's process tree.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use stockade_core::{Error, ExecExit, ExecRequest, OutputStream, Result};
@@ -12,6 +13,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::hardening::Prepared;
+use crate::journal::Journal;
 use crate::spawn::{self, Spawned};
 use stockade_proto::AgentConfig;
 
@@ -67,13 +69,41 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     .map_err(|e| Error::backend("fcntl", e))
 }
 
+/// Where an exec's events go: straight to the connection that started it, or to the journal of
+/// a kept exec (which any connection follows).
+pub enum Sink<'a> {
+    Connection(&'a mut OwnedWriteHalf),
+    Journal(Arc<Journal>),
+}
+
+impl Sink<'_> {
+    async fn send(&mut self, reply: Reply, payload: &[u8]) -> Result<()> {
+        match self {
+            Sink::Connection(out) => Ok(write_frame(*out, &reply, payload).await?),
+            Sink::Journal(journal) => {
+                journal.push(reply, payload.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::Connection(out) => out.flush().await.map_err(|e| Error::backend("agent write", e)),
+            Sink::Journal(_) => Ok(()),
+        }
+    }
+}
+
 /// Runs `req` to the end, writing events to `out` and taking stdin/resize/kill from `requests`.
+/// When `requests` ends (the connection hung up) the exec is killed; a kept exec's journal
+/// holds a sender, so a kept exec runs on.
 pub async fn run(
     config: &AgentConfig,
     hardening: &Prepared,
     req: ExecRequest,
     mut requests: mpsc::UnboundedReceiver<Frame<Request>>,
-    out: &mut OwnedWriteHalf,
+    out: &mut Sink<'_>,
 ) -> Result<()> {
     let started_at = Instant::now();
     let plan = spawn::plan(config, &req)?;
@@ -88,8 +118,8 @@ pub async fn run(
     } = spawn::spawn(&plan, hardening)?;
     let is_pty = pty.is_some();
     let mut seq = 0u64;
-    write_frame(out, &Reply::Started { seq, pid }, &[]).await?;
-    out.flush().await.map_err(|e| Error::backend("agent write", e))?;
+    out.send(Reply::Started { seq, pid }, &[]).await?;
+    out.flush().await?;
 
     let mut stdout = Some(Output::new(stdout, is_pty)?);
     let mut stderr = match stderr {
@@ -137,7 +167,7 @@ pub async fn run(
                     Ok(0) | Err(_) => stdout = None,
                     Ok(n) => {
                         seq += 1;
-                        write_frame(out, &Reply::Output { seq, stream: OutputStream::Stdout }, &buf_out[..n]).await?;
+                        out.send(Reply::Output { seq, stream: OutputStream::Stdout }, &buf_out[..n]).await?;
                     }
                 }
             }
@@ -149,7 +179,7 @@ pub async fn run(
                     Ok(0) | Err(_) => stderr = None,
                     Ok(n) => {
                         seq += 1;
-                        write_frame(out, &Reply::Output { seq, stream: OutputStream::Stderr }, &buf_err[..n]).await?;
+                        out.send(Reply::Output { seq, stream: OutputStream::Stderr }, &buf_err[..n]).await?;
                     }
                 }
             }
@@ -191,7 +221,7 @@ pub async fn run(
             }
         }
         if stdout.is_none() || stderr.is_none() {
-            out.flush().await.map_err(|e| Error::backend("agent write", e))?;
+            out.flush().await?;
         }
     }
     let (code, signal) = spawn::decode_status(raw_status.unwrap_or(0xff << 8));
@@ -202,9 +232,8 @@ pub async fn run(
         oom: false,
         duration_ms: started_at.elapsed().as_millis() as u64,
     };
-    write_frame(out, &Reply::Exited { seq: seq + 1, exit }, &[]).await?;
-    out.flush().await.map_err(|e| Error::backend("agent write", e))?;
-    Ok(())
+    out.send(Reply::Exited { seq: seq + 1, exit }, &[]).await?;
+    out.flush().await
 }
 
 async fn read_some(output: &mut Option<Output>, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -24,7 +24,7 @@ pub fn code_for(err: &Error) -> i32 {
     match err {
         Error::InvalidSpec { field, .. } if field == "command" => CANNOT_EXECUTE,
         Error::InvalidSpec { .. } => INVALID,
-        Error::NotFound(_) => NOT_FOUND,
+        Error::NotFound(_) | Error::ExecNotFound(_) => NOT_FOUND,
         Error::Unsupported { .. } => UNSUPPORTED,
         Error::WrongState { .. } | Error::NameTaken(_) => WRONG_STATE,
         Error::Timeout(..) => TIMEOUT,

@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             stop_start_keeps_files,
             a_non_root_user_owns_the_workspace,
             stats_report_usage,
+            kept_exec_outlives_its_caller_and_replays_from_seq,
         );
     };
     (@cases $make:path; $module:ident; $($case:ident),* $(,)?) => {
@@ -259,6 +260,87 @@ pub mod cases {
             text(&sb.sh("ps -eo comm | grep -c '^sleep$' || true").await.stdout),
             "0\n"
         );
+    }
+
+    pub async fn kept_exec_outlives_its_caller_and_replays_from_seq(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let mut req = ExecRequest::new(["sh", "-c", "echo one; echo two >&2; read x; echo got $x; exit 7"]);
+        req.stdin = true;
+        let first = sb.driver.exec_kept(&sb.id, req.clone(), "kept-1").await.unwrap();
+        let mut events = first.events;
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            seen.push(events.next().await.unwrap().unwrap());
+        }
+        // The caller goes away; the exec waits on stdin.
+        drop(events);
+        drop(first.control);
+        let err = sb
+            .driver
+            .exec_kept(&sb.id, req, "kept-1")
+            .await
+            .err()
+            .expect("a duplicate id is refused");
+        assert!(err.to_string().contains("already in use"), "{err}");
+        let err = sb
+            .driver
+            .attach(&sb.id, "no-such-exec", 0)
+            .await
+            .err()
+            .expect("unknown id");
+        assert_eq!(err.to_string(), "no such exec: no-such-exec");
+
+        // A new caller replays everything from 0...
+        let again = h.driver();
+        let replay = again.attach(&sb.id, "kept-1", 0).await.unwrap();
+        let mut replayed = Vec::new();
+        let mut events = replay.events;
+        while replayed.len() < 3 {
+            replayed.push(events.next().await.unwrap().unwrap());
+        }
+        assert_eq!(replayed, seen, "the replay differs from the live events");
+        drop(events);
+        // ...and one that has the first two events gets exactly the rest, steers it, sees the end.
+        let rest = again.attach(&sb.id, "kept-1", 2).await.unwrap();
+        rest.control.write_stdin(b"hi\n").await.unwrap();
+        let mut events = rest.events;
+        let mut next_seq = 2;
+        let mut stdout = Vec::new();
+        let exit = loop {
+            let event = events.next().await.unwrap().unwrap();
+            assert_eq!(event.seq(), next_seq, "gap or duplicate at {event:?}");
+            next_seq += 1;
+            match event {
+                ExecEvent::Output { data, .. } => stdout.extend(data),
+                ExecEvent::Exited { exit, .. } => break exit,
+                ExecEvent::Started { .. } => panic!("Started replayed after seq 0"),
+            }
+        };
+        let all_text: String = seen
+            .iter()
+            .filter_map(|e| match e {
+                ExecEvent::Output { data, .. } => Some(text(data)),
+                _ => None,
+            })
+            .collect();
+        assert!(all_text.contains("one") || text(&stdout).contains("one"));
+        assert!(text(&stdout).contains("got hi"), "{}", text(&stdout));
+        assert_eq!(exit.code, Some(7));
+        // A finished exec can still be read from the start.
+        let late = again
+            .attach(&sb.id, "kept-1", 0)
+            .await
+            .unwrap()
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(late.exit.code, Some(7));
+        assert!(
+            text(&late.stdout).contains("one\ngot hi\n"),
+            "{}",
+            text(&late.stdout)
+        );
+        assert_eq!(text(&late.stderr), "two\n");
     }
 
     pub async fn sequence_numbers_are_contiguous(h: &dyn Harness) {

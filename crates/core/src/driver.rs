@@ -93,6 +93,26 @@ pub trait Driver: Send + Sync {
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
     /// Starts a command.
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession>;
+    /// Starts a command the sandbox keeps under `exec_id`: it runs on when the caller goes away
+    /// (a daemon killed and restarted, say), and [`Driver::attach`] follows it again.
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        let _ = (id, req, exec_id);
+        Err(Error::unsupported(
+            self.name(),
+            "kept execs",
+            "this driver cannot keep an exec running without its caller",
+        ))
+    }
+    /// Follows a kept exec from event `from_seq` on: kept events are replayed, live ones follow,
+    /// and the session steers the exec (stdin, resize, kill) like the one that started it.
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        let _ = (id, exec_id, from_seq);
+        Err(Error::unsupported(
+            self.name(),
+            "attach",
+            "this driver cannot keep an exec running without its caller",
+        ))
+    }
     /// One file operation.
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply>;
     /// Resource usage.

@@ -6,6 +6,9 @@ pub enum Error {
     /// No sandbox (or exec) with this id or name.
     #[error("no such sandbox: {0}")]
     NotFound(String),
+    /// No exec with this id in the sandbox (never started, or its output is no longer kept).
+    #[error("no such exec: {0}")]
+    ExecNotFound(String),
     /// A field of a spec or request is wrong; `field` names it the way the user wrote it.
     #[error("invalid {field}: {reason}")]
     InvalidSpec { field: String, reason: String },
@@ -71,6 +74,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
+            Error::ExecNotFound(_) => "exec_not_found",
             Error::InvalidSpec { .. } => "invalid",
             Error::Unsupported { .. } => "unsupported",
             Error::Timeout(..) => "timeout",

@@ -990,6 +990,41 @@ impl Driver for DockerDriver {
     }
 
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
+        self.start_exec(id, req, None).await
+    }
+
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        self.start_exec(id, req, Some(exec_id)).await
+    }
+
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        let record = self.records.load(id)?;
+        match self.connect(&record).await? {
+            AgentConnection::Socket(c) => stockade_proto::client::attach(c, exec_id, from_seq).await,
+            AgentConnection::Exec(c) => stockade_proto::client::attach(c, exec_id, from_seq).await,
+        }
+    }
+
+    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
+        let record = self.records.load(id)?;
+        match self.connect(&record).await? {
+            AgentConnection::Socket(c) => stockade_proto::client::file(c, op).await,
+            AgentConnection::Exec(c) => stockade_proto::client::file(c, op).await,
+        }
+    }
+
+    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+        self.engine_stats(id).await
+    }
+}
+
+impl DockerDriver {
+    async fn start_exec(
+        &self,
+        id: &SandboxId,
+        req: ExecRequest,
+        keep_as: Option<&str>,
+    ) -> Result<ExecSession> {
         req.validate()?;
         let record = self.records.load(id)?;
         let conn = self.connect(&record).await?;
@@ -999,9 +1034,15 @@ impl Driver for DockerDriver {
             None
         };
         let ooms_before = oom_kills(counter.as_deref());
-        let mut session = match conn {
-            AgentConnection::Socket(c) => stockade_proto::client::exec(c, req).await?,
-            AgentConnection::Exec(c) => stockade_proto::client::exec(c, req).await?,
+        let mut session = match (conn, keep_as) {
+            (AgentConnection::Socket(c), None) => stockade_proto::client::exec(c, req).await?,
+            (AgentConnection::Exec(c), None) => stockade_proto::client::exec(c, req).await?,
+            (AgentConnection::Socket(c), Some(exec_id)) => {
+                stockade_proto::client::exec_kept(c, req, exec_id).await?
+            }
+            (AgentConnection::Exec(c), Some(exec_id)) => {
+                stockade_proto::client::exec_kept(c, req, exec_id).await?
+            }
         };
         if counter.is_some() {
             session.events = Box::pin(session.events.map(move |event| match event {
@@ -1017,15 +1058,7 @@ impl Driver for DockerDriver {
         Ok(session)
     }
 
-    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
-        let record = self.records.load(id)?;
-        match self.connect(&record).await? {
-            AgentConnection::Socket(c) => stockade_proto::client::file(c, op).await,
-            AgentConnection::Exec(c) => stockade_proto::client::file(c, op).await,
-        }
-    }
-
-    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+    async fn engine_stats(&self, id: &SandboxId) -> Result<Stats> {
         let record = self.records.load(id)?;
         let engine = self.engine_at(&record.engine)?;
         let options = StatsOptionsBuilder::new().stream(false).one_shot(true).build();

@@ -594,11 +594,43 @@ impl Driver for NativeDriver {
     }
 
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
+        self.start_exec(id, req, None).await
+    }
+
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        self.start_exec(id, req, Some(exec_id)).await
+    }
+
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::attach(conn, exec_id, from_seq).await
+    }
+
+    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::file(conn, op).await
+    }
+
+    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+        self.stats_of(id).await
+    }
+}
+
+impl NativeDriver {
+    async fn start_exec(
+        &self,
+        id: &SandboxId,
+        req: ExecRequest,
+        keep_as: Option<&str>,
+    ) -> Result<ExecSession> {
         req.validate()?;
         let conn = self.connect(id).await?;
         let (version, cgroups) = (self.cgroups.version(), self.cgroups.dirs_for(id.as_str()));
         let ooms_before = crate::cgroup::oom_kills(version, &cgroups);
-        let mut session = stockade_proto::client::exec(conn, req).await?;
+        let mut session = match keep_as {
+            Some(exec_id) => stockade_proto::client::exec_kept(conn, req, exec_id).await?,
+            None => stockade_proto::client::exec(conn, req).await?,
+        };
         // The agent cannot see the cgroup; the host can. A SIGKILL while the sandbox's OOM-kill
         // count rose is the OOM killer's.
         session.events = Box::pin(futures::StreamExt::map(
@@ -618,12 +650,7 @@ impl Driver for NativeDriver {
         Ok(session)
     }
 
-    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
-        let conn = self.connect(id).await?;
-        stockade_proto::client::file(conn, op).await
-    }
-
-    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+    async fn stats_of(&self, id: &SandboxId) -> Result<Stats> {
         let record = self.store.load(id)?;
         if let (SandboxStatus::Running, Some(rt)) = self.live_status(&record) {
             if let Some(mut stats) = crate::cgroup::stats(&rt.cgroup_version, &rt.cgroups) {

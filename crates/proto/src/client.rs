@@ -67,8 +67,24 @@ pub async fn exec<S>(conn: S, req: ExecRequest) -> Result<ExecSession>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    start_exec(conn, req, None).await
+}
+
+/// Starts an exec the agent keeps under `exec_id`: it runs on when this connection goes, and
+/// [`attach`] follows it again from any sequence number.
+pub async fn exec_kept<S>(conn: S, req: ExecRequest, exec_id: &str) -> Result<ExecSession>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    start_exec(conn, req, Some(exec_id.to_owned())).await
+}
+
+async fn start_exec<S>(conn: S, req: ExecRequest, keep_as: Option<String>) -> Result<ExecSession>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut rd, mut wr) = tokio::io::split(conn);
-    write_frame(&mut wr, &Request::Exec { req }, &[]).await?;
+    write_frame(&mut wr, &Request::Exec { req, keep_as }, &[]).await?;
     wr.flush()
         .await
         .map_err(|e| Error::backend("agent connection", e))?;
@@ -82,59 +98,92 @@ where
         } => return Err(error_from_wire(&kind, message, subject)),
         other => return Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
     };
+    Ok(session(rd, wr, Some(first_event)))
+}
+
+/// Follows the kept exec `exec_id` from event `from_seq` on: the events the agent kept are
+/// replayed, then live ones follow, ending with the exit. The session steers the exec too.
+pub async fn attach<S>(conn: S, exec_id: &str, from_seq: u64) -> Result<ExecSession>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let req = Request::Attach {
+        exec_id: exec_id.to_owned(),
+        from_seq,
+    };
+    write_frame(&mut wr, &req, &[]).await?;
+    wr.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
+    match read_frame::<_, Reply>(&mut rd).await?.header {
+        Reply::Attached => Ok(session(rd, wr, None)),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => Err(error_from_wire(&kind, message, subject)),
+        other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn session<R, W>(rd: R, wr: W, first_event: Option<ExecEvent>) -> ExecSession
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let control = Arc::new(AgentExecControl {
         writer: Mutex::new(Some(Box::new(wr))),
     });
-    let events = stream::unfold(
-        (Some(first_event), Some(rd), false),
-        |(pending, rd, done)| async move {
-            if let Some(ev) = pending {
-                return Some((Ok(ev), (None, rd, done)));
+    let events = stream::unfold((first_event, Some(rd), false), |(pending, rd, done)| async move {
+        if let Some(ev) = pending {
+            return Some((Ok(ev), (None, rd, done)));
+        }
+        if done {
+            return None;
+        }
+        let mut rd = rd?;
+        let item = match read_frame::<_, Reply>(&mut rd).await {
+            Ok(Frame {
+                header: Reply::Started { seq, pid },
+                ..
+            }) => Ok(ExecEvent::Started { seq, pid }),
+            Ok(Frame {
+                header: Reply::Output { seq, stream },
+                payload,
+            }) => Ok(ExecEvent::Output {
+                seq,
+                stream,
+                data: payload,
+            }),
+            Ok(Frame {
+                header: Reply::Exited { seq, exit },
+                ..
+            }) => {
+                return Some((Ok(ExecEvent::Exited { seq, exit }), (None, None, true)));
             }
-            if done {
-                return None;
-            }
-            let mut rd = rd?;
-            let item = match read_frame::<_, Reply>(&mut rd).await {
-                Ok(Frame {
-                    header: Reply::Output { seq, stream },
-                    payload,
-                }) => Ok(ExecEvent::Output {
-                    seq,
-                    stream,
-                    data: payload,
-                }),
-                Ok(Frame {
-                    header: Reply::Exited { seq, exit },
-                    ..
-                }) => {
-                    return Some((Ok(ExecEvent::Exited { seq, exit }), (None, None, true)));
-                }
-                Ok(Frame {
-                    header:
-                        Reply::Error {
-                            kind,
-                            message,
-                            subject,
-                        },
-                    ..
-                }) => Err(error_from_wire(&kind, message, subject)),
-                Ok(Frame { header, .. }) => {
-                    Err(Error::backend("agent", format!("unexpected reply {header:?}")))
-                }
-                Err(e) => Err(Error::backend(
-                    "agent connection",
-                    format!("lost before the exec ended: {e}"),
-                )),
-            };
-            let done = item.is_err();
-            Some((item, (None, Some(rd), done)))
-        },
-    );
-    Ok(ExecSession {
+            Ok(Frame {
+                header:
+                    Reply::Error {
+                        kind,
+                        message,
+                        subject,
+                    },
+                ..
+            }) => Err(error_from_wire(&kind, message, subject)),
+            Ok(Frame { header, .. }) => Err(Error::backend("agent", format!("unexpected reply {header:?}"))),
+            Err(e) => Err(Error::backend(
+                "agent connection",
+                format!("lost before the exec ended: {e}"),
+            )),
+        };
+        let done = item.is_err();
+        Some((item, (None, Some(rd), done)))
+    });
+    ExecSession {
         events: Box::pin(events),
         control,
-    })
+    }
 }
 
 type BoxWriter = Box<dyn AsyncWrite + Unpin + Send>;

@@ -25,6 +25,17 @@ pub enum Request {
     /// Start a command; the connection then belongs to this exec.
     Exec {
         req: ExecRequest,
+        /// Keep the exec under this id: it then outlives the connection (a hang-up no longer
+        /// kills it), its events are kept in the agent, and [`Request::Attach`] reads them again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_as: Option<String>,
+    },
+    /// Follow a kept exec from event `from_seq` on (earlier events are replayed first); the
+    /// connection then steers it like the one that started it. Answered by
+    /// [`Reply::Attached`] or an error.
+    Attach {
+        exec_id: String,
+        from_seq: u64,
     },
     /// Payload: bytes for the exec's stdin.
     Stdin,
@@ -70,6 +81,8 @@ pub enum Reply {
         version: u32,
         pid: u32,
     },
+    /// The kept exec was found; its events from the requested sequence number follow.
+    Attached,
     /// `subject` is the path of a file error or the field of an invalid-input error, so the host
     /// rebuilds the same typed error (and the CLI picks the same exit code) as the agent had.
     Error {
@@ -85,7 +98,7 @@ impl Reply {
         let (message, subject) = match err {
             Error::File { path, reason } => (reason.clone(), Some(path.clone())),
             Error::InvalidSpec { field, reason } => (reason.clone(), Some(field.clone())),
-            Error::CommandNotFound(what) => (what.clone(), None),
+            Error::CommandNotFound(what) | Error::ExecNotFound(what) => (what.clone(), None),
             other => (other.to_string(), None),
         };
         Reply::Error {
@@ -100,6 +113,7 @@ impl Reply {
 pub fn error_from_wire(kind: &str, message: String, subject: Option<String>) -> Error {
     match (kind, subject) {
         ("command_not_found", _) => Error::CommandNotFound(message),
+        ("exec_not_found", _) => Error::ExecNotFound(message),
         ("file", Some(path)) => Error::File {
             path,
             reason: message,
