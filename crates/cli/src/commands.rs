@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, ImageCommand, RemoveArgs};
 use crate::exit;
-use crate::router::Router;
+use stockade_router::Router;
 use futures::StreamExt;
 use stockade_core::{
     parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec,
@@ -37,12 +37,12 @@ pub async fn run(cli: Cli) -> i32 {
 
 /// The driver named `name` (checked against the known drivers).
 pub async fn driver(name: &str) -> Result<Arc<dyn Driver>> {
-    if !crate::router::DRIVERS.contains(&name) {
+    if !stockade_router::DRIVERS.contains(&name) {
         return Err(Error::invalid(
             "driver",
             format!(
                 "{name:?} is not a driver; known drivers: {}",
-                crate::router::DRIVERS.join(", ")
+                stockade_router::DRIVERS.join(", ")
             ),
         ));
     }

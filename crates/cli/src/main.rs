@@ -5,7 +5,6 @@ mod args;
 mod bench;
 mod commands;
 mod exit;
-mod router;
 mod task;
 mod terminal;
 

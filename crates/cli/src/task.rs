@@ -7,7 +7,7 @@ use stockade_tasks::{matrix::Matrix, TaskResult, TaskSpec, TaskStore};
 
 use crate::args::{TaskAction, TaskArgs};
 use crate::commands::print_json;
-use crate::router::Router;
+use stockade_router::Router;
 
 /// An agent's key: the environment first, then the secret store.
 fn env(k: &str) -> Option<String> {
@@ -125,7 +125,7 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
         name: None,
         service: a.service.clone(),
     };
-    if !crate::router::DRIVERS.contains(&spec.driver.as_str()) {
+    if !stockade_router::DRIVERS.contains(&spec.driver.as_str()) {
         return Err(Error::invalid(
             "driver",
             format!("{:?} is not a driver", spec.driver),
@@ -158,7 +158,7 @@ async fn matrix(
     // Everything is checked before the first sandbox: agents, keys, sources, drivers.
     let mut specs = Vec::new();
     for spec in m.expand(timeout) {
-        if !crate::router::DRIVERS.contains(&spec.driver.as_str()) {
+        if !stockade_router::DRIVERS.contains(&spec.driver.as_str()) {
             return Err(Error::invalid(
                 "driver",
                 format!("{}: {:?} is not a driver", file.display(), spec.driver),

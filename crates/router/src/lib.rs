@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 /// The names `--driver` takes.
 pub const DRIVERS: &[&str] = &["native", "docker", "podman"];
 
+/// Every driver behind one [`Driver`].
 #[derive(Default)]
 pub struct Router {
     native: OnceCell<Arc<NativeDriver>>,
@@ -141,6 +142,12 @@ impl Driver for Router {
     }
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         self.holding(id.as_str()).await?.exec(id, req).await
+    }
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        self.holding(id.as_str()).await?.exec_kept(id, req, exec_id).await
+    }
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        self.holding(id.as_str()).await?.attach(id, exec_id, from_seq).await
     }
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
         self.holding(id.as_str()).await?.file(id, op).await
