@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use crate::args::{Cli, Command, CopyArgs, CreateArgs, ExecOptions, ImageCommand, RemoveArgs};
 use crate::exit;
-use stockade_router::Router;
 use futures::StreamExt;
 use stockade_core::{
-    parse, Driver, Error, ExecEvent, ExecRequest, Mount, OutputStream, Result, SandboxInfo, SandboxSpec,
-    SandboxStatus,
+    parse, Driver, Error, ExecEvent, ExecRequest, OutputStream, Result, SandboxInfo, SandboxSpec,
+    SandboxStatus, SpecFlags,
 };
+use stockade_router::Router;
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
@@ -311,68 +311,40 @@ async fn terminated() {
     }
 }
 
-/// Builds a spec from `create`'s flags; each error names its flag.
+/// Builds a spec from `create`'s flags; each error names its flag. Host paths are resolved here.
 pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
-    let mut spec = SandboxSpec {
+    let flags = SpecFlags {
         name: a.name.clone(),
-        driver: a.driver.clone(),
+        driver: Some(a.driver.clone()),
         image: a.image.clone(),
         runtime: a.runtime.clone(),
-        rootfs: a.rootfs.as_ref().map(|r| absolute(r)).transpose()?,
-        workdir: a.workdir.clone(),
-        network: a.network.parse()?,
+        rootfs: a.rootfs.as_deref().map(absolute).transpose()?,
+        memory: a.memory.clone(),
+        cpus: a.cpus.clone(),
+        pids: a.pids.clone(),
+        disk: a.disk.clone(),
+        open_files: a.open_files.clone(),
+        file_size: a.file_size.clone(),
+        network: Some(a.network.clone()),
+        env: a.env.clone(),
+        volumes: a.volumes.clone(),
+        workdir: Some(a.workdir.clone()),
         user: a.user.clone(),
-        ttl: a.ttl.as_deref().map(|t| parse::duration("ttl", t)).transpose()?,
-        ..Default::default()
+        labels: a.labels.clone(),
+        ttl: a.ttl.clone(),
     };
-    spec.resources.memory_bytes = a
-        .memory
-        .as_deref()
-        .map(|m| parse::size("memory", m))
-        .transpose()?;
-    spec.resources.disk_bytes = a.disk.as_deref().map(|m| parse::size("disk", m)).transpose()?;
-    spec.resources.file_size_bytes = a
-        .file_size
-        .as_deref()
-        .map(|m| parse::size("file-size", m))
-        .transpose()?;
-    spec.resources.open_files = a
-        .open_files
-        .as_deref()
-        .map(|p| {
-            p.parse::<u64>()
-                .map_err(|_| Error::invalid("open-files", format!("{p:?} is not a whole number")))
-        })
-        .transpose()?;
-    spec.resources.millicpus = a.cpus.as_deref().map(|c| parse::cpus("cpus", c)).transpose()?;
-    spec.resources.pids = a
-        .pids
-        .as_deref()
-        .map(|p| {
-            p.parse::<u32>()
-                .map_err(|_| Error::invalid("pids", format!("{p:?} is not a whole number")))
-        })
-        .transpose()?;
-    for e in &a.env {
-        let (k, v) = parse::key_value("env", e)?;
-        spec.env.insert(k, v);
-    }
-    for l in &a.labels {
-        let (k, v) = parse::key_value("label", l)?;
-        spec.labels.insert(k, v);
-    }
-    for v in &a.volumes {
-        let mut m = Mount::parse(v)?;
+    let mut spec = flags.to_spec()?;
+    for m in &mut spec.mounts {
         m.host = std::fs::canonicalize(&m.host)
             .map_err(|e| Error::invalid("volume", format!("{}: {e}", m.host.display())))?;
-        spec.mounts.push(m);
     }
-    spec.validate()?;
     Ok(spec)
 }
 
-fn absolute(path: &str) -> Result<std::path::PathBuf> {
-    std::fs::canonicalize(path).map_err(|e| Error::invalid("rootfs", format!("{path}: {e}")))
+fn absolute(path: &str) -> Result<String> {
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| Error::invalid("rootfs", format!("{path}: {e}")))
 }
 
 fn exec_request(o: &ExecOptions, argv: Vec<String>) -> Result<ExecRequest> {

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod flags;
 pub mod parse;
 pub mod resilience;
 pub mod sandbox;
@@ -17,6 +18,7 @@ pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream};
 pub use error::{Error, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
 pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};
+pub use flags::SpecFlags;
 pub use sandbox::{
     Mount, NetworkMode, Resources, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, DEFAULT_WORKDIR,
 };

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_WORKDIR: &str = "/workspace";
 
 /// A sandbox id: 12 lowercase hex characters, like a short container id.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SandboxId(String);
@@ -51,6 +52,7 @@ impl fmt::Display for SandboxId {
 }
 
 /// Network access for a sandbox.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
@@ -85,6 +87,7 @@ impl fmt::Display for NetworkMode {
 }
 
 /// Resource limits. `None` means the driver's default.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     /// Memory limit in bytes (swap is not allowed on top).
@@ -108,11 +111,14 @@ pub struct Resources {
 }
 
 /// A host path made visible inside the sandbox.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// Absolute host path.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub host: PathBuf,
     /// Absolute path inside the sandbox.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub sandbox: PathBuf,
     /// Mounted read-only.
     #[serde(default)]
@@ -158,6 +164,7 @@ impl Mount {
 
 /// Everything a user can ask of a new sandbox. Drivers ignore nothing silently: a field they
 /// cannot honour is an [`Error::Unsupported`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Unique human name; the id is used when absent.
@@ -167,6 +174,7 @@ pub struct SandboxSpec {
     pub driver: String,
     /// Root filesystem directory (native); the host `/` read-only when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub rootfs: Option<PathBuf>,
     /// Image (container drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +205,7 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     /// Destroy the sandbox this long after creation.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub ttl: Option<Duration>,
 }
 
@@ -331,6 +340,7 @@ pub fn validate_env_key(key: &str) -> Result<()> {
 }
 
 /// Lifecycle: creating → running ⇄ stopped → destroyed, and lost when the backend vanished.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxStatus {
@@ -378,6 +388,7 @@ impl fmt::Display for SandboxStatus {
 }
 
 /// What `ls` and `inspect` show.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxInfo {
     pub id: SandboxId,
@@ -389,6 +400,7 @@ pub struct SandboxInfo {
     pub spec: SandboxSpec,
     /// Driver-specific facts (pids, paths, active hardening); shown by `inspect`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A point-in-time reading.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Total CPU time used, in microseconds.
