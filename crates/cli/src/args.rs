@@ -58,6 +58,11 @@ pub enum Command {
     /// Commit a sandbox's change on its baseline and push it from the host (the token, from
     /// STOCKADE_GIT_TOKEN, never enters the sandbox).
     Push(PushArgs),
+    /// Run the daemon: the HTTP API on TCP (bearer tokens) and a unix socket (peer uid checked).
+    Serve(ServeArgs),
+    /// API tokens for the daemon's TCP listener.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure Stockade against baselines run beside it.
     Bench(crate::bench::BenchArgs),
 }
@@ -369,4 +374,37 @@ pub enum SecretCommand {
     Ls(JsonArgs),
     /// Remove a secret.
     Rm { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP address to listen on; every request needs a token from `stockade token create`.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Do not listen on TCP (the unix socket only).
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Unix socket to listen on ($STOCKADE_HOME/stockade.sock by default).
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// Database: a SQLite file or sqlite://PATH ($STOCKADE_HOME/stockade.db by default).
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Keep the output of finished execs this long.
+    #[arg(long, default_value = "7d")]
+    pub retention: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once and stored only as a hash.
+    Create {
+        /// A name to recognise it by.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List tokens (names and ids, never the tokens).
+    Ls(JsonArgs),
+    /// Remove a token by id or name.
+    Rm { id: String },
 }

@@ -24,6 +24,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Gc(a) => gc(&router, a.json).await,
         Command::Task(a) => crate::task::run(&router, a).await,
         Command::Secret(c) => secret(c),
+        Command::Serve(a) => serve(a).await,
+        Command::Token(c) => token(c),
         command => dispatch(router, command).await,
     };
     match result {
@@ -33,6 +35,79 @@ pub async fn run(cli: Cli) -> i32 {
             exit::code_for(&e)
         }
     }
+}
+
+/// `stockade serve`: runs until SIGINT or SIGTERM.
+async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
+    let listen = if a.no_tcp {
+        None
+    } else {
+        Some(a.listen.parse().map_err(|_| {
+            Error::invalid(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:7070", a.listen),
+            )
+        })?)
+    };
+    let home = stockade_store::home_from_env();
+    let config = stockade_server::ServerConfig {
+        listen,
+        socket: Some(a.socket.unwrap_or_else(|| home.join("stockade.sock"))),
+        db: a.db,
+        retention: parse::duration("retention", &a.retention)?,
+        home,
+    };
+    let shutdown = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated() => {}
+        }
+    };
+    stockade_server::serve(config, shutdown).await?;
+    Ok(0)
+}
+
+/// `stockade token create|ls|rm`, on the daemon's database directly.
+fn token(c: crate::args::TokenCommand) -> Result<i32> {
+    use crate::args::TokenCommand;
+    let home = stockade_store::home_from_env();
+    let path = stockade_server::db_path(&home, None)?;
+    let db = stockade_server::db::Db::open(&path).map_err(|e| Error::backend("database", e))?;
+    let db_err = |e| Error::backend("database", e);
+    match c {
+        TokenCommand::Create { name } => {
+            if name.is_empty() || name.len() > 64 {
+                return Err(Error::invalid("name", "must be 1 to 64 characters"));
+            }
+            let id = stockade_store::random_id()?.to_string();
+            let secret: String = (0..3)
+                .map(|_| stockade_store::random_id().map(|r| r.to_string()))
+                .collect::<Result<Vec<_>>>()?
+                .concat();
+            let token = format!("stk_{id}{secret}");
+            db.create_token(&id, &name, &token, stockade_store::now_secs())
+                .map_err(db_err)?;
+            println!("{token}");
+            eprintln!("stockade: token {id} ({name}) made; it is shown only this once");
+        }
+        TokenCommand::Ls(a) => {
+            let tokens = db.tokens().map_err(db_err)?;
+            if a.json {
+                print_json(&tokens);
+            } else {
+                println!("{:<14} {:<20} CREATED", "ID", "NAME");
+                for t in tokens {
+                    println!("{:<14} {:<20} {}", t.id, t.name, t.created_at);
+                }
+            }
+        }
+        TokenCommand::Rm { id } => {
+            if !db.remove_token(&id).map_err(db_err)? {
+                return Err(Error::NotFound(format!("token {id}")));
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// The driver named `name` (checked against the known drivers).
@@ -248,7 +323,9 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
         | Command::Image(_)
         | Command::Gc(_)
         | Command::Task(_)
-        | Command::Secret(_) => Ok(0),
+        | Command::Secret(_)
+        | Command::Serve(_)
+        | Command::Token(_) => Ok(0),
     }
 }
 

@@ -13,7 +13,13 @@ use clap::Parser;
 fn main() {
     let cli = args::Cli::parse();
     // One thread: a CLI run is a short sequence of awaits; worker threads would only cost startup.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // The daemon serves many clients at once and gets a thread per core.
+    let runtime = if matches!(cli.command, args::Command::Serve(_)) {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stockade: cannot start the async runtime: {e}");

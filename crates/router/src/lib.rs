@@ -147,7 +147,10 @@ impl Driver for Router {
         self.holding(id.as_str()).await?.exec_kept(id, req, exec_id).await
     }
     async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
-        self.holding(id.as_str()).await?.attach(id, exec_id, from_seq).await
+        self.holding(id.as_str())
+            .await?
+            .attach(id, exec_id, from_seq)
+            .await
     }
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
         self.holding(id.as_str()).await?.file(id, op).await

@@ -1,0 +1,253 @@
+//! Execs the daemon runs: each is a kept exec in its sandbox, and a pump task here stores every
+//! event in the database (numbered, in order) before publishing it to live followers. A follower
+//! reads the stored events from its sequence number, then the live ones, skipping what it has:
+//! no gap, no duplicate. After a restart the pump re-attaches from the first event not stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use stockade_core::{Driver, Error, ExecControl, ExecEvent, ExecSession, SandboxId};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::db::{Db, ExecStatus};
+use crate::events::{Events, StatusChange};
+
+/// Events stored per transaction at most.
+const BATCH: usize = 256;
+
+/// A running exec's live side.
+struct Live {
+    control: Arc<dyn ExecControl>,
+    events: broadcast::Sender<ExecEvent>,
+}
+
+/// Every exec the daemon follows.
+pub struct Execs {
+    db: Arc<Db>,
+    driver: Arc<dyn Driver>,
+    events: Arc<Events>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl std::fmt::Debug for Execs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Execs")
+    }
+}
+
+impl Execs {
+    pub fn new(db: Arc<Db>, driver: Arc<dyn Driver>, events: Arc<Events>) -> Arc<Execs> {
+        Arc::new(Execs {
+            db,
+            driver,
+            events,
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts following a started (or re-attached) exec.
+    pub fn follow_session(self: &Arc<Self>, exec_id: &str, sandbox_id: SandboxId, session: ExecSession) {
+        let (tx, _) = broadcast::channel(1024);
+        self.live().insert(
+            exec_id.to_owned(),
+            Live {
+                control: Arc::clone(&session.control),
+                events: tx.clone(),
+            },
+        );
+        let this = Arc::clone(self);
+        let exec_id = exec_id.to_owned();
+        tokio::spawn(async move { this.pump(exec_id, sandbox_id, session, tx).await });
+    }
+
+    async fn pump(
+        self: Arc<Self>,
+        exec_id: String,
+        sandbox_id: SandboxId,
+        mut session: ExecSession,
+        tx: broadcast::Sender<ExecEvent>,
+    ) {
+        let mut next_seq = self
+            .db
+            .exec(&exec_id)
+            .ok()
+            .flatten()
+            .map(|e| e.next_seq)
+            .unwrap_or(0);
+        let mut reattempts = 0u32;
+        loop {
+            let mut batch = Vec::new();
+            let mut broken = None;
+            match session.events.next().await {
+                Some(Ok(event)) => batch.push(event),
+                Some(Err(e)) => broken = Some(e),
+                None => broken = Some(Error::backend("exec", "the event stream ended early")),
+            }
+            // Take whatever else is ready, so a burst is one transaction.
+            while broken.is_none() && batch.len() < BATCH {
+                match session.events.next().now_or_never() {
+                    Some(Some(Ok(event))) => batch.push(event),
+                    Some(Some(Err(e))) => broken = Some(e),
+                    Some(None) => broken = Some(Error::backend("exec", "the event stream ended early")),
+                    None => break,
+                }
+            }
+            // Events this pump already stored (a re-attach replays from next_seq) are skipped.
+            batch.retain(|e| e.seq() >= next_seq);
+            if !batch.is_empty() {
+                reattempts = 0;
+                let exited = batch.iter().any(|e| matches!(e, ExecEvent::Exited { .. }));
+                if let Err(e) = self
+                    .db
+                    .append_events(&exec_id, &batch, stockade_store::now_secs())
+                {
+                    eprintln!("stockade serve: exec {exec_id}: storing output failed: {e}");
+                }
+                next_seq = batch.last().map(|e| e.seq() + 1).unwrap_or(next_seq);
+                for event in batch {
+                    let _ = tx.send(event);
+                }
+                if exited {
+                    self.live().remove(&exec_id);
+                    self.events
+                        .publish(StatusChange::exec(&exec_id, sandbox_id.as_str(), "exited"));
+                    return;
+                }
+            }
+            if let Some(err) = broken {
+                // The connection to the agent broke: follow again from the first missing event.
+                reattempts += 1;
+                let attached = if reattempts <= 5 {
+                    tokio::time::sleep(Duration::from_millis(100 << reattempts.min(4))).await;
+                    self.driver.attach(&sandbox_id, &exec_id, next_seq).await
+                } else {
+                    Err(err)
+                };
+                match attached {
+                    Ok(again) => {
+                        if let Some(live) = self.live().get_mut(&exec_id) {
+                            live.control = Arc::clone(&again.control);
+                        }
+                        session = again;
+                    }
+                    Err(e) if reattempts > 5 || gone(&e) => {
+                        eprintln!("stockade serve: exec {exec_id} lost: {e}");
+                        let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs());
+                        self.live().remove(&exec_id);
+                        self.events
+                            .publish(StatusChange::exec(&exec_id, sandbox_id.as_str(), "lost"));
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Re-attaches every exec the database says is running; marks the ones whose sandbox or
+    /// agent no longer has them as lost.
+    pub async fn recover(self: &Arc<Self>) -> usize {
+        let Ok(running) = self.db.execs(None) else {
+            return 0;
+        };
+        let mut recovered = 0;
+        for exec in running {
+            let attached = match SandboxId::parse(&exec.sandbox_id) {
+                Ok(sandbox_id) => self
+                    .driver
+                    .attach(&sandbox_id, &exec.id, exec.next_seq)
+                    .await
+                    .map(|session| (sandbox_id, session)),
+                Err(e) => Err(e),
+            };
+            match attached {
+                Ok((sandbox_id, session)) => {
+                    self.follow_session(&exec.id, sandbox_id, session);
+                    recovered += 1;
+                }
+                Err(e) => {
+                    eprintln!("stockade serve: exec {} lost at restart: {e}", exec.id);
+                    let _ = self.db.mark_lost(&exec.id, stockade_store::now_secs());
+                }
+            }
+        }
+        recovered
+    }
+
+    /// The live control of a running exec.
+    pub fn control(&self, exec_id: &str) -> Option<Arc<dyn ExecControl>> {
+        self.live().get(exec_id).map(|l| Arc::clone(&l.control))
+    }
+
+    pub fn running(&self) -> usize {
+        self.live().len()
+    }
+
+    /// Every event of `exec_id` from `from_seq` on, stored first then live, ending after the
+    /// exit (or when the exec is lost). The receiver ends early only if the caller drops it.
+    pub fn subscribe(self: &Arc<Self>, exec_id: &str, from_seq: u64) -> mpsc::Receiver<ExecEvent> {
+        let (out, rx) = mpsc::channel(64);
+        let this = Arc::clone(self);
+        let exec_id = exec_id.to_owned();
+        tokio::spawn(async move {
+            // Subscribe before reading the store, so nothing falls between the two.
+            let mut live = this.live().get(&exec_id).map(|l| l.events.subscribe());
+            let mut next = from_seq;
+            loop {
+                // Stored events first, in pages.
+                loop {
+                    let page = this.db.events(&exec_id, next, BATCH).unwrap_or_default();
+                    if page.is_empty() {
+                        break;
+                    }
+                    for event in page {
+                        next = event.seq() + 1;
+                        let last = matches!(event, ExecEvent::Exited { .. });
+                        if out.send(event).await.is_err() || last {
+                            return;
+                        }
+                    }
+                }
+                let Some(rx) = live.as_mut() else {
+                    // Not live: what is stored is all there is (exited or lost).
+                    return;
+                };
+                match rx.recv().await {
+                    Ok(event) if event.seq() < next => {}
+                    Ok(event) if event.seq() == next => {
+                        next += 1;
+                        let last = matches!(event, ExecEvent::Exited { .. });
+                        if out.send(event).await.is_err() || last {
+                            return;
+                        }
+                    }
+                    // A gap (we lagged behind): the store has it.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // The pump ended: the rest is stored (or the exec was lost).
+                        live = None;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    pub fn status(&self, exec_id: &str) -> Option<ExecStatus> {
+        self.db.exec(exec_id).ok().flatten().map(|e| e.status)
+    }
+}
+
+/// Whether an attach error means the exec cannot come back.
+fn gone(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::NotFound(_) | Error::ExecNotFound(_) | Error::WrongState { .. }
+    )
+}

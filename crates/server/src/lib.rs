@@ -1,0 +1,430 @@
+//! The Stockade daemon (`stockade serve`): an HTTP API over every driver, on TCP (bearer tokens)
+//! and on a unix socket (the peer's uid is checked). Exec output is stored as it arrives, so a
+//! client can replay any exec from any sequence number, and a daemon killed with `-9` picks every
+//! running exec up again when it restarts. See ARCHITECTURE.md for the whole picture.
+
+pub mod api;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod execs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use stockade_core::Driver;
+use stockade_router::Router as Drivers;
+use tokio::net::{TcpListener, UnixListener};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::events::{Events, StatusChange};
+use crate::execs::Execs;
+
+/// Largest request body: one file or archive upload.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// How the daemon is run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP address (bearer tokens required), if any.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket path (the peer's uid must be ours or root), if any.
+    pub socket: Option<PathBuf>,
+    /// `$STOCKADE_HOME`.
+    pub home: PathBuf,
+    /// The database: a SQLite file path (or `sqlite://PATH`); `$STOCKADE_HOME/stockade.db` when absent.
+    pub db: Option<String>,
+    /// Output of finished execs is kept this long.
+    pub retention: Duration,
+}
+
+/// The database path `db` names; Postgres URLs are refused with a clear error.
+pub fn db_path(home: &std::path::Path, db: Option<&str>) -> Result<PathBuf, stockade_core::Error> {
+    match db {
+        None => Ok(home.join("stockade.db")),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Err(stockade_core::Error::unsupported(
+                "serve",
+                "--db postgres://",
+                "this build stores in SQLite only; pass a file path or sqlite://PATH",
+            ))
+        }
+        Some(url) => Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url))),
+    }
+}
+
+/// A monotonically rising count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What `/metrics` counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests_2xx: Counter,
+    pub requests_4xx: Counter,
+    pub requests_5xx: Counter,
+    pub sandboxes_created: Counter,
+    pub execs_started: Counter,
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        format!(
+            "# HELP stockade_http_requests_total HTTP requests by status class.\n\
+             # TYPE stockade_http_requests_total counter\n\
+             stockade_http_requests_total{{class=\"2xx\"}} {}\n\
+             stockade_http_requests_total{{class=\"4xx\"}} {}\n\
+             stockade_http_requests_total{{class=\"5xx\"}} {}\n\
+             # HELP stockade_sandboxes_created_total Sandboxes created through the API.\n\
+             # TYPE stockade_sandboxes_created_total counter\n\
+             stockade_sandboxes_created_total {}\n\
+             # HELP stockade_execs_started_total Execs started through the API.\n\
+             # TYPE stockade_execs_started_total counter\n\
+             stockade_execs_started_total {}\n",
+            self.requests_2xx.get(),
+            self.requests_4xx.get(),
+            self.requests_5xx.get(),
+            self.sandboxes_created.get(),
+            self.execs_started.get(),
+        )
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub driver: Arc<Drivers>,
+    pub db: Arc<Db>,
+    pub execs: Arc<Execs>,
+    pub events: Arc<Events>,
+    pub secrets: stockade_secrets::SecretStore,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppState")
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stockade", description = "Sandboxes for AI coding agents: one API over every driver."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(crate::events::StatusChange, api::WsInput, api::ApiExecEvent, error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document they make.
+pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::metrics))
+        .routes(routes!(api::drivers))
+        .routes(routes!(api::events))
+        .routes(routes!(api::list_sandboxes, api::create_sandbox))
+        .routes(routes!(api::get_sandbox, api::delete_sandbox))
+        .routes(routes!(api::stop_sandbox))
+        .routes(routes!(api::start_sandbox))
+        .routes(routes!(api::sandbox_stats))
+        .routes(routes!(api::list_execs, api::start_exec))
+        .routes(routes!(api::get_exec))
+        .routes(routes!(api::kill_exec))
+        .routes(routes!(api::exec_events))
+        .routes(routes!(api::exec_ws))
+        .routes(routes!(api::read_file, api::write_file, api::delete_file))
+        .routes(routes!(api::list_dir))
+        .routes(routes!(api::download_archive, api::upload_archive))
+        .routes(routes!(api::diff))
+        .routes(routes!(api::apply))
+        .with_state(Arc::clone(&state))
+        .split_for_parts();
+    let doc = openapi.clone();
+    let router = router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state, access_log));
+    (router, openapi)
+}
+
+/// Counts and logs every request: method, path, status, time. Never bodies or headers.
+async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    let status = response.status();
+    match status.as_u16() {
+        200..=399 => state.metrics.requests_2xx.inc(),
+        400..=499 => state.metrics.requests_4xx.inc(),
+        _ => state.metrics.requests_5xx.inc(),
+    }
+    eprintln!(
+        "stockade serve: {method} {path} {} {:.1}ms",
+        status.as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    response
+}
+
+/// Paths anyone may read.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/openapi.json")
+}
+
+/// TCP: a bearer token from `stockade token create` (header, or the `stockade_token` cookie
+/// for browsers, whose WebSockets cannot send headers).
+async fn bearer_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").ok_or(()));
+    let from_cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("stockade_token="))
+        });
+    let token = match (from_header, from_cookie) {
+        (Some(Ok(t)), _) => t,
+        (Some(Err(())), _) => {
+            return ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`").into_response()
+        }
+        (None, Some(t)) => t,
+        (None, None) => {
+            return ApiError::unauthorized(
+                "a bearer token is required (make one with `stockade token create`)",
+            )
+            .into_response()
+        }
+    };
+    match state.db.token_valid(token.trim()) {
+        Ok(true) => next.run(req).await,
+        Ok(false) => ApiError::unauthorized("the token is not valid").into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// The uid of a unix-socket peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerUid(Option<u32>);
+
+impl Connected<IncomingStream<'_, UnixListener>> for PeerUid {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        PeerUid(stream.io().peer_cred().ok().map(|c| c.uid()))
+    }
+}
+
+/// Unix socket: the peer must be this daemon's user or root.
+async fn peer_auth(ConnectInfo(peer): ConnectInfo<PeerUid>, req: Request, next: Next) -> Response {
+    let me = nix::unistd::geteuid().as_raw();
+    match peer.0 {
+        Some(uid) if uid == me || uid == 0 => next.run(req).await,
+        Some(uid) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("uid {uid} may not use this daemon's socket (only uid {me} and root)"),
+        )
+        .into_response(),
+        None => ApiError::unauthorized("the peer's credentials could not be read").into_response(),
+    }
+}
+
+/// Builds the state: database, drivers, exec followers.
+pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
+    let path = db_path(&config.home, config.db.as_deref())?;
+    let db = Arc::new(Db::open(&path).map_err(|e| stockade_core::Error::backend("database", e))?);
+    let drivers = Arc::new(Drivers::default());
+    let events = Arc::new(Events::default());
+    let execs = Execs::new(
+        Arc::clone(&db),
+        Arc::clone(&drivers) as Arc<dyn Driver>,
+        Arc::clone(&events),
+    );
+    Ok(Arc::new(AppState {
+        driver: drivers,
+        db,
+        execs,
+        events,
+        secrets: stockade_secrets::SecretStore::new(&config.home),
+        metrics: Metrics::default(),
+    }))
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> stockade_core::Result<()> {
+    let state = state(&config)?;
+    let recovered = state.execs.recover().await;
+    if recovered > 0 {
+        eprintln!("stockade serve: re-attached {recovered} running exec(s)");
+    }
+    let (app, _) = routes(Arc::clone(&state));
+    let io = |what: &str, e: std::io::Error| stockade_core::Error::backend(what.to_owned(), e);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io(&format!("listen on {addr}"), e))?;
+        let app = app
+            .clone()
+            .layer(middleware::from_fn_with_state(Arc::clone(&state), bearer_auth));
+        let mut stop = stop_rx.clone();
+        eprintln!(
+            "stockade serve: listening on http://{}",
+            listener.local_addr().map_err(|e| io("listen", e))?
+        );
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if let Some(path) = &config.socket {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let listener =
+            UnixListener::bind(path).map_err(|e| io(&format!("listen on {}", path.display()), e))?;
+        let app = app
+            .clone()
+            .layer(middleware::from_fn(peer_auth))
+            .into_make_service_with_connect_info::<PeerUid>();
+        let mut stop = stop_rx.clone();
+        eprintln!("stockade serve: listening on unix:{}", path.display());
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if servers.is_empty() {
+        return Err(stockade_core::Error::invalid(
+            "listen",
+            "give --listen ADDR, --socket PATH or both",
+        ));
+    }
+    tokio::spawn(reaper(Arc::clone(&state), config.retention));
+    tokio::select! {
+        _ = shutdown => {}
+        Some(ended) = servers.join_next() => {
+            if let Ok(Err(e)) = ended {
+                return Err(io("serve", e));
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    // Kept execs run on in their sandboxes; a restarted daemon re-attaches to them.
+    if let Some(path) = &config.socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Every 2 s: publishes status changes seen in the drivers (a sandbox lost, stopped or removed
+/// outside the daemon), destroys sandboxes past their TTL or idle timeout, and drops the output
+/// of execs finished longer ago than the retention.
+async fn reaper(state: Arc<AppState>, retention: Duration) {
+    let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut last_prune = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = stockade_store::now_secs();
+        let Ok(sandboxes) = state.driver.list().await else {
+            continue;
+        };
+        let mut seen = std::collections::HashMap::new();
+        for s in &sandboxes {
+            let status = s.status.as_str().to_owned();
+            if known.get(s.id.as_str()) != Some(&status) && !known.is_empty() {
+                state
+                    .events
+                    .publish(StatusChange::sandbox(s.id.as_str(), &status));
+            }
+            seen.insert(s.id.to_string(), status);
+            let expired = s.spec.ttl.is_some_and(|ttl| s.created_at + ttl.as_secs() <= now);
+            if expired && state.driver.destroy(&s.id).await.is_ok() {
+                let _ = state.db.forget_sandbox(s.id.as_str());
+                state.events.publish(StatusChange::sandbox(s.id.as_str(), "destroyed"));
+            }
+        }
+        for gone in known.keys().filter(|id| !seen.contains_key(*id)) {
+            state.events.publish(StatusChange::sandbox(gone, "destroyed"));
+            let _ = state.db.forget_sandbox(gone);
+        }
+        known = seen;
+        for id in state.db.idle_sandboxes(now).unwrap_or_default() {
+            if let Ok(sid) = stockade_core::SandboxId::parse(&id) {
+                eprintln!("stockade serve: sandbox {id} idle past its timeout, destroying");
+                let _ = state.driver.destroy(&sid).await;
+            }
+            let _ = state.db.forget_sandbox(&id);
+            state.events.publish(StatusChange::sandbox(&id, "destroyed"));
+        }
+        if last_prune.elapsed() > Duration::from_secs(60) {
+            last_prune = Instant::now();
+            let _ = state.db.prune_output(now.saturating_sub(retention.as_secs()));
+        }
+    }
+}
