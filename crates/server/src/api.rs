@@ -47,6 +47,20 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
+/// Raw body extractor whose rejections (too large, say) are [`ApiError`]s.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(ApiError::from)
+    }
+}
+
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
@@ -833,7 +847,7 @@ pub async fn write_file(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<FileQuery>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
     check_path(&q.path)?;
     let mode = match &q.mode {
@@ -925,7 +939,7 @@ pub async fn upload_archive(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<DirQuery>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
     check_path(&q.path)?;
     let info = running_sandbox(&state, &id, "upload an archive").await?;
@@ -985,7 +999,7 @@ pub async fn diff(
 pub async fn apply(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
     let info = running_sandbox(&state, &id, "apply").await?;
     stockade_code::apply(state.driver.as_ref(), &info.id, &info.spec.workdir, body.to_vec()).await?;

@@ -1,7 +1,7 @@
 //! API errors: every failure is a JSON body `{"error": {"code", "message", "field"}}` with a
 //! status that says whose fault it was. Bad input is always a 4xx.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -102,6 +102,23 @@ impl From<JsonRejection> for ApiError {
         ApiError {
             field: Some("body".into()),
             ..ApiError::new(status, "invalid", rejection.body_text())
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        ApiError {
+            field: Some("body".into()),
+            ..ApiError::new(
+                rejection.status(),
+                "invalid",
+                format!(
+                    "{} (the limit is {} MiB)",
+                    rejection.body_text(),
+                    crate::MAX_BODY >> 20
+                ),
+            )
         }
     }
 }

@@ -406,7 +406,9 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
             let expired = s.spec.ttl.is_some_and(|ttl| s.created_at + ttl.as_secs() <= now);
             if expired && state.driver.destroy(&s.id).await.is_ok() {
                 let _ = state.db.forget_sandbox(s.id.as_str());
-                state.events.publish(StatusChange::sandbox(s.id.as_str(), "destroyed"));
+                state
+                    .events
+                    .publish(StatusChange::sandbox(s.id.as_str(), "destroyed"));
             }
         }
         for gone in known.keys().filter(|id| !seen.contains_key(*id)) {
