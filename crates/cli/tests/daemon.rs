@@ -501,7 +501,9 @@ fn bad_requests_get_4xx_json_errors_that_name_the_problem() {
         }
     };
     let bearer = format!("Bearer {}", d.token);
-    let cases: Vec<(&str, String, String, Option<&str>, u16, &str)> = vec![
+    // method, path, body, Authorization, expected status, what the error must mention
+    type Case<'a> = (&'a str, String, String, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/sandboxes".into(),
