@@ -205,6 +205,14 @@ fn script_request(script: &str, workdir: &str) -> ExecRequest {
 
 async fn run_script(driver: &dyn Driver, id: &SandboxId, what: &str, req: ExecRequest) -> Result<Vec<u8>> {
     let out = driver.exec(id, req).await?.output().await?;
+    if what == "diff" && out.exit.code == Some(3) {
+        return Err(Error::WrongState {
+            id: id.to_string(),
+            status: "without a baseline commit".into(),
+            operation: "diff".into(),
+            needed: "made with code (--code) or a git baseline in its workdir".into(),
+        });
+    }
     if !out.exit.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(Error::backend(

@@ -235,6 +235,13 @@ impl SandboxSpec {
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
+        if self
+            .user
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.contains('\0'))
+        {
+            return Err(Error::invalid("user", "must be a name, uid or uid:gid"));
+        }
         if !self.workdir.starts_with('/') {
             return Err(Error::invalid(
                 "workdir",

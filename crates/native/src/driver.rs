@@ -415,6 +415,10 @@ impl NativeDriver {
                 } else {
                     msg
                 };
+                // The supervisor reports a bad spec field as "invalid FIELD: reason".
+                if let Some((field, reason)) = msg.strip_prefix("invalid ").and_then(|m| m.split_once(": ")) {
+                    return Err(Error::invalid(field, reason));
+                }
                 Err(Error::backend(format!("start sandbox {}", record.id), msg))
             }
         }

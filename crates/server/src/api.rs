@@ -933,7 +933,7 @@ pub async fn download_archive(
 /// Unpacks a tar archive (the body) into a directory, made if missing.
 #[utoipa::path(put, path = "/api/sandboxes/{id}/archive", tag = "files",
     params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, description = "a tar archive", content_type = "application/octet-stream"),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn upload_archive(
     State(state): State<Arc<AppState>>,

@@ -133,7 +133,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Stockade", description = "Sandboxes for AI coding agents: one API over every driver."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(crate::events::StatusChange, api::WsInput, api::ApiExecEvent, error::ErrorBody))
+    components(schemas(crate::events::StatusChange, api::WsInput, api::ApiExecEvent, api::Encoding, error::ErrorBody))
 )]
 struct ApiDoc;
 
