@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// OCI runtime for the container drivers (the engine's default when absent).
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Measure the daemon's API instead: `POST /api/sandboxes/ID/execs?wait=true` of `true` over
+    /// HTTP (keep-alive, bearer token) against the same exec through the library in-process.
+    #[arg(long)]
+    pub api: bool,
     /// Measure `stockade diff` instead: a repository of this many files with 10 changed, against
     /// `git add -A && git diff --cached --binary` on the host over the same tree.
     #[arg(long, value_name = "FILES")]
@@ -126,6 +130,9 @@ fn memory_kib(pid: i32) -> (u64, u64) {
 }
 
 pub async fn run(a: BenchArgs) -> Result<i32> {
+    if a.api {
+        return run_api(&a).await;
+    }
     if let Some(files) = a.diff {
         return run_diff(&a, files).await;
     }
@@ -706,5 +713,124 @@ async fn run_diff(a: &BenchArgs, files: usize) -> Result<i32> {
         first.as_secs_f64() * 1000.0,
         changed.lines().last().unwrap_or("").trim()
     );
+    Ok(0)
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; returns the status and body.
+fn http_call(
+    conn: &mut std::io::BufReader<std::net::TcpStream>,
+    request: &str,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{BufRead, Read, Write};
+    conn.get_mut().write_all(request.as_bytes())?;
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+/// `stockade bench --api`: the daemon's exec round trip against the library's, interleaved.
+async fn run_api(a: &BenchArgs) -> Result<i32> {
+    let home = stockade_store::home_from_env();
+    let config = stockade_server::ServerConfig {
+        listen: None,
+        socket: None,
+        home: home.clone(),
+        db: None,
+        retention: Duration::from_secs(3600),
+    };
+    let state = stockade_server::state(&config)?;
+    state.access_log.store(false, std::sync::atomic::Ordering::Relaxed);
+    let token = format!("stk_bench{}", stockade_store::random_id()?);
+    let token_id = stockade_store::random_id()?.to_string();
+    state
+        .db
+        .create_token(&token_id, "bench", &token, stockade_store::now_secs())
+        .map_err(|e| Error::backend("database", e))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::backend("bind", e))?;
+    let addr = listener.local_addr().map_err(|e| Error::backend("bind", e))?;
+    let server_state = std::sync::Arc::clone(&state);
+    // The daemon gets its own threads, as `stockade serve` has.
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            let _ = listener.set_nonblocking(true);
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let app = stockade_server::tcp_app(server_state);
+            let _ = stockade_server::axum::serve(listener, app).await;
+        });
+    });
+    let native = stockade_native::NativeDriver::from_env()?;
+    let info = native.create(stockade_core::SandboxSpec::default()).await?;
+    let id = info.id.clone();
+    let result = async {
+        let stream = std::net::TcpStream::connect(addr).map_err(|e| Error::backend("connect", e))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = std::io::BufReader::new(stream);
+        let body = r#"{"argv":["true"]}"#;
+        let request = format!(
+            "POST /api/sandboxes/{id}/execs?wait=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let n = a.iterations.max(3);
+        let (mut ours, mut lib) = (Vec::new(), Vec::new());
+        for i in 0..n + 3 {
+            let start = Instant::now();
+            let out = native.exec(&id, ExecRequest::new(["true"])).await?.output().await?;
+            let lib_time = start.elapsed();
+            if !out.exit.success() {
+                return Err(Error::backend("bench", "true failed in-process"));
+            }
+            let start = Instant::now();
+            let (status, reply) = http_call(&mut conn, &request).map_err(|e| Error::backend("http", e))?;
+            let api_time = start.elapsed();
+            if status != 200 {
+                return Err(Error::backend("bench", format!("API answered {status}: {}", String::from_utf8_lossy(&reply))));
+            }
+            if i >= 3 {
+                lib.push(lib_time);
+                ours.push(api_time);
+            }
+        }
+        Ok((summarize(ours), summarize(lib)))
+    }
+    .await;
+    let _ = native.destroy(&id).await;
+    let _ = state.db.remove_token(&token_id);
+    let (api, lib) = result?;
+    let row = Row::new("exec `true` round trip through the daemon's API", api, "the same exec in-process (library)", lib);
+    if a.json {
+        let v = serde_json::json!({ "row": row, "difference_ms": api.median_ms - lib.median_ms });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!(
+            "{}: median {:.3} ms (p90 {:.3}); {}: median {:.3} ms (p90 {:.3}); difference {:+.3} ms, ratio {:.2}x",
+            row.name, api.median_ms, api.p90_ms, row.baseline_name, lib.median_ms, lib.p90_ms,
+            api.median_ms - lib.median_ms, row.ratio
+        );
+    }
     Ok(0)
 }

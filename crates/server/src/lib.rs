@@ -120,6 +120,8 @@ pub struct AppState {
     pub events: Arc<Events>,
     pub secrets: stockade_secrets::SecretStore,
     pub metrics: Metrics,
+    /// Log one line per request to stderr (`stockade serve` does; an embedded server may not).
+    pub access_log: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -207,12 +209,23 @@ async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next
         400..=499 => state.metrics.requests_4xx.inc(),
         _ => state.metrics.requests_5xx.inc(),
     }
+    if !state.access_log.load(Ordering::Relaxed) {
+        return response;
+    }
     eprintln!(
         "stockade serve: {method} {path} {} {:.1}ms",
         status.as_u16(),
         started.elapsed().as_secs_f64() * 1000.0
     );
     response
+}
+
+pub use axum;
+
+/// The routes as the TCP listener serves them: every request but the public ones needs a token.
+pub fn tcp_app(state: Arc<AppState>) -> axum::Router {
+    let (app, _) = routes(Arc::clone(&state));
+    app.layer(middleware::from_fn_with_state(state, bearer_auth))
 }
 
 /// Paths anyone may read.
@@ -301,6 +314,7 @@ pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
         events,
         secrets: stockade_secrets::SecretStore::new(&config.home),
         metrics: Metrics::default(),
+        access_log: std::sync::atomic::AtomicBool::new(true),
     }))
 }
 
