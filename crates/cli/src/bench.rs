@@ -759,7 +759,9 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
         retention: Duration::from_secs(3600),
     };
     let state = stockade_server::state(&config)?;
-    state.access_log.store(false, std::sync::atomic::Ordering::Relaxed);
+    state
+        .access_log
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let token = format!("stk_bench{}", stockade_store::random_id()?);
     let token_id = stockade_store::random_id()?.to_string();
     state
@@ -821,7 +823,12 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
     let _ = native.destroy(&id).await;
     let _ = state.db.remove_token(&token_id);
     let (api, lib) = result?;
-    let row = Row::new("exec `true` round trip through the daemon's API", api, "the same exec in-process (library)", lib);
+    let row = Row::new(
+        "exec `true` round trip through the daemon's API",
+        api,
+        "the same exec in-process (library)",
+        lib,
+    );
     if a.json {
         let v = serde_json::json!({ "row": row, "difference_ms": api.median_ms - lib.median_ms });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -113,6 +113,7 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
             .ok_or_else(|| Error::invalid(flag, format!("--{flag} is required (or --matrix FILE)")))
     };
     let spec = TaskSpec {
+        id: None,
         code: need(&a.code, "code")?,
         agent: need(&a.agent, "agent")?,
         prompt: a.prompt.clone().unwrap_or_default(),

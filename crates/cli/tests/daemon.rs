@@ -108,8 +108,17 @@ impl Daemon {
         (status, value)
     }
 
-    /// Reads an SSE stream to its end: (event name, JSON data) pairs.
+    /// Reads an exec's SSE stream to its end: (event name, JSON data) pairs.
     fn sse(&self, path: &str, last_event_id: Option<u64>) -> Vec<(String, Value)> {
+        self.read_sse(path, last_event_id, "exited")
+    }
+
+    /// Reads an SSE stream until the event `last`.
+    fn sse_until(&self, path: &str, last: &str) -> Vec<(String, Value)> {
+        self.read_sse(path, None, last)
+    }
+
+    fn read_sse(&self, path: &str, last_event_id: Option<u64>, last: &str) -> Vec<(String, Value)> {
         let mut req = ureq::get(&self.url(path))
             .set("Authorization", &format!("Bearer {}", self.token))
             .timeout(Duration::from_secs(120));
@@ -125,7 +134,7 @@ impl Daemon {
                 name = n.to_owned();
             } else if let Some(d) = line.strip_prefix("data: ") {
                 events.push((name.clone(), serde_json::from_str(d).unwrap()));
-                if name == "exited" {
+                if name == last {
                     break;
                 }
             }
@@ -691,4 +700,49 @@ fn two_hundred_concurrent_execs_through_the_api_all_succeed() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+#[test]
+fn a_command_task_through_the_api_streams_its_log_and_yields_a_patch() {
+    let Some(home) = Home::new("daemon-task") else {
+        return;
+    };
+    let d = Daemon::start(&home);
+    let (status, bad) = d.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"code": "empty", "agent": "nobody"})),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["field"], "agent", "{bad}");
+    let (status, task) = d.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"code": "empty", "agent": "command:echo working; echo hi > hi.txt", "prompt": "say hi"})),
+    );
+    assert_eq!(status, 202, "{task}");
+    assert_eq!(task["status"], "running");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let events = d.sse_until(&format!("/api/tasks/{id}/events"), "done");
+    assert!(
+        events
+            .iter()
+            .any(|(n, e)| n == "stdout" && e["line"] == "working"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|(n, _)| n == "progress"), "{events:?}");
+    let (name, done) = events.last().unwrap();
+    assert_eq!(name, "done");
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["patch"]["files"], 1);
+    let (status, patch) = d
+        .try_call("GET", &format!("/api/tasks/{id}/patch"), None)
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(patch.contains("+++ b/hi.txt") && patch.contains("+hi"), "{patch}");
+    let (_, list) = d.call("GET", "/api/tasks", None);
+    assert!(list.as_array().unwrap().iter().any(|t| t["id"] == id.as_str()));
+    // The task's sandbox is gone with it.
+    let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
+    assert_eq!(sandboxes, json!([]));
 }

@@ -30,6 +30,16 @@ impl StatusChange {
         }
     }
 
+    pub fn task(id: &str, status: &str) -> Self {
+        StatusChange {
+            kind: "task",
+            id: id.to_owned(),
+            sandbox_id: None,
+            status: status.to_owned(),
+            at: stockade_store::now_secs(),
+        }
+    }
+
     pub fn exec(id: &str, sandbox_id: &str, status: &str) -> Self {
         StatusChange {
             kind: "exec",

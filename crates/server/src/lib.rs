@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod execs;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -122,6 +123,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Log one line per request to stderr (`stockade serve` does; an embedded server may not).
     pub access_log: std::sync::atomic::AtomicBool,
+    /// Tasks running now.
+    pub tasks: tasks::Running,
+    /// `$STOCKADE_HOME`.
+    pub home: PathBuf,
 }
 
 impl std::fmt::Debug for AppState {
@@ -174,6 +179,10 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(api::download_archive, api::upload_archive))
         .routes(routes!(api::diff))
         .routes(routes!(api::apply))
+        .routes(routes!(tasks::list_tasks, tasks::create_task))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::task_patch))
+        .routes(routes!(tasks::task_events))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     let doc = openapi.clone();
@@ -315,6 +324,8 @@ pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
         secrets: stockade_secrets::SecretStore::new(&config.home),
         metrics: Metrics::default(),
         access_log: std::sync::atomic::AtomicBool::new(true),
+        tasks: tasks::Running::default(),
+        home: config.home.clone(),
     }))
 }
 

@@ -21,6 +21,8 @@ pub use agents::{AgentChoice, Harness};
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct TaskSpec {
+    /// The task's id; a random one when absent (a daemon picks it first to answer at once).
+    pub id: Option<String>,
     pub code: String,
     pub agent: String,
     pub prompt: String,
@@ -199,7 +201,10 @@ pub async fn run(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<TaskResult> {
     let prepared = stockade_code::prepare(&checked.source, scratch, progress).await?;
-    let id = stockade_store::random_id()?.to_string();
+    let id = match &spec.id {
+        Some(id) => id.clone(),
+        None => stockade_store::random_id()?.to_string(),
+    };
     let dir = store.dir.join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     let started = Instant::now();

@@ -71,6 +71,7 @@ impl Matrix {
             for a in &self.agents {
                 for d in &self.drivers {
                     out.push(TaskSpec {
+                        id: None,
                         code: t.code.clone(),
                         agent: a.clone(),
                         prompt: t.prompt.clone(),

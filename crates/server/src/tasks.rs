@@ -1,0 +1,399 @@
+//! Coding-agent tasks through the API: `POST /api/tasks` checks the request (agent, keys, code
+//! source) before answering, then runs the task in the background with the same code as
+//! `stockade task`; its directory under `$STOCKADE_HOME/tasks` holds the logs, events, patch and
+//! result, so finished tasks outlive the daemon. Progress lines are kept in memory while a task
+//! runs and written to `progress.log` in its directory.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+use serde::{Deserialize, Serialize};
+use stockade_core::{Driver, Error};
+use stockade_tasks::{PatchStats, TaskResult, TaskSpec, TaskStore};
+use utoipa::ToSchema;
+
+use crate::api::{Json, Path};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::events::StatusChange;
+use crate::AppState;
+
+/// A task to run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// `empty`, `github:OWNER/REPO[@REF]`, a git URL[@REF], or a directory on the daemon's host.
+    pub code: String,
+    /// `claude-code[:PROVIDER:MODEL]`, `codex`, `gemini`, `cursor`, `opencode`, `aider`, or
+    /// `command:SHELL`.
+    pub agent: String,
+    #[serde(default)]
+    pub prompt: String,
+    /// `native` (default), `docker` or `podman`.
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// e.g. `30m` (the default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `none` or `full`; agents that call a model API default to `full`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// A label for listings.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Keep the sandbox after the task.
+    #[serde(default)]
+    pub keep: bool,
+}
+
+/// A task as the API shows it: running, or its stored result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub name: Option<String>,
+    /// `running`, `succeeded`, `failed`, `timed_out` or `error`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub started_at: u64,
+    pub agent: String,
+    pub driver: String,
+    pub code: String,
+    pub prompt: String,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub patch: PatchStats,
+    pub sandbox: Option<String>,
+    pub baseline: Option<String>,
+}
+
+impl From<&TaskResult> for TaskView {
+    fn from(r: &TaskResult) -> Self {
+        TaskView {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            status: r.status.clone(),
+            exit_code: r.exit_code,
+            duration_ms: r.duration_ms,
+            started_at: r.started_at,
+            agent: r.agent.clone(),
+            driver: r.driver.clone(),
+            code: r.code.clone(),
+            prompt: r.prompt.clone(),
+            error: r.error.clone(),
+            patch: r.patch.clone(),
+            sandbox: r.sandbox.clone(),
+            baseline: r.baseline.clone(),
+        }
+    }
+}
+
+/// Tasks this daemon runs now.
+#[derive(Debug, Default)]
+pub struct Running {
+    by_id: Mutex<HashMap<String, RunningTask>>,
+}
+
+#[derive(Debug, Clone)]
+struct RunningTask {
+    view: TaskView,
+    progress: Vec<String>,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningTask>> {
+        self.by_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn store(state: &AppState) -> TaskStore {
+    TaskStore::new(&state.home)
+}
+
+/// An agent's key: the daemon's environment first, then the secret store.
+fn key_lookup(state: &AppState) -> impl Fn(&str) -> Option<String> + '_ {
+    move |k: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| state.secrets.get(k).ok().flatten())
+    }
+}
+
+/// Starts a task; answers once it is checked and running.
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
+    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody)))]
+pub async fn create_task(
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<CreateTask>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let driver = body.driver.clone().unwrap_or_else(|| "native".into());
+    if !stockade_router::DRIVERS.contains(&driver.as_str()) {
+        return Err(ApiError::invalid(
+            "driver",
+            format!(
+                "{driver:?} is not a driver; known drivers: {}",
+                stockade_router::DRIVERS.join(", ")
+            ),
+        ));
+    }
+    let timeout = match &body.timeout {
+        Some(t) => stockade_core::parse::duration("timeout", t)?,
+        None => Duration::from_secs(30 * 60),
+    };
+    let network = body.network.as_deref().map(str::parse).transpose()?;
+    let id = stockade_store::random_id()?.to_string();
+    let spec = TaskSpec {
+        id: Some(id.clone()),
+        code: body.code,
+        agent: body.agent,
+        prompt: body.prompt,
+        driver,
+        image: body.image,
+        timeout,
+        mcp: None,
+        network,
+        keep: body.keep,
+        name: body.name,
+        service: None,
+    };
+    let checked = stockade_tasks::check(&spec, &key_lookup(&state))?;
+    let view = TaskView {
+        id: id.clone(),
+        name: spec.name.clone(),
+        status: "running".into(),
+        exit_code: None,
+        duration_ms: 0,
+        started_at: stockade_store::now_secs(),
+        agent: spec.agent.clone(),
+        driver: spec.driver.clone(),
+        code: spec.code.clone(),
+        prompt: spec.prompt.clone(),
+        error: None,
+        patch: PatchStats::default(),
+        sandbox: None,
+        baseline: None,
+    };
+    state.tasks.lock().insert(
+        id.clone(),
+        RunningTask {
+            view: view.clone(),
+            progress: Vec::new(),
+        },
+    );
+    state.events.publish(StatusChange::task(&id, "running"));
+    let bg = Arc::clone(&state);
+    let bg_view = view.clone();
+    tokio::spawn(async move {
+        let view = bg_view;
+        let store = store(&bg);
+        let scratch = bg.home.join("cache");
+        let task_dir = store.dir.join(&id);
+        let progress_state = Arc::clone(&bg);
+        let progress_id = id.clone();
+        let mut progress = move |line: &str| {
+            if let Some(task) = progress_state.tasks.lock().get_mut(&progress_id) {
+                task.progress.push(line.to_owned());
+            }
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(task_dir.join("progress.log"))
+            {
+                let _ = writeln!(f, "{line}");
+            }
+        };
+        let driver = Arc::clone(&bg.driver) as Arc<dyn Driver>;
+        let outcome =
+            stockade_tasks::run(driver.as_ref(), spec, checked, &store, &scratch, &mut progress).await;
+        let status = match &outcome {
+            Ok(result) => result.status.clone(),
+            Err(e) => {
+                // Failed before its directory existed: record the error there now.
+                write_error_result(&store, &id, &view, e);
+                "error".into()
+            }
+        };
+        bg.tasks.lock().remove(&id);
+        bg.events.publish(StatusChange::task(&id, &status));
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+fn write_error_result(store: &TaskStore, id: &str, view: &TaskView, err: &Error) {
+    let dir = store.dir.join(id);
+    let _ = std::fs::create_dir_all(&dir);
+    let result = TaskResult {
+        id: id.to_owned(),
+        name: view.name.clone(),
+        status: "error".into(),
+        exit_code: None,
+        duration_ms: 0,
+        started_at: view.started_at,
+        agent: view.agent.clone(),
+        provider: None,
+        model: None,
+        driver: view.driver.clone(),
+        code: view.code.clone(),
+        code_commit: None,
+        baseline: None,
+        patch: PatchStats::default(),
+        sandbox: None,
+        prompt: view.prompt.clone(),
+        error: Some(err.to_string()),
+        dir: dir.clone(),
+    };
+    if let Ok(json) = serde_json::to_vec_pretty(&result) {
+        let _ = stockade_store::write_atomic(&dir.join("result.json"), &json, 0o644);
+    }
+}
+
+/// Tasks, running and finished, oldest first.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", responses((status = 200, body = Vec<TaskView>)))]
+pub async fn list_tasks(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TaskView>>> {
+    let mut all: Vec<TaskView> = store(&state).list().iter().map(TaskView::from).collect();
+    let running: Vec<TaskView> = state.tasks.lock().values().map(|t| t.view.clone()).collect();
+    for r in running {
+        if !all.iter().any(|t| t.id == r.id) {
+            all.push(r);
+        }
+    }
+    all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    Ok(Json(all))
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::invalid("id", "a task id is letters and digits"));
+    }
+    Ok(())
+}
+
+fn task(state: &AppState, id: &str) -> ApiResult<(TaskView, Option<PathBuf>)> {
+    check_id(id)?;
+    if let Some(t) = state.tasks.lock().get(id) {
+        return Ok((t.view.clone(), None));
+    }
+    let result = store(state)
+        .get(id)
+        .map_err(|_| Error::NotFound(format!("task {id}")))?;
+    if result.id != id {
+        return Err(Error::NotFound(format!("task {id}")).into());
+    }
+    Ok((TaskView::from(&result), Some(result.dir)))
+}
+
+/// One task.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
+pub async fn get_task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    Ok(Json(task(&state, &id)?.0))
+}
+
+/// A finished task's patch.
+#[utoipa::path(get, path = "/api/tasks/{id}/patch", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, description = "the patch", content_type = "text/x-diff"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn task_patch(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let (view, dir) = task(&state, &id)?;
+    let Some(dir) = dir else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_state",
+            format!("task {} is still running", view.id),
+        ));
+    };
+    let patch = std::fs::read(dir.join("patch.diff")).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/x-diff")], patch).into_response())
+}
+
+/// A task's log as server-sent events: `progress`, `stdout` and `stderr` lines as they come
+/// (`data: {"line": ...}`), then `done` with the task.
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
+pub async fn task_events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    task(&state, &id)?;
+    let dir = store(&state).dir.join(&id);
+    // Tails the task's files until its result is written.
+    struct Tail {
+        state: Arc<AppState>,
+        id: String,
+        dir: PathBuf,
+        offsets: [usize; 3],
+        pending: std::collections::VecDeque<Event>,
+        done: bool,
+    }
+    const FILES: [(&str, &str); 3] = [
+        ("progress.log", "progress"),
+        ("stdout.log", "stdout"),
+        ("stderr.log", "stderr"),
+    ];
+    let tail = Tail {
+        state,
+        id,
+        dir,
+        offsets: [0; 3],
+        pending: Default::default(),
+        done: false,
+    };
+    let events = stream::unfold(tail, |mut t| async move {
+        loop {
+            if let Some(e) = t.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(e), t));
+            }
+            if t.done {
+                return None;
+            }
+            let finished = !t.state.tasks.lock().contains_key(&t.id);
+            for (i, (file, name)) in FILES.iter().enumerate() {
+                let Ok(data) = std::fs::read(t.dir.join(file)) else {
+                    continue;
+                };
+                // Whole lines only, unless the task is over.
+                let end = if finished {
+                    data.len()
+                } else {
+                    data.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0)
+                };
+                if end > t.offsets[i] {
+                    for line in String::from_utf8_lossy(&data[t.offsets[i]..end]).lines() {
+                        let event = Event::default()
+                            .event(*name)
+                            .json_data(serde_json::json!({ "line": line }))
+                            .unwrap_or_default();
+                        t.pending.push_back(event);
+                    }
+                    t.offsets[i] = end;
+                }
+            }
+            if finished {
+                if let Ok((view, _)) = task(&t.state, &t.id) {
+                    t.pending.push_back(
+                        Event::default()
+                            .event("done")
+                            .json_data(&view)
+                            .unwrap_or_default(),
+                    );
+                }
+                t.done = true;
+                continue;
+            }
+            if t.pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
