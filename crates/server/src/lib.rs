@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod execs;
 pub mod tasks;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -187,6 +188,7 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .split_for_parts();
     let doc = openapi.clone();
     let router = router
+        .merge(ui::router(Arc::clone(&state)))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -239,7 +241,7 @@ pub fn tcp_app(state: Arc<AppState>) -> axum::Router {
 
 /// Paths anyone may read.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/openapi.json")
+    matches!(path, "/healthz" | "/openapi.json") || ui::is_public(path)
 }
 
 /// TCP: a bearer token from `stockade token create` (header, or the `stockade_token` cookie
@@ -259,7 +261,8 @@ async fn bearer_auth(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .and_then(|c| {
             c.split(';')
                 .find_map(|kv| kv.trim().strip_prefix("stockade_token="))
-        });
+        })
+        .filter(|_| ui::same_origin(headers));
     let token = match (from_header, from_cookie) {
         (Some(Ok(t)), _) => t,
         (Some(Err(())), _) => {
