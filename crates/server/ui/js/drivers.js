@@ -44,6 +44,6 @@ function card(d) {
           h('thead', h('tr', h('th', 'Endpoint'), h('th', 'Circuit'), h('th.num', 'Failures'))),
           h('tbody', d.circuits.map((c) => h('tr', h('td', h('code', c.endpoint)), h('td', badge(c.state)), h('td.num', String(c.failures))))),
         )
-      : h('p.muted.small', d.name === 'native' ? 'In-process: no engine circuit.' : 'No engine contacted yet.'),
+      : h('p.muted.small', d.name === 'native' ? 'In-process: no engine circuit.' : 'No calls to its engine yet.'),
   );
 }

@@ -32,6 +32,7 @@ export function showFormError(form, errorEl, err) {
   const at = err.field && form.querySelector(`[name="${CSS.escape(err.field)}"]`);
   if (at) {
     at.setAttribute('aria-invalid', 'true');
+    at.addEventListener('input', () => at.removeAttribute('aria-invalid'), { once: true });
     at.closest('details')?.setAttribute('open', '');
     at.focus();
   }

@@ -119,6 +119,8 @@ export async function sandboxPage(main, [id], scope) {
         }
       };
       poll();
+      const soon = setTimeout(poll, 700);
+      inner.add(() => clearTimeout(soon));
       inner.every(2000, poll);
     } else {
       cpu.note('–');

@@ -44,7 +44,7 @@ export async function sandboxesPage(main, _params, scope) {
       'section.card.flush',
       h(
         'table.list.sandboxes',
-        h('thead', h('tr', ['Name', 'Status', 'Driver', 'Age', 'CPU', 'Memory', ''].map((t) => h('th', t)))),
+        h('thead', h('tr', ['Name', 'Status', 'Driver', 'Age', 'CPU', 'Memory', ''].map((t, i) => h('th', { class: i >= 3 && i <= 5 ? 'num' : '' }, t)))),
         list,
       ),
       empty,
@@ -114,6 +114,8 @@ export async function sandboxesPage(main, _params, scope) {
   scope.add(() => clearTimeout(pending));
   await refresh();
   poll();
+  const soon = setTimeout(poll, 1000);
+  scope.add(() => clearTimeout(soon));
   scope.every(3000, poll);
 }
 

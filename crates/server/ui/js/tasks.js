@@ -28,7 +28,7 @@ export async function tasksPage(main, _params, scope) {
     taskForm(),
     h(
       'section.card.flush',
-      h('table.list.tasks', h('thead', h('tr', ['Task', 'Agent', 'Status', 'Duration', 'Patch', 'Started'].map((t) => h('th', t)))), list),
+      h('table.list.tasks', h('thead', h('tr', ['Task', 'Agent', 'Status', 'Duration', 'Patch', 'Started'].map((t) => h('th', { class: t === 'Duration' || t === 'Started' ? 'num' : '' }, t)))), list),
       empty,
     ),
   );
@@ -82,7 +82,7 @@ function taskForm() {
     })
     .catch(() => {});
   const agents = h('datalist#agents', AGENTS.map((a) => h('option', { value: a })));
-  const agent = field('agent', 'Agent', { placeholder: 'claude-code, codex, … or command:SHELL', required: true });
+  const agent = field('agent', 'Agent', { placeholder: 'claude-code, command:…', required: true, hint: 'command:SHELL runs a shell command (no API key)' });
   agent.querySelector('input').setAttribute('list', 'agents');
   const error = h('p.form-error', { hidden: true });
   const submit = h('button.primary', { type: 'submit' }, 'Start task');
@@ -109,7 +109,7 @@ function taskForm() {
     h('h2', 'New task'),
     h(
       'div.grid',
-      field('code', 'Code', { value: 'empty', required: true, placeholder: 'empty, a git URL, github:OWNER/REPO or a host directory' }),
+      field('code', 'Code', { value: 'empty', required: true, placeholder: 'empty', hint: 'empty, a git URL, github:OWNER/REPO or a host directory' }),
       agent,
       agents,
       h('label.field', h('span', 'Driver'), driver),

@@ -59,7 +59,8 @@ async function newPage(viewport, { loggedIn = true } = {}) {
 
 async function shot(page, name) {
   const w = page.viewportSize().width;
-  // Let fonts, charts and layout settle.
+  // Let fonts, charts and layout settle; from the top, or the sticky header lands mid-page.
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.waitForTimeout(300);
   await page.screenshot({ path: `${SHOTS}/${w <= 500 ? 'phone' : 'desktop'}-${name}.png`, fullPage: true });
 }
