@@ -58,7 +58,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Res
             continue;
         }
         let path = entry.path();
-        let url = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let url = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         if entry.file_type()?.is_dir() {
             walk(&path, &url, out)?;
         } else {

@@ -57,7 +57,10 @@ pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix("stockade_token=")))
+        .and_then(|c| {
+            c.split(';')
+                .find_map(|kv| kv.trim().strip_prefix("stockade_token="))
+        })
 }
 
 fn asset_response(content_type: &'static str, bytes: &'static [u8]) -> Response {
@@ -65,7 +68,10 @@ fn asset_response(content_type: &'static str, bytes: &'static [u8]) -> Response 
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         bytes,
     )
@@ -87,7 +93,9 @@ async fn index() -> Response {
 async fn asset(Path(path): Path<String>) -> Response {
     match ASSETS.iter().find(|(p, _, _)| *p == path) {
         Some((_, content_type, bytes)) => asset_response(content_type, bytes),
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no UI file {path:?}")).into_response(),
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no UI file {path:?}")).into_response()
+        }
     }
 }
 
@@ -133,7 +141,10 @@ mod tests {
             (header::HOST, "127.0.0.1:7070"),
             (header::ORIGIN, "http://127.0.0.1:8080"),
         ])));
-        assert!(!same_origin(&headers(&[(header::HOST, "127.0.0.1:7070"), (header::ORIGIN, "null")])));
+        assert!(!same_origin(&headers(&[
+            (header::HOST, "127.0.0.1:7070"),
+            (header::ORIGIN, "null")
+        ])));
     }
 
     #[test]
@@ -141,7 +152,9 @@ mod tests {
         assert!(ASSETS.iter().any(|(p, _, _)| *p == "index.html"));
         assert!(ASSETS.iter().any(|(p, _, _)| *p == "vendor/xterm.mjs"));
         assert!(ASSETS.iter().any(|(p, _, _)| *p == "vendor/addon-fit.mjs"));
-        assert!(ASSETS.iter().all(|(p, _, _)| !p.starts_with("node_modules") && !p.starts_with("tests")));
+        assert!(ASSETS
+            .iter()
+            .all(|(p, _, _)| !p.starts_with("node_modules") && !p.starts_with("tests")));
         assert!(is_public("/") && is_public("/ui/app.js") && !is_public("/api/sandboxes"));
     }
 }

@@ -90,7 +90,9 @@ export async function sandboxPage(main, [id], scope) {
     body.append(termCard);
     if (running) {
       const t = openTerminal(termEl, id, inner, (s) => (termState.textContent = s));
-      termCard.querySelector('.card-head').append(h('div.tools', h('button.small.ghost', { type: 'button', onclick: () => t.restart() }, 'New shell')));
+      if (t.available) {
+        termCard.querySelector('.card-head').append(h('div.tools', h('button.small.ghost', { type: 'button', onclick: () => t.restart() }, 'New shell')));
+      }
     } else {
       termEl.classList.add('term-off');
       termEl.textContent = `The sandbox is ${info.status}${info.status === 'stopped' ? ': start it to open a terminal.' : '.'}`;

@@ -38,7 +38,7 @@ export function openTerminal(el, id, scope, onState = () => {}) {
   });
   if (xterm.missing) {
     onState('unavailable');
-    return { restart() {}, kill() {} };
+    return { available: false, restart() {} };
   }
   const refit = () => {
     try {
@@ -123,6 +123,7 @@ export function openTerminal(el, id, scope, onState = () => {}) {
 
   connect();
   return {
+    available: true,
     /** Ends the current shell (if any) and starts a new one. */
     async restart() {
       if (state.exec && !state.ended) send({ type: 'kill' });
