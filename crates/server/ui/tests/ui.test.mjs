@@ -182,7 +182,10 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     await row.waitFor();
     assert.match(await row.textContent(), /running/);
     assert.match(await row.textContent(), /native/);
-    await page.waitForFunction((id) => /[KMG]iB/.test(document.querySelector(`tr[data-id="${id}"]`)?.textContent ?? ''), state.id);
+    await page.waitForFunction((id) => {
+      const text = document.querySelector(`tr[data-id="${id}"]`)?.textContent ?? '';
+      return /[KMG]iB/.test(text) && /\d %/.test(text);
+    }, state.id);
     await shot(page, 'sandboxes');
   });
 
@@ -240,6 +243,17 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
       document.querySelector('.term').clientWidth,
     ]);
     assert.ok(screen > 200 && screen <= box, `the terminal is ${screen}px wide in a ${box}px box`);
+    // ...and the shell was told: its PTY has the phone's columns.
+    await phone.waitForFunction(() => document.querySelector('.term-state')?.textContent === 'connected');
+    await phone.click('.term');
+    await phone.keyboard.type('stty size');
+    await phone.keyboard.press('Enter');
+    const size = await phone.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('.term .xterm-rows > div')].map((r) => r.textContent.trim());
+      return rows.find((r) => /^\d+ \d+$/.test(r));
+    });
+    const [, cols] = (await size.jsonValue()).split(' ').map(Number);
+    assert.ok(cols >= 30 && cols <= 50, `the shell's terminal is ${cols} columns wide on a phone`);
     await phone.context().close();
     const login = await newPage(PHONE, { loggedIn: false });
     await login.goto(URL_);
