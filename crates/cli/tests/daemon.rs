@@ -746,3 +746,111 @@ fn a_command_task_through_the_api_streams_its_log_and_yields_a_patch() {
     let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
     assert_eq!(sandboxes, json!([]));
 }
+
+#[test]
+fn the_cli_through_the_daemon_prints_what_it_prints_alone() {
+    let Some(home) = Home::new("daemon-cli") else {
+        return;
+    };
+    let d = Daemon::start(&home);
+    let socket = format!("unix://{}", home.dir.join("d.sock").display());
+    let local = |args: &[&str]| home.cmd(args).env_remove("STOCKADE_HOST").output().unwrap();
+    let remote = |args: &[&str]| home.cmd(args).env("STOCKADE_HOST", &socket).output().unwrap();
+    let tcp = |args: &[&str]| {
+        home.cmd(args)
+            .env("STOCKADE_HOST", format!("http://127.0.0.1:{}", d.port))
+            .env("STOCKADE_TOKEN", &d.token)
+            .output()
+            .unwrap()
+    };
+    assert!(remote(&["create", "--name", "same"]).status.success());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--", "sh", "-c", "echo hello; echo oops >&2; exit 3"],
+        vec![
+            "exec",
+            "same",
+            "--",
+            "sh",
+            "-c",
+            "echo $((6*7)); cat /etc/hostname",
+        ],
+        vec!["exec", "nope", "--", "true"],
+        vec!["exec", "same", "--", "no-such-command"],
+        vec!["exec", "same", "--timeout", "200ms", "--", "sleep", "5"],
+        vec!["diff", "same"],
+        vec!["create", "--memory", "lots"],
+        vec!["ls", "-q"],
+    ];
+    for args in &cases {
+        let (a, b, c) = (local(args), remote(args), tcp(args));
+        for (how, other) in [("unix socket", &b), ("tcp", &c)] {
+            assert_eq!(
+                a.status.code(),
+                other.status.code(),
+                "{args:?} exit code via {how}"
+            );
+            assert_eq!(a.stdout, other.stdout, "{args:?} stdout via {how}");
+            assert_eq!(
+                String::from_utf8_lossy(&a.stderr),
+                String::from_utf8_lossy(&other.stderr),
+                "{args:?} stderr via {how}"
+            );
+        }
+    }
+    // stdin streams through, and a secret goes by name (its value never leaves the daemon's host).
+    let mut child = home
+        .cmd(&[
+            "exec",
+            "-i",
+            "same",
+            "--",
+            "sh",
+            "-c",
+            "cat; test \"$K\" = v1 && echo secret-ok",
+        ])
+        .env("STOCKADE_HOST", &socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped in\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
+    let mut set = home
+        .cmd(&["secret", "set", "K"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(set.stdin.as_mut().unwrap(), b"v1").unwrap();
+    drop(set.stdin.take());
+    assert!(set.wait().unwrap().success());
+    let out = remote(&[
+        "exec",
+        "--secret",
+        "K",
+        "same",
+        "--",
+        "sh",
+        "-c",
+        "test \"$K\" = v1 && echo secret-ok",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "secret-ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(remote(&["rm", "-f", "same"]).status.success());
+    let out = tcp(&["ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // No token on TCP: the daemon's refusal, as one line.
+    let out = home
+        .cmd(&["ls"])
+        .env("STOCKADE_HOST", format!("http://127.0.0.1:{}", d.port))
+        .env_remove("STOCKADE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bearer token is required"));
+}

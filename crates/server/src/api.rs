@@ -16,8 +16,8 @@ use base64::Engine as _;
 use futures::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use stockade_core::{
-    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, OutputStream, SandboxId, SandboxInfo,
-    SandboxStatus, SpecFlags, Stats, TtySize,
+    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, FileStat, OutputStream, SandboxId,
+    SandboxInfo, SandboxStatus, SpecFlags, Stats, TtySize,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -899,6 +899,59 @@ pub async fn list_dir(
     check_path(&q.path)?;
     let info = running_sandbox(&state, &id, "list a directory").await?;
     Ok(Json(state.driver.list_dir(&info.id, &q.path).await?))
+}
+
+/// Facts about one path.
+#[utoipa::path(get, path = "/api/sandboxes/{id}/stat", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
+    responses((status = 200, body = FileStat), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stat(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<DirQuery>,
+) -> ApiResult<Json<FileStat>> {
+    check_path(&q.path)?;
+    let info = running_sandbox(&state, &id, "stat a path").await?;
+    Ok(Json(state.driver.stat(&info.id, &q.path).await?))
+}
+
+/// `mkdir -p`.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/mkdir", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn mkdir(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<DirQuery>,
+) -> ApiResult<StatusCode> {
+    check_path(&q.path)?;
+    let info = running_sandbox(&state, &id, "make a directory").await?;
+    state.driver.mkdir(&info.id, &q.path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A rename within the sandbox.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub from: String,
+    pub to: String,
+}
+
+/// Renames a path within the sandbox.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/rename", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name")), request_body = Rename,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rename(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<Rename>,
+) -> ApiResult<StatusCode> {
+    check_path(&body.from)?;
+    check_path(&body.to)?;
+    let info = running_sandbox(&state, &id, "rename").await?;
+    state.driver.rename(&info.id, &body.from, &body.to).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A directory as a tar archive.
