@@ -410,10 +410,25 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every 2 s: publishes status changes seen in the drivers (a sandbox lost, stopped or removed
+/// At start, removes orphaned containers. Then every 2 s: publishes status changes seen in the drivers (a sandbox lost, stopped or removed
 /// outside the daemon), destroys sandboxes past their TTL or idle timeout, and drops the output
 /// of execs finished longer ago than the retention.
 async fn reaper(state: Arc<AppState>, retention: Duration) {
+    // Orphans first: containers and networks this home labelled but has no record of (a create
+    // cut short by a crash, say). An engine that is not there has nothing to collect.
+    for name in ["docker", "podman"] {
+        if let Ok(driver) = state.driver.container(name).await {
+            match driver.gc().await {
+                Ok(removed) => {
+                    for what in removed {
+                        eprintln!("stockade serve: gc: {name}: removed {what}");
+                    }
+                }
+                Err(stockade_core::Error::Unsupported { .. }) => {}
+                Err(e) => eprintln!("stockade serve: gc: {name}: {e}"),
+            }
+        }
+    }
     let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut last_prune = Instant::now();
     loop {
