@@ -68,6 +68,7 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
         socket: Some(a.socket.unwrap_or_else(|| home.join("stockade.sock"))),
         db: a.db,
         retention: parse::duration("retention", &a.retention)?,
+        allow_host_paths: a.allow_host_paths,
         home,
     };
     let shutdown = async {
@@ -353,21 +354,9 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
 /// so a bad one fails before any sandbox exists; a load that fails destroys the sandbox.
 async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo> {
     let spec = spec_from(a)?;
-    let Some(code) = &a.code else {
-        return d.create(spec).await;
-    };
-    let source = stockade_code::CodeSource::parse(code)?;
     let mut progress = |line: &str| eprintln!("stockade: {line}");
     let scratch = stockade_store::home_from_env().join("cache");
-    let prepared = stockade_code::prepare(&source, &scratch, &mut progress).await?;
-    let info = d.create(spec).await?;
-    match stockade_code::load(d, &info.id, &info.spec.workdir, &prepared, &mut progress).await {
-        Ok(_baseline) => Ok(info),
-        Err(e) => {
-            let _ = d.destroy(&info.id).await;
-            Err(e)
-        }
-    }
+    stockade_code::create_with_code(d, spec, a.code.as_deref(), &scratch, &mut progress).await
 }
 
 fn secret(c: crate::args::SecretCommand) -> Result<i32> {

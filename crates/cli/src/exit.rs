@@ -35,7 +35,7 @@ pub fn code_for(err: &Error) -> i32 {
             "invalid" if field.as_deref() == Some("command") => CANNOT_EXECUTE,
             "invalid" | "file" => INVALID,
             "not_found" | "exec_not_found" => NOT_FOUND,
-            "unsupported" => UNSUPPORTED,
+            "unsupported" | "forbidden" => UNSUPPORTED,
             "wrong_state" | "name_taken" => WRONG_STATE,
             "timeout" => TIMEOUT,
             "command_not_found" => COMMAND_NOT_FOUND,

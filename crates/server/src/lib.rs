@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub db: Option<String>,
     /// Output of finished execs is kept this long.
     pub retention: Duration,
+    /// Let API callers name paths on the daemon's host: mounts, a rootfs, code from a directory
+    /// or a `file://` repository, a push to a local repository. Off by default: a token then
+    /// reaches only what sandboxes hold.
+    pub allow_host_paths: bool,
 }
 
 /// The database path `db` names; Postgres URLs are refused with a clear error.
@@ -127,6 +131,25 @@ pub struct AppState {
     pub tasks: tasks::Running,
     /// `$STOCKADE_HOME`.
     pub home: PathBuf,
+    /// See [`ServerConfig::allow_host_paths`].
+    pub allow_host_paths: bool,
+}
+
+impl AppState {
+    /// Refuses a request that names a host path unless the daemon allows them.
+    pub fn check_host_path(&self, field: &str, what: &str) -> Result<(), ApiError> {
+        if self.allow_host_paths {
+            return Ok(());
+        }
+        Err(ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{what} names a path on the daemon's host; start `stockade serve --allow-host-paths` to allow that"),
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -182,6 +205,7 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(api::download_archive, api::upload_archive))
         .routes(routes!(api::diff))
         .routes(routes!(api::apply))
+        .routes(routes!(api::push))
         .routes(routes!(tasks::list_tasks, tasks::create_task))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::task_patch))
@@ -329,6 +353,7 @@ pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
         access_log: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks::Running::default(),
         home: config.home.clone(),
+        allow_host_paths: config.allow_host_paths,
     }))
 }
 
