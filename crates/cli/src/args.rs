@@ -393,6 +393,10 @@ pub struct ServeArgs {
     /// Keep the output of finished execs this long.
     #[arg(long, default_value = "7d")]
     pub retention: String,
+    /// Let API callers name paths on this host: volumes, a rootfs, code from a directory or a
+    /// file:// repository, a push to a local repository. Off by default.
+    #[arg(long)]
+    pub allow_host_paths: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -757,6 +757,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
         home: home.clone(),
         db: None,
         retention: Duration::from_secs(3600),
+        allow_host_paths: false,
     };
     let state = stockade_server::state(&config)?;
     state

@@ -26,7 +26,20 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Secret(c) => secret(c),
         Command::Serve(a) => serve(a).await,
         Command::Token(c) => token(c),
-        command => dispatch(router, command).await,
+        command => match stockade_client::RemoteDriver::from_env() {
+            // A daemon is named: sandbox commands go through its API, with the same output.
+            Ok(Some(remote)) => {
+                let secrets = match &command {
+                    Command::Exec(a) => a.opts.secrets.clone(),
+                    Command::Run(a) => a.secrets.clone(),
+                    _ => Vec::new(),
+                };
+                let remote: Arc<dyn Driver> = Arc::new(remote.with_exec_secrets(secrets));
+                dispatch(remote, command, Secrets::ByName).await
+            }
+            Ok(None) => dispatch(router, command, Secrets::Resolve).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,
@@ -55,6 +68,7 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
         socket: Some(a.socket.unwrap_or_else(|| home.join("stockade.sock"))),
         db: a.db,
         retention: parse::duration("retention", &a.retention)?,
+        allow_host_paths: a.allow_host_paths,
         home,
     };
     let shutdown = async {
@@ -194,7 +208,14 @@ async fn gc(router: &Router, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
+/// Who turns `--secret NAME` into a value: this process (from the local store), or the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Resolve,
+    ByName,
+}
+
+async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Result<i32> {
     match command {
         Command::Create(a) => {
             let info = create_with_code(&*d, &a).await?;
@@ -242,7 +263,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
         }
         Command::Exec(a) => {
             let info = d.get(&a.sandbox).await?;
-            let req = exec_request(&a.opts, a.command)?;
+            let req = exec_request(&a.opts, a.command, secrets)?;
             exec(&*d, &info, req, a.opts.json).await
         }
         Command::Run(a) => {
@@ -256,7 +277,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 json: false,
                 secrets: a.secrets.clone(),
             };
-            let req = exec_request(&opts, a.command)?;
+            let req = exec_request(&opts, a.command, secrets)?;
             let info = create_with_code(&*d, &a.create).await?;
             // `run` owns its sandbox: an interrupt or a polite kill still destroys it.
             let result = tokio::select! {
@@ -303,7 +324,7 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
                 json: false,
                 secrets: Vec::new(),
             };
-            exec(&*d, &info, exec_request(&opts, vec![shell])?, false).await
+            exec(&*d, &info, exec_request(&opts, vec![shell], secrets)?, false).await
         }
         Command::Stop(a) => {
             let info = d.get(&a.sandbox).await?;
@@ -333,21 +354,9 @@ async fn dispatch(d: Arc<Router>, command: Command) -> Result<i32> {
 /// so a bad one fails before any sandbox exists; a load that fails destroys the sandbox.
 async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo> {
     let spec = spec_from(a)?;
-    let Some(code) = &a.code else {
-        return d.create(spec).await;
-    };
-    let source = stockade_code::CodeSource::parse(code)?;
     let mut progress = |line: &str| eprintln!("stockade: {line}");
     let scratch = stockade_store::home_from_env().join("cache");
-    let prepared = stockade_code::prepare(&source, &scratch, &mut progress).await?;
-    let info = d.create(spec).await?;
-    match stockade_code::load(d, &info.id, &info.spec.workdir, &prepared, &mut progress).await {
-        Ok(_baseline) => Ok(info),
-        Err(e) => {
-            let _ = d.destroy(&info.id).await;
-            Err(e)
-        }
-    }
+    stockade_code::create_with_code(d, spec, a.code.as_deref(), &scratch, &mut progress).await
 }
 
 fn secret(c: crate::args::SecretCommand) -> Result<i32> {
@@ -424,15 +433,17 @@ fn absolute(path: &str) -> Result<String> {
         .map_err(|e| Error::invalid("rootfs", format!("{path}: {e}")))
 }
 
-fn exec_request(o: &ExecOptions, argv: Vec<String>) -> Result<ExecRequest> {
+fn exec_request(o: &ExecOptions, argv: Vec<String>, secrets: Secrets) -> Result<ExecRequest> {
     let mut env = BTreeMap::new();
     for e in &o.env {
         let (k, v) = parse::key_value("env", e)?;
         env.insert(k, v);
     }
-    let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
-    for (k, v) in store.resolve(&o.secrets)? {
-        env.insert(k, v);
+    if secrets == Secrets::Resolve {
+        let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
+        for (k, v) in store.resolve(&o.secrets)? {
+            env.insert(k, v);
+        }
     }
     let req = ExecRequest {
         argv,

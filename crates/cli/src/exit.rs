@@ -31,5 +31,15 @@ pub fn code_for(err: &Error) -> i32 {
         Error::CommandNotFound(_) => COMMAND_NOT_FOUND,
         Error::File { .. } => INVALID,
         Error::Backend { .. } => BACKEND,
+        Error::Remote { field, .. } => match err.kind() {
+            "invalid" if field.as_deref() == Some("command") => CANNOT_EXECUTE,
+            "invalid" | "file" => INVALID,
+            "not_found" | "exec_not_found" => NOT_FOUND,
+            "unsupported" | "forbidden" => UNSUPPORTED,
+            "wrong_state" | "name_taken" => WRONG_STATE,
+            "timeout" => TIMEOUT,
+            "command_not_found" => COMMAND_NOT_FOUND,
+            _ => BACKEND,
+        },
     }
 }

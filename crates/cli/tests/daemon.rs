@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 struct Daemon {
     port: u16,
     token: String,
+    extra: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
     home: PathBuf,
@@ -31,11 +32,16 @@ fn free_port() -> u16 {
 
 impl Daemon {
     fn start(home: &Home) -> Daemon {
+        Daemon::start_with(home, &[])
+    }
+
+    fn start_with(home: &Home, extra: &[&str]) -> Daemon {
         std::fs::create_dir_all(&home.dir).unwrap();
         let token = home.ok(&["token", "create", "--name", "test"]).trim().to_owned();
         let mut d = Daemon {
             port: free_port(),
             token,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: home.dir.join("serve.log"),
             home: home.dir.clone(),
@@ -54,6 +60,7 @@ impl Daemon {
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--socket")
             .arg(self.home.join("d.sock"))
+            .args(&self.extra)
             .env("STOCKADE_HOME", &self.home)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -254,6 +261,7 @@ fn kill_9_the_daemon_mid_stream_and_nothing_is_lost() {
                 let d = Daemon {
                     port: daemon.0,
                     token: daemon.1,
+                    extra: Vec::new(),
                     child: None,
                     log: PathBuf::new(),
                     home: PathBuf::new(),
@@ -745,4 +753,200 @@ fn a_command_task_through_the_api_streams_its_log_and_yields_a_patch() {
     // The task's sandbox is gone with it.
     let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
     assert_eq!(sandboxes, json!([]));
+}
+
+#[test]
+fn the_cli_through_the_daemon_prints_what_it_prints_alone() {
+    let Some(home) = Home::new("daemon-cli") else {
+        return;
+    };
+    let d = Daemon::start(&home);
+    let socket = format!("unix://{}", home.dir.join("d.sock").display());
+    let local = |args: &[&str]| home.cmd(args).env_remove("STOCKADE_HOST").output().unwrap();
+    let remote = |args: &[&str]| home.cmd(args).env("STOCKADE_HOST", &socket).output().unwrap();
+    let tcp = |args: &[&str]| {
+        home.cmd(args)
+            .env("STOCKADE_HOST", format!("http://127.0.0.1:{}", d.port))
+            .env("STOCKADE_TOKEN", &d.token)
+            .output()
+            .unwrap()
+    };
+    assert!(remote(&["create", "--name", "same"]).status.success());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--", "sh", "-c", "echo hello; echo oops >&2; exit 3"],
+        vec![
+            "exec",
+            "same",
+            "--",
+            "sh",
+            "-c",
+            "echo $((6*7)); cat /etc/hostname",
+        ],
+        vec!["exec", "nope", "--", "true"],
+        vec!["exec", "same", "--", "no-such-command"],
+        vec!["exec", "same", "--timeout", "200ms", "--", "sleep", "5"],
+        vec!["diff", "same"],
+        vec!["create", "--memory", "lots"],
+        vec!["ls", "-q"],
+    ];
+    for args in &cases {
+        let (a, b, c) = (local(args), remote(args), tcp(args));
+        for (how, other) in [("unix socket", &b), ("tcp", &c)] {
+            assert_eq!(
+                a.status.code(),
+                other.status.code(),
+                "{args:?} exit code via {how}"
+            );
+            assert_eq!(a.stdout, other.stdout, "{args:?} stdout via {how}");
+            assert_eq!(
+                String::from_utf8_lossy(&a.stderr),
+                String::from_utf8_lossy(&other.stderr),
+                "{args:?} stderr via {how}"
+            );
+        }
+    }
+    // stdin streams through, and a secret goes by name (its value never leaves the daemon's host).
+    let mut child = home
+        .cmd(&[
+            "exec",
+            "-i",
+            "same",
+            "--",
+            "sh",
+            "-c",
+            "cat; test \"$K\" = v1 && echo secret-ok",
+        ])
+        .env("STOCKADE_HOST", &socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped in\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
+    let mut set = home
+        .cmd(&["secret", "set", "K"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(set.stdin.as_mut().unwrap(), b"v1").unwrap();
+    drop(set.stdin.take());
+    assert!(set.wait().unwrap().success());
+    let out = remote(&[
+        "exec",
+        "--secret",
+        "K",
+        "same",
+        "--",
+        "sh",
+        "-c",
+        "test \"$K\" = v1 && echo secret-ok",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "secret-ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(remote(&["rm", "-f", "same"]).status.success());
+    let out = tcp(&["ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // No token on TCP: the daemon's refusal, as one line.
+    let out = home
+        .cmd(&["ls"])
+        .env("STOCKADE_HOST", format!("http://127.0.0.1:{}", d.port))
+        .env_remove("STOCKADE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bearer token is required"));
+}
+
+#[test]
+fn host_paths_need_opt_in_and_a_change_is_pushed_from_the_host() {
+    let Some(home) = Home::new("daemon-push") else {
+        return;
+    };
+    // A bare repository with one commit, on the daemon's host.
+    std::fs::create_dir_all(&home.dir).unwrap();
+    let work = home.dir.join("work");
+    let bare = home.dir.join("remote.git");
+    std::fs::create_dir_all(&work).unwrap();
+    common::git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("README"), "one\n").unwrap();
+    common::git(&work, &["add", "-A"]);
+    common::git(&work, &["commit", "-qm", "first"]);
+    common::git(
+        &home.dir,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let url = format!("file://{}", bare.display());
+
+    let strict = Daemon::start(&home);
+    for (body, field) in [
+        (json!({"volumes": ["/tmp:/data"]}), "volumes"),
+        (json!({"rootfs": "/"}), "rootfs"),
+        (json!({"code": url}), "code"),
+        (json!({"code": "/etc"}), "code"),
+    ] {
+        let (status, err) = strict.call("POST", "/api/sandboxes", Some(body));
+        assert_eq!(status, 403, "{err}");
+        assert_eq!(err["error"]["field"], field);
+        assert!(err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-host-paths"));
+    }
+    let (status, _) = strict.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"code": "/etc", "agent": "command:true"})),
+    );
+    assert_eq!(status, 403);
+    drop(strict);
+
+    let d = Daemon::start_with(&home, &["--allow-host-paths"]);
+    let id = create(&d, json!({"code": url, "name": "pusher"}));
+    let (status, out) = d.call(
+        "POST",
+        &format!("/api/sandboxes/{id}/execs?wait=true&encoding=text"),
+        Some(json!({"argv": ["sh", "-c", "echo two >> README && echo new > NEW"]})),
+    );
+    assert_eq!((status, &out["exit"]["code"]), (200, &json!(0)), "{out}");
+    let (status, patch) = d
+        .try_call("GET", &format!("/api/sandboxes/{id}/diff"), None)
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(patch.contains("+two") && patch.contains("+++ b/NEW"), "{patch}");
+    let (status, pushed) = d.call(
+        "POST",
+        &format!("/api/sandboxes/{id}/push"),
+        Some(json!({"remote": url, "branch": "agent/change", "message": "from the API"})),
+    );
+    assert_eq!(status, 200, "{pushed}");
+    let commit = pushed["commit"].as_str().unwrap();
+    assert_eq!(common::git(&bare, &["rev-parse", "agent/change"]), commit);
+    assert_eq!(
+        common::git(&bare, &["log", "-1", "--format=%s", "agent/change"]),
+        "from the API"
+    );
+    assert_eq!(common::git(&bare, &["show", "agent/change:NEW"]), "new");
+    let (status, err) = d.call(
+        "POST",
+        &format!("/api/sandboxes/{id}/push"),
+        Some(json!({"remote": url, "branch": "--force"})),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "branch");
+    // A sandbox with no code has no baseline: 409, not a server error.
+    let plain = create(&d, json!({}));
+    let (status, err) = d.call("GET", &format!("/api/sandboxes/{plain}/diff"), None);
+    assert_eq!(status, 409, "{err}");
 }

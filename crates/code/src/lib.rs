@@ -205,11 +205,11 @@ fn script_request(script: &str, workdir: &str) -> ExecRequest {
 
 async fn run_script(driver: &dyn Driver, id: &SandboxId, what: &str, req: ExecRequest) -> Result<Vec<u8>> {
     let out = driver.exec(id, req).await?.output().await?;
-    if what == "diff" && out.exit.code == Some(3) {
+    if (what == "diff" && out.exit.code == Some(3)) || (what == "read the baseline" && !out.exit.success()) {
         return Err(Error::WrongState {
             id: id.to_string(),
             status: "without a baseline commit".into(),
-            operation: "diff".into(),
+            operation: what.into(),
             needed: "made with code (--code) or a git baseline in its workdir".into(),
         });
     }
@@ -221,6 +221,31 @@ async fn run_script(driver: &dyn Driver, id: &SandboxId, what: &str, req: ExecRe
         ));
     }
     Ok(out.stdout)
+}
+
+/// Creates a sandbox for `spec` and loads `code` into its workdir with a baseline commit. The
+/// source is fetched or checked first, so a bad one fails before any sandbox exists; a load that
+/// fails destroys the sandbox.
+pub async fn create_with_code(
+    driver: &dyn Driver,
+    spec: stockade_core::SandboxSpec,
+    code: Option<&str>,
+    scratch: &Path,
+    progress: Progress<'_>,
+) -> Result<stockade_core::SandboxInfo> {
+    let Some(code) = code else {
+        return driver.create(spec).await;
+    };
+    let source = CodeSource::parse(code)?;
+    let prepared = prepare(&source, scratch, progress).await?;
+    let info = driver.create(spec).await?;
+    match load(driver, &info.id, &info.spec.workdir, &prepared, progress).await {
+        Ok(_baseline) => Ok(info),
+        Err(e) => {
+            let _ = driver.destroy(&info.id).await;
+            Err(e)
+        }
+    }
 }
 
 /// Copies `prepared` into `workdir` of the sandbox (through `tar` over an exec's stdin) and

@@ -18,7 +18,22 @@ pub enum CodeSource {
 
 const FIELD: &str = "code";
 
+/// Whether a git remote names a path on this host (`file://`, or a bare path) rather than a
+/// server.
+pub fn is_host_path_remote(url: &str) -> bool {
+    url.starts_with("file://") || url.starts_with('/') || url.starts_with('.') || url.starts_with('~')
+}
+
 impl CodeSource {
+    /// Whether loading this source reads the host's own files (a directory, a `file://` repo).
+    pub fn reads_host_paths(&self) -> bool {
+        match self {
+            CodeSource::Empty => false,
+            CodeSource::Dir(_) => true,
+            CodeSource::Git { url, .. } => is_host_path_remote(url),
+        }
+    }
+
     /// Parses `empty`, `github:owner/repo[@ref]`, a git URL (`https://`, `http://`, `ssh://`,
     /// `git://`, `file://`, or scp-like `user@host:path`) with an optional `@ref`, or a directory.
     pub fn parse(s: &str) -> Result<CodeSource> {

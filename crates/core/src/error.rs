@@ -42,6 +42,14 @@ pub enum Error {
     /// The backend (kernel, supervisor, agent, engine) failed.
     #[error("{context}: {reason}")]
     Backend { context: String, reason: String },
+    /// An error a daemon answered with: its kind (one of [`Error::kind`]'s), its message as the
+    /// daemon printed it, and the field or path it named. Shown exactly as a local error would be.
+    #[error("{message}")]
+    Remote {
+        kind: String,
+        message: String,
+        field: Option<String>,
+    },
 }
 
 impl Error {
@@ -83,6 +91,18 @@ impl Error {
             Error::CommandNotFound(_) => "command_not_found",
             Error::File { .. } => "file",
             Error::Backend { .. } => "backend",
+            Error::Remote { kind, .. } => match kind.as_str() {
+                "not_found" => "not_found",
+                "exec_not_found" => "exec_not_found",
+                "invalid" => "invalid",
+                "unsupported" => "unsupported",
+                "timeout" => "timeout",
+                "wrong_state" => "wrong_state",
+                "name_taken" => "name_taken",
+                "command_not_found" => "command_not_found",
+                "file" => "file",
+                _ => "backend",
+            },
         }
     }
 }

@@ -132,6 +132,41 @@ impl SpecFlags {
     }
 }
 
+impl SpecFlags {
+    /// The flags that ask for `spec` (the inverse of [`SpecFlags::to_spec`]), for sending a spec
+    /// to a daemon.
+    pub fn from_spec(spec: &SandboxSpec) -> SpecFlags {
+        let r = &spec.resources;
+        SpecFlags {
+            name: spec.name.clone(),
+            driver: Some(spec.driver.clone()),
+            image: spec.image.clone(),
+            runtime: spec.runtime.clone(),
+            rootfs: spec.rootfs.as_ref().map(|p| p.display().to_string()),
+            memory: r.memory_bytes.map(|b| b.to_string()),
+            cpus: r.millicpus.map(|m| format!("{}.{:03}", m / 1000, m % 1000)),
+            pids: r.pids.map(|p| p.to_string()),
+            disk: r.disk_bytes.map(|b| b.to_string()),
+            open_files: r.open_files.map(|n| n.to_string()),
+            file_size: r.file_size_bytes.map(|b| b.to_string()),
+            network: Some(spec.network.to_string()),
+            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            volumes: spec
+                .mounts
+                .iter()
+                .map(|m| {
+                    let mode = if m.read_only { "ro" } else { "rw" };
+                    format!("{}:{}:{mode}", m.host.display(), m.sandbox.display())
+                })
+                .collect(),
+            workdir: Some(spec.workdir.clone()),
+            user: spec.user.clone(),
+            labels: spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            ttl: spec.ttl.map(|t| format!("{}s", t.as_secs().max(1))),
+        }
+    }
+}
+
 /// Labels as a map, for filters.
 pub fn labels_map(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels.iter().map(|l| parse::key_value("label", l)).collect()
@@ -154,6 +189,24 @@ mod tests {
             .starts_with("invalid memory"));
         let flags: std::result::Result<SpecFlags, _> = serde_json::from_str(r#"{"memroy": "1g"}"#);
         assert!(flags.unwrap_err().to_string().contains("unknown field `memroy`"));
+    }
+
+    #[test]
+    fn a_spec_survives_the_trip_through_flags() {
+        let flags = SpecFlags {
+            name: Some("n".into()),
+            memory: Some("512m".into()),
+            cpus: Some("1.5".into()),
+            pids: Some("64".into()),
+            network: Some("full".into()),
+            env: vec!["A=b=c".into()],
+            volumes: vec!["/tmp:/data:ro".into()],
+            labels: vec!["team=x".into()],
+            ttl: Some("30m".into()),
+            ..Default::default()
+        };
+        let spec = flags.to_spec().unwrap();
+        assert_eq!(SpecFlags::from_spec(&spec).to_spec().unwrap(), spec);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use base64::Engine as _;
 use futures::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use stockade_core::{
-    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, OutputStream, SandboxId, SandboxInfo,
-    SandboxStatus, SpecFlags, Stats, TtySize,
+    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, FileStat, OutputStream, SandboxId,
+    SandboxInfo, SandboxStatus, SpecFlags, Stats, TtySize,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -190,6 +190,10 @@ pub struct CreateSandbox {
     /// Destroy the sandbox after it has had no exec for this long, e.g. `10m`.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// Code to load into the workdir with a baseline commit: `empty`, `github:OWNER/REPO[@REF]`,
+    /// a git URL[@REF], or a directory on the daemon's host.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -253,6 +257,17 @@ pub async fn create_sandbox(
         .map(|t| stockade_core::parse::duration("idle_timeout", t))
         .transpose()?;
     let mut spec = body.flags.to_spec()?;
+    if !spec.mounts.is_empty() {
+        state.check_host_path("volumes", "a volume")?;
+    }
+    if spec.rootfs.is_some() {
+        state.check_host_path("rootfs", "rootfs")?;
+    }
+    if let Some(code) = &body.code {
+        if stockade_code::CodeSource::parse(code)?.reads_host_paths() {
+            state.check_host_path("code", "this code source")?;
+        }
+    }
     for m in &mut spec.mounts {
         m.host = std::fs::canonicalize(&m.host)
             .map_err(|e| ApiError::invalid("volumes", format!("{}: {e}", m.host.display())))?;
@@ -270,7 +285,16 @@ pub async fn create_sandbox(
             return Err(Error::NameTaken(name.clone()).into());
         }
     }
-    let info = state.driver.create(spec).await?;
+    let scratch = state.home.join("cache");
+    let mut progress = |line: &str| eprintln!("stockade serve: {line}");
+    let info = stockade_code::create_with_code(
+        state.driver.as_ref(),
+        spec,
+        body.code.as_deref(),
+        &scratch,
+        &mut progress,
+    )
+    .await?;
     if let Some(idle) = idle {
         state.db.set_idle_timeout(
             info.id.as_str(),
@@ -901,6 +925,59 @@ pub async fn list_dir(
     Ok(Json(state.driver.list_dir(&info.id, &q.path).await?))
 }
 
+/// Facts about one path.
+#[utoipa::path(get, path = "/api/sandboxes/{id}/stat", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
+    responses((status = 200, body = FileStat), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stat(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<DirQuery>,
+) -> ApiResult<Json<FileStat>> {
+    check_path(&q.path)?;
+    let info = running_sandbox(&state, &id, "stat a path").await?;
+    Ok(Json(state.driver.stat(&info.id, &q.path).await?))
+}
+
+/// `mkdir -p`.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/mkdir", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn mkdir(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<DirQuery>,
+) -> ApiResult<StatusCode> {
+    check_path(&q.path)?;
+    let info = running_sandbox(&state, &id, "make a directory").await?;
+    state.driver.mkdir(&info.id, &q.path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A rename within the sandbox.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub from: String,
+    pub to: String,
+}
+
+/// Renames a path within the sandbox.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/rename", tag = "files",
+    params(("id" = String, Path, description = "sandbox id or name")), request_body = Rename,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rename(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<Rename>,
+) -> ApiResult<StatusCode> {
+    check_path(&body.from)?;
+    check_path(&body.to)?;
+    let info = running_sandbox(&state, &id, "rename").await?;
+    state.driver.rename(&info.id, &body.from, &body.to).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A directory as a tar archive.
 #[utoipa::path(get, path = "/api/sandboxes/{id}/archive", tag = "files",
     params(("id" = String, Path, description = "sandbox id or name"), DirQuery),
@@ -1004,6 +1081,86 @@ pub async fn apply(
     let info = running_sandbox(&state, &id, "apply").await?;
     stockade_code::apply(state.driver.as_ref(), &info.id, &info.spec.workdir, body.to_vec()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where and how to push a sandbox's change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// Any git URL the daemon's host can reach.
+    pub remote: String,
+    /// Branch to create or update.
+    pub branch: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// A secret (by name) holding the token for an https remote; the daemon's
+    /// `STOCKADE_GIT_TOKEN` when absent. The token is used by the host's git only.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+}
+
+/// The pushed commit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pushed {
+    pub commit: String,
+}
+
+/// Commits the change since the baseline and pushes it from the host; credentials never enter
+/// the sandbox.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/push", tag = "code",
+    params(("id" = String, Path, description = "sandbox id or name")), request_body = Push,
+    responses((status = 200, body = Pushed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn push(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(body): Json<Push>,
+) -> ApiResult<Json<Pushed>> {
+    if body.branch.is_empty()
+        || body.branch.starts_with('-')
+        || body.branch.contains("..")
+        || body.branch.contains(char::is_whitespace)
+    {
+        return Err(ApiError::invalid(
+            "branch",
+            format!("{:?} is not a branch name", body.branch),
+        ));
+    }
+    let token = match &body.token_secret {
+        Some(name) => {
+            stockade_secrets::validate_name(name)
+                .map_err(|e| ApiError::invalid("token_secret", e.to_string()))?;
+            Some(
+                state
+                    .secrets
+                    .get(name)
+                    .map_err(|e| ApiError::invalid("token_secret", e.to_string()))?
+                    .ok_or_else(|| ApiError::invalid("token_secret", format!("no secret named {name}")))?,
+            )
+        }
+        None => std::env::var("STOCKADE_GIT_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    if stockade_code::source::is_host_path_remote(&body.remote) {
+        state.check_host_path("remote", "this remote")?;
+    }
+    let info = running_sandbox(&state, &id, "push").await?;
+    let req = stockade_code::PushRequest {
+        remote: body.remote,
+        branch: body.branch,
+        message: body
+            .message
+            .unwrap_or_else(|| "Changes made in a Stockade sandbox".into()),
+        token,
+    };
+    let scratch = state.home.join("cache");
+    let commit = stockade_code::push(
+        state.driver.as_ref(),
+        &info.id,
+        &info.spec.workdir,
+        &req,
+        &scratch,
+    )
+    .await?;
+    Ok(Json(Pushed { commit }))
 }
 
 /// For code that only needs the id type.

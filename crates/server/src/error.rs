@@ -71,10 +71,19 @@ impl From<Error> for ApiError {
             Error::WrongState { .. } | Error::NameTaken(_) => StatusCode::CONFLICT,
             Error::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             Error::Backend { .. } => StatusCode::BAD_GATEWAY,
+            Error::Remote { .. } => match err.kind() {
+                "not_found" | "exec_not_found" => StatusCode::NOT_FOUND,
+                "invalid" | "file" => StatusCode::BAD_REQUEST,
+                "unsupported" | "command_not_found" => StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_state" | "name_taken" => StatusCode::CONFLICT,
+                "timeout" => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
         };
         let field = match &err {
             Error::InvalidSpec { field, .. } => Some(field.clone()),
             Error::File { path, .. } => Some(path.clone()),
+            Error::Remote { field, .. } => field.clone(),
             _ => None,
         };
         ApiError {

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub db: Option<String>,
     /// Output of finished execs is kept this long.
     pub retention: Duration,
+    /// Let API callers name paths on the daemon's host: mounts, a rootfs, code from a directory
+    /// or a `file://` repository, a push to a local repository. Off by default: a token then
+    /// reaches only what sandboxes hold.
+    pub allow_host_paths: bool,
 }
 
 /// The database path `db` names; Postgres URLs are refused with a clear error.
@@ -128,6 +132,25 @@ pub struct AppState {
     pub tasks: tasks::Running,
     /// `$STOCKADE_HOME`.
     pub home: PathBuf,
+    /// See [`ServerConfig::allow_host_paths`].
+    pub allow_host_paths: bool,
+}
+
+impl AppState {
+    /// Refuses a request that names a host path unless the daemon allows them.
+    pub fn check_host_path(&self, field: &str, what: &str) -> Result<(), ApiError> {
+        if self.allow_host_paths {
+            return Ok(());
+        }
+        Err(ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{what} names a path on the daemon's host; start `stockade serve --allow-host-paths` to allow that"),
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -177,9 +200,13 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
         .routes(routes!(api::exec_ws))
         .routes(routes!(api::read_file, api::write_file, api::delete_file))
         .routes(routes!(api::list_dir))
+        .routes(routes!(api::stat))
+        .routes(routes!(api::mkdir))
+        .routes(routes!(api::rename))
         .routes(routes!(api::download_archive, api::upload_archive))
         .routes(routes!(api::diff))
         .routes(routes!(api::apply))
+        .routes(routes!(api::push))
         .routes(routes!(tasks::list_tasks, tasks::create_task))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::task_patch))
@@ -329,6 +356,7 @@ pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
         access_log: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks::Running::default(),
         home: config.home.clone(),
+        allow_host_paths: config.allow_host_paths,
     }))
 }
 
@@ -410,10 +438,25 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every 2 s: publishes status changes seen in the drivers (a sandbox lost, stopped or removed
+/// At start, removes orphaned containers. Then every 2 s: publishes status changes seen in the drivers (a sandbox lost, stopped or removed
 /// outside the daemon), destroys sandboxes past their TTL or idle timeout, and drops the output
 /// of execs finished longer ago than the retention.
 async fn reaper(state: Arc<AppState>, retention: Duration) {
+    // Orphans first: containers and networks this home labelled but has no record of (a create
+    // cut short by a crash, say). An engine that is not there has nothing to collect.
+    for name in ["docker", "podman"] {
+        if let Ok(driver) = state.driver.container(name).await {
+            match driver.gc().await {
+                Ok(removed) => {
+                    for what in removed {
+                        eprintln!("stockade serve: gc: {name}: removed {what}");
+                    }
+                }
+                Err(stockade_core::Error::Unsupported { .. }) => {}
+                Err(e) => eprintln!("stockade serve: gc: {name}: {e}"),
+            }
+        }
+    }
     let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut last_prune = Instant::now();
     loop {

@@ -151,6 +151,9 @@ pub async fn create_task(
         None => Duration::from_secs(30 * 60),
     };
     let network = body.network.as_deref().map(str::parse).transpose()?;
+    if stockade_code::CodeSource::parse(&body.code)?.reads_host_paths() {
+        state.check_host_path("code", "this code source")?;
+    }
     let id = stockade_store::random_id()?.to_string();
     let spec = TaskSpec {
         id: Some(id.clone()),
