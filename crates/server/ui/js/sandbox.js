@@ -3,6 +3,7 @@
 import { api, enc, onStatus } from './api.js';
 import { lineChart } from './chart.js';
 import { badge, clear, confirmButton, fmtAge, fmtBytes, h, toast } from './dom.js';
+import { renderPatch } from './diff.js';
 import { execHistory } from './execs.js';
 import { fileBrowser } from './files.js';
 import { CpuMeter } from './sandboxes.js';
@@ -140,12 +141,17 @@ export async function sandboxPage(main, [id], scope) {
     const execs = execHistory(id, inner);
     body.append(execs.el);
     execs.load();
+    const changes = running ? changesCard(id, info.spec?.workdir ?? '/workspace') : null;
+    if (changes) body.append(changes.el);
     let pending = null;
     inner.add(
       onStatus((change) => {
         if (change.kind === 'exec' && change.sandbox_id === id) {
           clearTimeout(pending);
-          pending = setTimeout(() => execs.load(), 200);
+          pending = setTimeout(() => {
+            execs.load();
+            if (change.status !== 'running') changes?.load();
+          }, 200);
         }
       }),
     );
@@ -176,4 +182,35 @@ export async function sandboxPage(main, [id], scope) {
     if (age) age.textContent = fmtAge(info.created_at);
   });
   render();
+}
+
+/**
+ * What changed in the workdir since the baseline commit of the code loaded at create (a git
+ * repository in the workdir): shown only when there is one, refreshed as execs end.
+ */
+function changesCard(id, workdir) {
+  const slot = h('div', h('p.note', 'Loading…'));
+  const refresh = h('button.small.ghost', { type: 'button' }, 'Refresh');
+  const el = h('section.card.changes-card', { hidden: true }, h('div.card-head', h('h2', 'Changes'), h('span.muted', `in ${workdir} since the baseline`), h('div.tools', refresh)), slot);
+  let known = false;
+  async function load() {
+    if (!known) {
+      try {
+        const entries = await api(`/api/sandboxes/${enc(id)}/dir?path=${enc(workdir)}`);
+        known = entries.some((e) => e.name === '.git');
+      } catch {
+        return;
+      }
+      if (!known) return;
+      el.hidden = false;
+    }
+    try {
+      clear(slot, renderPatch(await api(`/api/sandboxes/${enc(id)}/diff`, { as: 'text' })));
+    } catch (e) {
+      clear(slot, h('p.form-error', e.message));
+    }
+  }
+  refresh.addEventListener('click', load);
+  load();
+  return { el, load };
 }

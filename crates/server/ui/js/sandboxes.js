@@ -216,6 +216,7 @@ function createForm(done) {
       'div.grid',
       field('name', 'Name', { placeholder: 'optional, unique' }),
       h('label.field', h('span', 'Driver'), driver),
+      field('code', 'Code', { placeholder: 'none, empty, a git URL…', hint: 'loaded into the workdir with a baseline commit' }),
       image,
       rootfs,
       h('label.field', h('span', 'Network'), h('select', { name: 'network' }, h('option', { value: 'none' }, 'none (loopback only)'), h('option', { value: 'full' }, 'full'))),

@@ -124,6 +124,7 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
   await t.test('creates a sandbox from the form and opens its page', async () => {
     state.name = `ui-${Date.now().toString(36)}`;
     await page.fill('#f-name', state.name);
+    await page.fill('#f-code', 'empty');
     await page.fill('#f-memory', '512m');
     await page.fill('#f-pids', '256');
     await shot(page, 'sandboxes-new');
@@ -146,6 +147,9 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => (document.querySelector('.term .xterm-rows')?.textContent ?? '').includes('ui-42'));
     assert.match(await terminalText(page), /ui-42/);
+    // The sandbox has code (`empty`), so a baseline: the new file shows as a change.
+    await page.click('.changes-card button:text-is("Refresh")');
+    await page.waitForSelector('.changes-card .diff .fpath:text-is("ui-file.txt")');
   });
 
   await t.test('browses files and views one', async () => {
@@ -234,6 +238,12 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
       if (name === 'sandbox') await phone.waitForFunction(() => document.querySelector('.term-state')?.textContent === 'connected');
       await noSideways(phone);
       await shot(phone, name);
+      if (name === 'sandboxes') {
+        await phone.click('#new-sandbox');
+        await phone.click('#create-sandbox details.more summary');
+        await noSideways(phone);
+        await shot(phone, 'sandboxes-new');
+      }
     }
     // The terminal was fitted to the phone's width.
     await go(phone, `#/sandboxes/${state.id}`);
