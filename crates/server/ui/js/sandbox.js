@@ -191,7 +191,7 @@ export async function sandboxPage(main, [id], scope) {
 function changesCard(id, workdir) {
   const slot = h('div', h('p.note', 'Loading…'));
   const refresh = h('button.small.ghost', { type: 'button' }, 'Refresh');
-  const el = h('section.card.changes-card', { hidden: true }, h('div.card-head', h('h2', 'Changes'), h('span.muted', `in ${workdir} since the baseline`), h('div.tools', refresh)), slot);
+  const el = h('section.card.changes-card', { hidden: true }, h('div.card-head', h('h2', 'Changes since the baseline'), h('div.tools', refresh)), slot);
   let known = false;
   async function load() {
     if (!known) {

@@ -235,7 +235,10 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     ]) {
       await go(phone, hash);
       await phone.waitForSelector(ready);
-      if (name === 'sandbox') await phone.waitForFunction(() => document.querySelector('.term-state')?.textContent === 'connected');
+      if (name === 'sandbox') {
+        await phone.waitForFunction(() => document.querySelector('.term-state')?.textContent === 'connected');
+        await phone.waitForFunction(() => [...document.querySelectorAll('.stats-card .chart-value')].every((e) => e.textContent !== '–'));
+      }
       await noSideways(phone);
       await shot(phone, name);
       if (name === 'sandboxes') {
