@@ -13,7 +13,7 @@ function argvText(x) {
 function exitText(x) {
   if (x.status === 'running') return '';
   const e = x.exit;
-  if (!e) return x.status;
+  if (!e) return ''; // lost: the badge says so
   if (e.timed_out) return 'timed out';
   if (e.oom) return 'out of memory';
   if (e.signal) return `signal ${e.signal}`;

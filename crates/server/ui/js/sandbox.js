@@ -177,7 +177,7 @@ export async function sandboxPage(main, [id], scope) {
       }
     }),
   );
-  scope.every(10000, () => {
+  scope.every(1000, () => {
     const age = factsSlot.querySelector('dd:nth-of-type(7)');
     if (age) age.textContent = fmtAge(info.created_at);
   });
