@@ -1,12 +1,19 @@
 //! Named secrets (API keys, tokens), kept in one file encrypted with ChaCha20-Poly1305.
 //!
-//! The key is 32 bytes from `STOCKADE_SECRET_KEY` (64 hex digits) when set — the choice for
-//! machines where the key should live elsewhere (a CI secret, a KMS-fetched value) — or else from
-//! a key file beside the store (`secrets.key`, mode 0600, made on first use). The key file keeps
-//! values out of anything that copies the store alone (backups, support bundles, logs of `cat`);
-//! it does not protect them from someone who can read both files as the same user: an OS
-//! keychain would, and is a next step. Values are only ever decrypted to be put into an exec's
-//! environment; listing shows names only.
+//! Where the file's 32-byte key lives, first match wins:
+//! 1. `STOCKADE_SECRET_KEY` (64 hex digits): for machines where the key should come from
+//!    elsewhere (a CI secret, a KMS-fetched value).
+//! 2. An existing key file beside the store (`secrets.key`, mode 0600).
+//! 3. The OS keychain, where one answers (on Linux: a Secret Service such as GNOME Keyring or
+//!    KWallet on the session D-Bus), under service `stockade` and the home's path. Then nothing
+//!    on disk decrypts the store: reading the values needs the user's unlocked keychain.
+//! 4. A new key file.
+//!
+//! `STOCKADE_SECRET_BACKEND=file` skips the keychain; `=keychain` requires it. The values stay in
+//! the encrypted file in every case, so names can be listed without the keychain and the store
+//! behaves the same wherever the key lives. A daemon started outside the user's session cannot
+//! reach a session keychain: give it `STOCKADE_SECRET_KEY` or a key file. Values are only ever
+//! decrypted to be put into an exec's environment; listing shows names only.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -20,6 +27,76 @@ use stockade_core::{Error, Result};
 
 /// The environment variable that can carry the key.
 pub const KEY_ENV: &str = "STOCKADE_SECRET_KEY";
+/// `auto` (default), `file` or `keychain`.
+pub const BACKEND_ENV: &str = "STOCKADE_SECRET_BACKEND";
+
+/// Where the key of a store is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Env,
+    File,
+    Keychain,
+}
+
+/// The OS keychain, reached through the `keyring` crate. Calls run on a thread of their own:
+/// the Secret Service client has its own executor and must not block an async runtime's thread.
+mod keychain {
+    use stockade_core::{Error, Result};
+
+    const SERVICE: &str = "stockade";
+
+    /// Whether a keychain could be there at all (a session bus to ask, on Linux).
+    pub fn present() -> bool {
+        cfg!(target_os = "linux") && std::env::var("DBUS_SESSION_BUS_ADDRESS").is_ok_and(|v| !v.is_empty())
+    }
+
+    fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        std::thread::spawn(f)
+            .join()
+            .map_err(|_| Error::backend("keychain", "the keychain client failed"))
+    }
+
+    /// The hex key stored for `account`; `Ok(None)` when the keychain has none.
+    #[cfg(target_os = "linux")]
+    pub fn get(account: &str) -> Result<Option<String>> {
+        let account = account.to_owned();
+        on_thread(
+            move || match keyring::Entry::new(SERVICE, &account).and_then(|e| e.get_password()) {
+                Ok(v) => Ok(Some(v)),
+                Err(keyring::Error::NoEntry) => Ok(None),
+                Err(e) => Err(Error::backend("keychain", e)),
+            },
+        )?
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn set(account: &str, value: &str) -> Result<()> {
+        let (account, value) = (account.to_owned(), value.to_owned());
+        on_thread(move || {
+            keyring::Entry::new(SERVICE, &account)
+                .and_then(|e| e.set_password(&value))
+                .map_err(|e| Error::backend("keychain", e))
+        })?
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn get(_account: &str) -> Result<Option<String>> {
+        Err(Error::unsupported(
+            "secrets",
+            "keychain",
+            "no keychain backend on this OS yet",
+        ))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn set(_account: &str, _value: &str) -> Result<()> {
+        Err(Error::unsupported(
+            "secrets",
+            "keychain",
+            "no keychain backend on this OS yet",
+        ))
+    }
+}
 
 const MAGIC: &[u8; 8] = b"STKSEC1\n";
 
@@ -79,10 +156,71 @@ impl SecretStore {
         }
     }
 
+    /// The keychain account of this store: its home.
+    fn account(&self) -> String {
+        self.file
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Where this store's key is (or would be made).
+    pub fn key_source(&self) -> Result<KeySource> {
+        if std::env::var(KEY_ENV).is_ok() {
+            return Ok(KeySource::Env);
+        }
+        let backend = std::env::var(BACKEND_ENV).unwrap_or_default();
+        match backend.as_str() {
+            "" | "auto" => {}
+            "file" => return Ok(KeySource::File),
+            "keychain" => {
+                return if keychain::present() {
+                    Ok(KeySource::Keychain)
+                } else {
+                    Err(Error::invalid(
+                        BACKEND_ENV,
+                        "keychain: no OS keychain answers here (no session D-Bus)",
+                    ))
+                }
+            }
+            other => {
+                return Err(Error::invalid(
+                    BACKEND_ENV,
+                    format!("{other:?}: expected auto, file or keychain"),
+                ))
+            }
+        }
+        if self.key_file.exists() || !keychain::present() {
+            return Ok(KeySource::File);
+        }
+        Ok(KeySource::Keychain)
+    }
+
     fn key(&self, create: bool) -> Result<[u8; 32]> {
-        if let Ok(v) = std::env::var(KEY_ENV) {
-            return parse_hex_key(&v)
-                .ok_or_else(|| Error::invalid(KEY_ENV, "expected 64 hex digits (32 bytes)"));
+        match self.key_source()? {
+            KeySource::Env => {
+                let v = std::env::var(KEY_ENV).unwrap_or_default();
+                return parse_hex_key(&v)
+                    .ok_or_else(|| Error::invalid(KEY_ENV, "expected 64 hex digits (32 bytes)"));
+            }
+            KeySource::Keychain => {
+                let account = self.account();
+                return match keychain::get(&account)? {
+                    Some(v) => parse_hex_key(&v).ok_or_else(|| {
+                        Error::invalid("secrets key", format!("the keychain's entry for {account} is not 64 hex digits"))
+                    }),
+                    None if create => {
+                        let key: [u8; 32] = random()?;
+                        keychain::set(&account, &hex(&key))?;
+                        Ok(key)
+                    }
+                    None => Err(Error::invalid(
+                        "secrets key",
+                        format!("the keychain has no key for {account}: the store's key is elsewhere ({KEY_ENV} or a key file)"),
+                    )),
+                };
+            }
+            KeySource::File => {}
         }
         match std::fs::read_to_string(&self.key_file) {
             Ok(s) => parse_hex_key(&s).ok_or_else(|| {
@@ -108,9 +246,13 @@ impl SecretStore {
                     .map_err(|e| Error::backend(format!("write {}", self.key_file.display()), e))?;
                 Ok(key)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::NotFound("secret store key".into()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(
+                "secrets key",
+                format!(
+                    "{} is missing: the secret store key is elsewhere ({KEY_ENV}, or the OS keychain: {BACKEND_ENV})",
+                    self.key_file.display()
+                ),
+            )),
             Err(e) => Err(Error::backend(format!("read {}", self.key_file.display()), e)),
         }
     }
