@@ -32,7 +32,14 @@ export function showFormError(form, errorEl, err) {
   const at = err.field && form.querySelector(`[name="${CSS.escape(err.field)}"]`);
   if (at) {
     at.setAttribute('aria-invalid', 'true');
-    at.addEventListener('input', () => at.removeAttribute('aria-invalid'), { once: true });
+    at.addEventListener(
+      'input',
+      () => {
+        at.removeAttribute('aria-invalid');
+        errorEl.hidden = true;
+      },
+      { once: true },
+    );
     at.closest('details')?.setAttribute('open', '');
     at.focus();
   }

@@ -119,6 +119,8 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     assert.doesNotMatch(text, /[{}]/, `raw JSON shown: ${text}`);
     assert.equal(await page.getAttribute('#f-memory', 'aria-invalid'), 'true');
     await page.fill('#f-memory', '');
+    // Editing the field at fault clears the error.
+    await error.waitFor({ state: 'hidden' });
   });
 
   await t.test('creates a sandbox from the form and opens its page', async () => {
