@@ -387,8 +387,9 @@ pub struct ServeArgs {
     /// Unix socket to listen on ($STOCKADE_HOME/stockade.sock by default).
     #[arg(long)]
     pub socket: Option<std::path::PathBuf>,
-    /// Database: a SQLite file or sqlite://PATH ($STOCKADE_HOME/stockade.db by default).
-    #[arg(long)]
+    /// Database: postgres://USER@HOST:PORT/DB, a SQLite file or sqlite://PATH
+    /// ($STOCKADE_HOME/stockade.db by default). `stockade token` reads STOCKADE_DB.
+    #[arg(long, env = "STOCKADE_DB")]
     pub db: Option<String>,
     /// Keep the output of finished execs this long.
     #[arg(long, default_value = "7d")]

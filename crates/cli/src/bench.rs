@@ -759,7 +759,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
         retention: Duration::from_secs(3600),
         allow_host_paths: false,
     };
-    let state = stockade_server::state(&config)?;
+    let state = stockade_server::state(&config).await?;
     state
         .access_log
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -768,6 +768,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
     state
         .db
         .create_token(&token_id, "bench", &token, stockade_store::now_secs())
+        .await
         .map_err(|e| Error::backend("database", e))?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::backend("bind", e))?;
     let addr = listener.local_addr().map_err(|e| Error::backend("bind", e))?;
@@ -822,7 +823,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
     }
     .await;
     let _ = native.destroy(&id).await;
-    let _ = state.db.remove_token(&token_id);
+    let _ = state.db.remove_token(&token_id).await;
     let (api, lib) = result?;
     let row = Row::new(
         "exec `true` round trip through the daemon's API",

@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Task(a) => crate::task::run(&router, a).await,
         Command::Secret(c) => secret(c),
         Command::Serve(a) => serve(a).await,
-        Command::Token(c) => token(c),
+        Command::Token(c) => token(c).await,
         command => match stockade_client::RemoteDriver::from_env() {
             // A daemon is named: sandbox commands go through its API, with the same output.
             Ok(Some(remote)) => {
@@ -81,12 +81,15 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `stockade token create|ls|rm`, on the daemon's database directly.
-fn token(c: crate::args::TokenCommand) -> Result<i32> {
+/// `stockade token create|ls|rm`, on the daemon's database directly (`STOCKADE_DB`, as `serve
+/// --db` takes it, or the default SQLite file).
+async fn token(c: crate::args::TokenCommand) -> Result<i32> {
     use crate::args::TokenCommand;
     let home = stockade_store::home_from_env();
-    let path = stockade_server::db_path(&home, None)?;
-    let db = stockade_server::db::Db::open(&path).map_err(|e| Error::backend("database", e))?;
+    let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
+    let db = stockade_server::db::Db::open(&url)
+        .await
+        .map_err(|e| Error::backend("database", e))?;
     let db_err = |e| Error::backend("database", e);
     match c {
         TokenCommand::Create { name } => {
@@ -100,12 +103,13 @@ fn token(c: crate::args::TokenCommand) -> Result<i32> {
                 .concat();
             let token = format!("stk_{id}{secret}");
             db.create_token(&id, &name, &token, stockade_store::now_secs())
+                .await
                 .map_err(db_err)?;
             println!("{token}");
             eprintln!("stockade: token {id} ({name}) made; it is shown only this once");
         }
         TokenCommand::Ls(a) => {
-            let tokens = db.tokens().map_err(db_err)?;
+            let tokens = db.tokens().await.map_err(db_err)?;
             if a.json {
                 print_json(&tokens);
             } else {
@@ -116,7 +120,7 @@ fn token(c: crate::args::TokenCommand) -> Result<i32> {
             }
         }
         TokenCommand::Rm { id } => {
-            if !db.remove_token(&id).map_err(db_err)? {
+            if !db.remove_token(&id).await.map_err(db_err)? {
                 return Err(Error::NotFound(format!("token {id}")));
             }
         }

@@ -22,6 +22,14 @@ struct Daemon {
     home: PathBuf,
 }
 
+/// The Postgres database the daemon tests use instead of SQLite, when `scripts/with-postgres`
+/// runs them (all tests share it; every row they make is keyed by a fresh id).
+fn postgres() -> Option<String> {
+    std::env::var("STOCKADE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -37,11 +45,21 @@ impl Daemon {
 
     fn start_with(home: &Home, extra: &[&str]) -> Daemon {
         std::fs::create_dir_all(&home.dir).unwrap();
-        let token = home.ok(&["token", "create", "--name", "test"]).trim().to_owned();
+        let out = home
+            .cmd(&["token", "create", "--name", "test"])
+            .envs(postgres().map(|url| ("STOCKADE_DB", url)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let mut d = Daemon {
             port: free_port(),
             token,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra
+                .iter()
+                .map(|s| s.to_string())
+                .chain(postgres().into_iter().flat_map(|url| ["--db".to_owned(), url]))
+                .collect(),
             child: None,
             log: home.dir.join("serve.log"),
             home: home.dir.clone(),
@@ -464,35 +482,51 @@ fn a_secret_reaches_the_exec_and_nowhere_else() {
         "{}",
         missing.1
     );
+    assert!(!responses.contains(value), "an API response carried the secret");
+    // The database, read while the daemon runs (so the exec's rows are there).
+    if let Some(url) = postgres() {
+        let dump = Command::new(std::env::var("PG_DUMP").unwrap_or_else(|_| "pg_dump".into()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+        assert!(
+            contains(&dump.stdout, exec_id.as_bytes()),
+            "the dump lacks the exec"
+        );
+        assert!(
+            !contains(&dump.stdout, value.as_bytes()),
+            "the database carries the secret"
+        );
+    } else {
+        let mut db_bytes = Vec::new();
+        for entry in std::fs::read_dir(&home.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("stockade.db")
+            {
+                std::fs::File::open(&path)
+                    .unwrap()
+                    .read_to_end(&mut db_bytes)
+                    .unwrap();
+            }
+        }
+        assert!(
+            contains(&db_bytes, exec_id.as_bytes()),
+            "the database files lack the exec"
+        );
+        assert!(
+            !contains(&db_bytes, value.as_bytes()),
+            "the database carries the secret"
+        );
+    }
     assert_eq!(d.call("DELETE", "/api/sandboxes/sec", None).0, 204);
     drop(d);
-
-    assert!(!responses.contains(value), "an API response carried the secret");
     let log = std::fs::read(home.dir.join("serve.log")).unwrap();
     assert!(!contains(&log, value.as_bytes()), "the log carries the secret");
-    let mut db_files = 0;
-    for entry in std::fs::read_dir(&home.dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("stockade.db")
-        {
-            db_files += 1;
-            let mut bytes = Vec::new();
-            std::fs::File::open(&path)
-                .unwrap()
-                .read_to_end(&mut bytes)
-                .unwrap();
-            assert!(
-                !contains(&bytes, value.as_bytes()),
-                "{} carries the secret",
-                path.display()
-            );
-        }
-    }
-    assert!(db_files >= 1);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -296,11 +296,14 @@ pub async fn create_sandbox(
     )
     .await?;
     if let Some(idle) = idle {
-        state.db.set_idle_timeout(
-            info.id.as_str(),
-            idle.as_secs().max(1),
-            stockade_store::now_secs(),
-        )?;
+        state
+            .db
+            .set_idle_timeout(
+                info.id.as_str(),
+                idle.as_secs().max(1),
+                stockade_store::now_secs(),
+            )
+            .await?;
     }
     state.metrics.sandboxes_created.inc();
     state
@@ -338,7 +341,7 @@ pub async fn delete_sandbox(
 ) -> ApiResult<StatusCode> {
     let info = sandbox(&state, &id).await?;
     state.driver.destroy(&info.id).await?;
-    state.db.forget_sandbox(info.id.as_str())?;
+    state.db.forget_sandbox(info.id.as_str()).await?;
     state
         .events
         .publish(StatusChange::sandbox(info.id.as_str(), "destroyed"));
@@ -404,7 +407,7 @@ async fn running_sandbox(state: &AppState, id: &str, operation: &str) -> ApiResu
     if info.status != SandboxStatus::Running {
         return Err(not_running(&info, operation));
     }
-    let _ = state.db.touch(info.id.as_str(), stockade_store::now_secs());
+    let _ = state.db.touch(info.id.as_str(), stockade_store::now_secs()).await;
     Ok(info)
 }
 
@@ -565,11 +568,12 @@ pub async fn start_exec(
     let exec_id = format!("x{}", stockade_store::random_id()?);
     state
         .db
-        .insert_exec(&exec_id, info.id.as_str(), &stored, stockade_store::now_secs())?;
+        .insert_exec(&exec_id, info.id.as_str(), &stored, stockade_store::now_secs())
+        .await?;
     let session = match state.driver.exec_kept(&info.id, req, &exec_id).await {
         Ok(session) => session,
         Err(e) => {
-            let _ = state.db.delete_exec(&exec_id);
+            let _ = state.db.delete_exec(&exec_id).await;
             return Err(e.into());
         }
     };
@@ -584,7 +588,8 @@ pub async fn start_exec(
     let Some(rx) = rx else {
         let record = state
             .db
-            .exec(&exec_id)?
+            .exec(&exec_id)
+            .await?
             .ok_or_else(|| ApiError::internal("exec vanished"))?;
         return Ok((StatusCode::CREATED, Json(record)).into_response());
     };
@@ -614,7 +619,7 @@ pub async fn start_exec(
 
 async fn exec_of(state: &AppState, id: &str, exec_id: &str) -> ApiResult<(SandboxInfo, ExecRecord)> {
     let info = sandbox(state, id).await?;
-    match state.db.exec(exec_id)? {
+    match state.db.exec(exec_id).await? {
         Some(exec) if exec.sandbox_id == info.id.as_str() => Ok((info, exec)),
         _ => Err(Error::ExecNotFound(exec_id.to_owned()).into()),
     }
@@ -628,7 +633,7 @@ pub async fn list_execs(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ExecRecord>>> {
     let info = sandbox(&state, &id).await?;
-    Ok(Json(state.db.execs(Some(info.id.as_str()))?))
+    Ok(Json(state.db.execs(Some(info.id.as_str())).await?))
 }
 
 /// One exec.

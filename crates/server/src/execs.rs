@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use stockade_core::{Driver, Error, ExecControl, ExecEvent, ExecSession, SandboxId};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::db::{Db, ExecStatus};
+use crate::db::Db;
 use crate::events::{Events, StatusChange};
 
 /// Events stored per transaction at most.
@@ -76,6 +76,7 @@ impl Execs {
         let mut next_seq = self
             .db
             .exec(&exec_id)
+            .await
             .ok()
             .flatten()
             .map(|e| e.next_seq)
@@ -106,6 +107,7 @@ impl Execs {
                 if let Err(e) = self
                     .db
                     .append_events(&exec_id, &batch, stockade_store::now_secs())
+                    .await
                 {
                     eprintln!("stockade serve: exec {exec_id}: storing output failed: {e}");
                 }
@@ -138,7 +140,7 @@ impl Execs {
                     }
                     Err(e) if reattempts > 5 || gone(&e) => {
                         eprintln!("stockade serve: exec {exec_id} lost: {e}");
-                        let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs());
+                        let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs()).await;
                         self.live().remove(&exec_id);
                         self.events
                             .publish(StatusChange::exec(&exec_id, sandbox_id.as_str(), "lost"));
@@ -150,10 +152,10 @@ impl Execs {
         }
     }
 
-    /// Re-attaches every exec the database says is running; marks the ones whose sandbox or
-    /// agent no longer has them as lost.
+    /// Re-attaches every exec the database says is running in a sandbox this daemon's drivers
+    /// hold; marks the ones whose sandbox or agent no longer has them as lost.
     pub async fn recover(self: &Arc<Self>) -> usize {
-        let Ok(running) = self.db.execs(None) else {
+        let Ok(running) = self.db.execs(None).await else {
             return 0;
         };
         let mut recovered = 0;
@@ -171,9 +173,12 @@ impl Execs {
                     self.follow_session(&exec.id, sandbox_id, session);
                     recovered += 1;
                 }
+                // A sandbox none of this daemon's drivers holds belongs to another daemon sharing
+                // the database (or was removed with its rows): not ours to judge.
+                Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     eprintln!("stockade serve: exec {} lost at restart: {e}", exec.id);
-                    let _ = self.db.mark_lost(&exec.id, stockade_store::now_secs());
+                    let _ = self.db.mark_lost(&exec.id, stockade_store::now_secs()).await;
                 }
             }
         }
@@ -202,7 +207,7 @@ impl Execs {
             loop {
                 // Stored events first, in pages.
                 loop {
-                    let page = this.db.events(&exec_id, next, BATCH).unwrap_or_default();
+                    let page = this.db.events(&exec_id, next, BATCH).await.unwrap_or_default();
                     if page.is_empty() {
                         break;
                     }
@@ -237,10 +242,6 @@ impl Execs {
             }
         });
         rx
-    }
-
-    pub fn status(&self, exec_id: &str) -> Option<ExecStatus> {
-        self.db.exec(exec_id).ok().flatten().map(|e| e.status)
     }
 }
 

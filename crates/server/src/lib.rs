@@ -47,7 +47,8 @@ pub struct ServerConfig {
     pub socket: Option<PathBuf>,
     /// `$STOCKADE_HOME`.
     pub home: PathBuf,
-    /// The database: a SQLite file path (or `sqlite://PATH`); `$STOCKADE_HOME/stockade.db` when absent.
+    /// The database: `postgres://...`, a SQLite file path or `sqlite://PATH`;
+    /// `$STOCKADE_HOME/stockade.db` when absent.
     pub db: Option<String>,
     /// Output of finished execs is kept this long.
     pub retention: Duration,
@@ -57,18 +58,12 @@ pub struct ServerConfig {
     pub allow_host_paths: bool,
 }
 
-/// The database path `db` names; Postgres URLs are refused with a clear error.
-pub fn db_path(home: &std::path::Path, db: Option<&str>) -> Result<PathBuf, stockade_core::Error> {
+/// The database `db` names (`postgres://...`, `sqlite://PATH` or a path), or the default
+/// SQLite file under `home`.
+pub fn db_url(home: &std::path::Path, db: Option<&str>) -> String {
     match db {
-        None => Ok(home.join("stockade.db")),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Err(stockade_core::Error::unsupported(
-                "serve",
-                "--db postgres://",
-                "this build stores in SQLite only; pass a file path or sqlite://PATH",
-            ))
-        }
-        Some(url) => Ok(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url))),
+        Some(url) if !url.is_empty() => url.to_owned(),
+        _ => home.join("stockade.db").display().to_string(),
     }
 }
 
@@ -303,7 +298,7 @@ async fn bearer_auth(State(state): State<Arc<AppState>>, req: Request, next: Nex
             .into_response()
         }
     };
-    match state.db.token_valid(token.trim()) {
+    match state.db.token_valid(token.trim()).await {
         Ok(true) => next.run(req).await,
         Ok(false) => ApiError::unauthorized("the token is not valid").into_response(),
         Err(e) => ApiError::internal(e).into_response(),
@@ -336,9 +331,13 @@ async fn peer_auth(ConnectInfo(peer): ConnectInfo<PeerUid>, req: Request, next: 
 }
 
 /// Builds the state: database, drivers, exec followers.
-pub fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
-    let path = db_path(&config.home, config.db.as_deref())?;
-    let db = Arc::new(Db::open(&path).map_err(|e| stockade_core::Error::backend("database", e))?);
+pub async fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
+    let url = db_url(&config.home, config.db.as_deref());
+    let db = Arc::new(
+        Db::open(&url)
+            .await
+            .map_err(|e| stockade_core::Error::backend("database", e))?,
+    );
     let drivers = Arc::new(Drivers::default());
     let events = Arc::new(Events::default());
     let execs = Execs::new(
@@ -365,7 +364,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> stockade_core::Result<()> {
-    let state = state(&config)?;
+    let state = state(&config).await?;
     let recovered = state.execs.recover().await;
     if recovered > 0 {
         eprintln!("stockade serve: re-attached {recovered} running exec(s)");
@@ -476,7 +475,7 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
             seen.insert(s.id.to_string(), status);
             let expired = s.spec.ttl.is_some_and(|ttl| s.created_at + ttl.as_secs() <= now);
             if expired && state.driver.destroy(&s.id).await.is_ok() {
-                let _ = state.db.forget_sandbox(s.id.as_str());
+                let _ = state.db.forget_sandbox(s.id.as_str()).await;
                 state
                     .events
                     .publish(StatusChange::sandbox(s.id.as_str(), "destroyed"));
@@ -484,20 +483,26 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
         }
         for gone in known.keys().filter(|id| !seen.contains_key(*id)) {
             state.events.publish(StatusChange::sandbox(gone, "destroyed"));
-            let _ = state.db.forget_sandbox(gone);
+            let _ = state.db.forget_sandbox(gone).await;
         }
         known = seen;
-        for id in state.db.idle_sandboxes(now).unwrap_or_default() {
-            if let Ok(sid) = stockade_core::SandboxId::parse(&id) {
-                eprintln!("stockade serve: sandbox {id} idle past its timeout, destroying");
-                let _ = state.driver.destroy(&sid).await;
+        for id in state.db.idle_sandboxes(now).await.unwrap_or_default() {
+            // Only sandboxes this daemon's drivers hold: others sharing the database judge theirs.
+            let Some(s) = sandboxes.iter().find(|s| s.id.as_str() == id) else {
+                continue;
+            };
+            eprintln!("stockade serve: sandbox {id} idle past its timeout, destroying");
+            if state.driver.destroy(&s.id).await.is_ok() {
+                let _ = state.db.forget_sandbox(&id).await;
+                state.events.publish(StatusChange::sandbox(&id, "destroyed"));
             }
-            let _ = state.db.forget_sandbox(&id);
-            state.events.publish(StatusChange::sandbox(&id, "destroyed"));
         }
         if last_prune.elapsed() > Duration::from_secs(60) {
             last_prune = Instant::now();
-            let _ = state.db.prune_output(now.saturating_sub(retention.as_secs()));
+            let _ = state
+                .db
+                .prune_output(now.saturating_sub(retention.as_secs()))
+                .await;
         }
     }
 }

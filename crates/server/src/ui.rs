@@ -103,7 +103,7 @@ async fn asset(Path(path): Path<String>) -> Response {
 /// reports as an error in its console): `{"authenticated": bool}`.
 async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let authenticated = match cookie_token(&headers) {
-        Some(token) if same_origin(&headers) => match state.db.token_valid(token.trim()) {
+        Some(token) if same_origin(&headers) => match state.db.token_valid(token.trim()).await {
             Ok(valid) => valid,
             Err(e) => return ApiError::internal(e).into_response(),
         },

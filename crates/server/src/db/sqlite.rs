@@ -1,6 +1,4 @@
-//! The daemon's store: SQLite in WAL mode under `$STOCKADE_HOME/stockade.db`. Execs, their
-//! numbered output events, and API tokens (hashed). Sandboxes themselves live in their drivers'
-//! records, which outlive the daemon on their own. Secret values are never written here.
+//! SQLite in WAL mode (the default: `$STOCKADE_HOME/stockade.db`).
 //!
 //! One connection behind a mutex: every statement is short, and `synchronous=NORMAL` in WAL mode
 //! means a commit is durable across a crash of the process (a `kill -9`) without an fsync each.
@@ -9,23 +7,11 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use stockade_core::{ExecEvent, ExecExit, OutputStream};
-use utoipa::ToSchema;
+use stockade_core::ExecEvent;
 
-/// Store errors.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("database: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("database: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-type Result<T> = std::result::Result<T, DbError>;
+use super::{
+    event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, ExecStatus, Result, TokenInfo,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
@@ -58,87 +44,20 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
         last_active INTEGER NOT NULL
      );"];
 
-/// What an exec is doing, as the daemon knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecStatus {
-    Running,
-    Exited,
-    /// The sandbox (or its agent) went away before the exec's end was seen.
-    Lost,
-}
-
-impl ExecStatus {
-    fn parse(s: &str) -> ExecStatus {
-        match s {
-            "running" => ExecStatus::Running,
-            "exited" => ExecStatus::Exited,
-            _ => ExecStatus::Lost,
-        }
-    }
-}
-
-/// An exec as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ExecRecord {
-    pub id: String,
-    pub sandbox_id: String,
-    /// The request as made, with secret values left out (only their names are kept).
-    #[schema(value_type = Object)]
-    pub request: serde_json::Value,
-    pub status: ExecStatus,
-    pub pid: Option<u32>,
-    pub exit: Option<ExecExit>,
-    /// Unix seconds.
-    pub created_at: u64,
-    pub finished_at: Option<u64>,
-    /// The sequence number the next stored event will have.
-    pub next_seq: u64,
-}
-
-/// A token as `token ls` shows it (never the token itself).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub name: String,
-    pub created_at: u64,
-}
-
 /// The daemon's database.
-pub struct Db {
+pub struct SqliteDb {
     conn: Mutex<Connection>,
 }
 
-impl std::fmt::Debug for Db {
+impl std::fmt::Debug for SqliteDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Db")
+        f.write_str("SqliteDb")
     }
 }
 
-fn event_kind(event: &ExecEvent) -> &'static str {
-    match event {
-        ExecEvent::Started { .. } => "started",
-        ExecEvent::Output {
-            stream: OutputStream::Stdout,
-            ..
-        } => "stdout",
-        ExecEvent::Output {
-            stream: OutputStream::Stderr,
-            ..
-        } => "stderr",
-        ExecEvent::Exited { .. } => "exited",
-    }
-}
-
-/// The hash a token is stored under.
-pub fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Db {
+impl SqliteDb {
     /// Opens (creating) the database at `path` and runs the migrations it lacks.
-    pub fn open(path: &Path) -> Result<Db> {
+    pub fn open(path: &Path) -> Result<SqliteDb> {
         let open_err = |source| DbError::Open {
             path: path.display().to_string(),
             source,
@@ -169,7 +88,7 @@ impl Db {
             ))
             .map_err(open_err)?;
         }
-        Ok(Db {
+        Ok(SqliteDb {
             conn: Mutex::new(conn),
         })
     }
@@ -208,11 +127,7 @@ impl Db {
                 "INSERT OR IGNORE INTO exec_events (exec_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for event in events {
-                let data: Vec<u8> = match event {
-                    ExecEvent::Output { data, .. } => data.clone(),
-                    ExecEvent::Started { pid, .. } => pid.to_string().into_bytes(),
-                    ExecEvent::Exited { exit, .. } => serde_json::to_vec(exit)?,
-                };
+                let data = event_data(event)?;
                 insert.execute(params![exec_id, event.seq() as i64, event_kind(event), data])?;
                 match event {
                     ExecEvent::Started { pid, .. } => {
@@ -256,26 +171,7 @@ impl Db {
         let mut events = Vec::new();
         for row in rows {
             let (seq, kind, data) = row?;
-            events.push(match kind.as_str() {
-                "started" => ExecEvent::Started {
-                    seq,
-                    pid: String::from_utf8_lossy(&data).parse().unwrap_or(0),
-                },
-                "stdout" => ExecEvent::Output {
-                    seq,
-                    stream: OutputStream::Stdout,
-                    data,
-                },
-                "stderr" => ExecEvent::Output {
-                    seq,
-                    stream: OutputStream::Stderr,
-                    data,
-                },
-                _ => ExecEvent::Exited {
-                    seq,
-                    exit: serde_json::from_slice(&data)?,
-                },
-            });
+            events.push(event_from_row(seq, &kind, data)?);
         }
         Ok(events)
     }
@@ -445,7 +341,7 @@ mod tests {
     #[test]
     fn events_round_trip_and_finish_the_exec() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("s.db")).unwrap();
+        let db = SqliteDb::open(&dir.path().join("s.db")).unwrap();
         db.insert_exec("e", "s", &serde_json::json!({"argv": ["true"]}), 1)
             .unwrap();
         let events = vec![
@@ -473,7 +369,7 @@ mod tests {
         assert_eq!(exec.pid, Some(5));
         // Reopening runs no migration twice.
         drop(db);
-        let db = Db::open(&dir.path().join("s.db")).unwrap();
+        let db = SqliteDb::open(&dir.path().join("s.db")).unwrap();
         assert_eq!(db.execs(Some("s")).unwrap().len(), 1);
     }
 
@@ -481,7 +377,7 @@ mod tests {
     fn tokens_are_stored_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let db = Db::open(&path).unwrap();
+        let db = SqliteDb::open(&path).unwrap();
         db.create_token("t1", "ci", "stk_secret", 1).unwrap();
         assert!(db.token_valid("stk_secret").unwrap());
         assert!(!db.token_valid("stk_other").unwrap());
