@@ -337,6 +337,7 @@ impl SqliteDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stockade_core::{ExecExit, OutputStream};
 
     #[test]
     fn events_round_trip_and_finish_the_exec() {
