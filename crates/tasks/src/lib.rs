@@ -538,6 +538,9 @@ async fn stream_agent(
                     let line: Vec<u8> = buf.drain(..=pos).collect();
                     emit(name, &line[..line.len() - 1], &mut events);
                 }
+                // Readers follow these files while the agent runs (the daemon's task log).
+                let _ = log.flush();
+                let _ = events.flush();
             }
             ExecEvent::Exited { exit, .. } => break exit,
         }
