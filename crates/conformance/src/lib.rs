@@ -68,11 +68,19 @@ macro_rules! conformance_suite {
                     return;
                 }
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
-                rt.block_on($crate::$module::$case(&h));
+                // A case that hangs fails after a while instead of holding up the whole run.
+                let limit = std::time::Duration::from_secs($crate::CASE_TIMEOUT_SECS);
+                if rt.block_on(tokio::time::timeout(limit, $crate::$module::$case(&h))).is_err() {
+                    panic!("{} did not finish within {limit:?}", stringify!($case));
+                }
             }
         )*
     };
 }
+
+/// How long one case may take before it fails as hung (the slowest, a hundred megabytes of output
+/// under gVisor's ptrace platform, takes well under a minute).
+pub const CASE_TIMEOUT_SECS: u64 = 300;
 
 /// Prints why a driver is skipped; panics instead when `CI=true`.
 pub fn skip(reason: &str) {
