@@ -70,7 +70,7 @@ macro_rules! conformance_suite {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
                 // A case that hangs fails after a while instead of holding up the whole run.
                 let limit = std::time::Duration::from_secs($crate::CASE_TIMEOUT_SECS);
-                if rt.block_on(tokio::time::timeout(limit, $crate::$module::$case(&h))).is_err() {
+                if rt.block_on(async { tokio::time::timeout(limit, $crate::$module::$case(&h)).await }).is_err() {
                     panic!("{} did not finish within {limit:?}", stringify!($case));
                 }
             }
