@@ -432,7 +432,7 @@ fn a_secret_reaches_the_exec_and_nowhere_else() {
     .unwrap()
     .trim_end()
     .to_owned();
-    let d = Daemon::start(&home);
+    let mut d = Daemon::start(&home);
     let mut responses = String::new();
     let mut record = |r: &(u16, Value)| responses.push_str(&r.1.to_string());
     let created = d.call("POST", "/api/sandboxes", Some(json!({"name": "sec"})));
@@ -449,6 +449,39 @@ fn a_secret_reaches_the_exec_and_nowhere_else() {
     assert_eq!(ran.0, 200, "{}", ran.1);
     assert_eq!(ran.1["stdout"], format!("match\n{}\n", value.len()));
     let exec_id = ran.1["id"].as_str().unwrap().to_owned();
+    // A command that prints the value: the stored and returned output names the secret instead.
+    let leaked = d.call(
+        "POST",
+        "/api/sandboxes/sec/execs?wait=true&encoding=text",
+        Some(json!({
+            "argv": ["sh", "-c", "echo \"key=$API_KEY\"; echo \"$API_KEY\" >&2"],
+            "secrets": ["API_KEY"],
+        })),
+    );
+    record(&leaked);
+    assert_eq!(leaked.1["stdout"], "key=[secret:API_KEY]\n", "{}", leaked.1);
+    assert_eq!(leaked.1["stderr"], "[secret:API_KEY]\n");
+    // And one that prints it after the daemon was killed and restarted: redacted all the same.
+    let late = start_exec(
+        &d,
+        "sec",
+        json!({"argv": ["sh", "-c", "sleep 2; echo \"late=$API_KEY\""], "secrets": ["API_KEY"]}),
+    );
+    d.kill9();
+    d.restart();
+    let late_events = d.sse(
+        &format!("/api/sandboxes/sec/execs/{late}/events?encoding=text"),
+        None,
+    );
+    let late_out: String = late_events
+        .iter()
+        .filter(|(n, _)| n == "stdout")
+        .map(|(_, e)| e["data"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(late_out, "late=[secret:API_KEY]\n");
+    for (_, e) in &late_events {
+        record(&(200, e.clone()));
+    }
     for path in [
         "/api/sandboxes".to_owned(),
         "/api/sandboxes/sec".to_owned(),

@@ -564,6 +564,7 @@ pub async fn start_exec(
         .resolve(&body.secrets)
         .map_err(|e| ApiError::invalid("secrets", e.to_string()))?;
     let info = running_sandbox(&state, &id, "exec").await?;
+    let redactor = crate::redact::Redactor::new(secrets.clone());
     req.env.extend(secrets);
     let exec_id = format!("x{}", stockade_store::random_id()?);
     state
@@ -580,7 +581,9 @@ pub async fn start_exec(
     state.metrics.execs_started.inc();
     // Following registers the exec as live before its pump runs, so a subscriber made right
     // after misses nothing.
-    state.execs.follow_session(&exec_id, info.id.clone(), session);
+    state
+        .execs
+        .follow_session(&exec_id, info.id.clone(), session, redactor);
     let rx = q.wait.then(|| state.execs.subscribe(&exec_id, 0));
     state
         .events

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::db::Db;
 use crate::events::{Events, StatusChange};
+use crate::redact::Redactor;
 
 /// Events stored per transaction at most.
 const BATCH: usize = 256;
@@ -26,6 +27,8 @@ struct Live {
 /// Every exec the daemon follows.
 pub struct Execs {
     db: Arc<Db>,
+    /// To look secrets up again when an exec that named some is re-attached after a restart.
+    secrets: stockade_secrets::SecretStore,
     driver: Arc<dyn Driver>,
     events: Arc<Events>,
     live: Mutex<HashMap<String, Live>>,
@@ -38,9 +41,15 @@ impl std::fmt::Debug for Execs {
 }
 
 impl Execs {
-    pub fn new(db: Arc<Db>, driver: Arc<dyn Driver>, events: Arc<Events>) -> Arc<Execs> {
+    pub fn new(
+        db: Arc<Db>,
+        driver: Arc<dyn Driver>,
+        events: Arc<Events>,
+        secrets: stockade_secrets::SecretStore,
+    ) -> Arc<Execs> {
         Arc::new(Execs {
             db,
+            secrets,
             driver,
             events,
             live: Mutex::new(HashMap::new()),
@@ -52,7 +61,14 @@ impl Execs {
     }
 
     /// Starts following a started (or re-attached) exec.
-    pub fn follow_session(self: &Arc<Self>, exec_id: &str, sandbox_id: SandboxId, session: ExecSession) {
+    /// `redactor` takes the exec's secret values out of its output before anything is stored.
+    pub fn follow_session(
+        self: &Arc<Self>,
+        exec_id: &str,
+        sandbox_id: SandboxId,
+        session: ExecSession,
+        redactor: Option<Redactor>,
+    ) {
         let (tx, _) = broadcast::channel(1024);
         self.live().insert(
             exec_id.to_owned(),
@@ -63,7 +79,7 @@ impl Execs {
         );
         let this = Arc::clone(self);
         let exec_id = exec_id.to_owned();
-        tokio::spawn(async move { this.pump(exec_id, sandbox_id, session, tx).await });
+        tokio::spawn(async move { this.pump(exec_id, sandbox_id, session, tx, redactor).await });
     }
 
     async fn pump(
@@ -72,6 +88,7 @@ impl Execs {
         sandbox_id: SandboxId,
         mut session: ExecSession,
         tx: broadcast::Sender<ExecEvent>,
+        mut redactor: Option<Redactor>,
     ) {
         let mut next_seq = self
             .db
@@ -101,6 +118,9 @@ impl Execs {
             }
             // Events this pump already stored (a re-attach replays from next_seq) are skipped.
             batch.retain(|e| e.seq() >= next_seq);
+            if let Some(r) = redactor.as_mut() {
+                batch.iter_mut().for_each(|e| r.apply(e));
+            }
             if !batch.is_empty() {
                 reattempts = 0;
                 let exited = batch.iter().any(|e| matches!(e, ExecEvent::Exited { .. }));
@@ -170,7 +190,21 @@ impl Execs {
             };
             match attached {
                 Ok((sandbox_id, session)) => {
-                    self.follow_session(&exec.id, sandbox_id, session);
+                    let names: Vec<String> = exec.request["secrets"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default();
+                    let redactor = match self.secrets.resolve(&names) {
+                        Ok(values) => Redactor::new(values),
+                        Err(e) => {
+                            eprintln!(
+                                "stockade serve: exec {}: its secrets cannot be read to redact output: {e}",
+                                exec.id
+                            );
+                            None
+                        }
+                    };
+                    self.follow_session(&exec.id, sandbox_id, session, redactor);
                     recovered += 1;
                 }
                 // A sandbox none of this daemon's drivers holds belongs to another daemon sharing

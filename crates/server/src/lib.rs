@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod execs;
+pub mod redact;
 pub mod tasks;
 pub mod ui;
 
@@ -340,17 +341,19 @@ pub async fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>
     );
     let drivers = Arc::new(Drivers::default());
     let events = Arc::new(Events::default());
+    let secrets = stockade_secrets::SecretStore::new(&config.home);
     let execs = Execs::new(
         Arc::clone(&db),
         Arc::clone(&drivers) as Arc<dyn Driver>,
         Arc::clone(&events),
+        secrets.clone(),
     );
     Ok(Arc::new(AppState {
         driver: drivers,
         db,
         execs,
         events,
-        secrets: stockade_secrets::SecretStore::new(&config.home),
+        secrets,
         metrics: Metrics::default(),
         access_log: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks::Running::default(),
