@@ -800,6 +800,14 @@ async fn info(router: &Router, json: bool) -> Result<()> {
     println!("namespaces:       {}", report.namespaces.join(", "));
     println!("user namespaces:  {}", yes_no(&report.user_namespaces));
     println!("cgroups:          {} ({})", report.cgroup, report.cgroup_detail);
+    match report.cgroup_favordynmods {
+        Some(true) => println!("cgroup moves:     fast (favordynmods)"),
+        Some(false) => println!(
+            "cgroup moves:     slow after idle: each sandbox start may wait an RCU grace period (~10 ms); \
+             `mount -o remount,favordynmods` on the cgroup2 mount removes that (scripts/setup does)"
+        ),
+        None => {}
+    }
     println!(
         "overlayfs:        {}",
         if report.overlayfs { "yes" } else { "no" }
