@@ -820,6 +820,39 @@ fn a_command_task_through_the_api_streams_its_log_and_yields_a_patch() {
     // The task's sandbox is gone with it.
     let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
     assert_eq!(sandboxes, json!([]));
+
+    // A task running when the daemon dies is closed as an error at restart, its sandbox removed.
+    let mut d = d;
+    let (status, task) = d.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"code": "empty", "agent": "command:sleep 60", "prompt": "wait"})),
+    );
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
+        if sandboxes.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task's sandbox never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.kill9();
+    d.restart();
+    let (_, task) = d.call("GET", &format!("/api/tasks/{id}"), None);
+    assert_eq!(task["status"], "error", "{task}");
+    assert!(
+        task["error"].as_str().unwrap().contains("daemon stopped"),
+        "{task}"
+    );
+    assert_eq!(task["prompt"], "wait");
+    let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
+    assert_eq!(sandboxes, json!([]));
 }
 
 #[test]

@@ -372,6 +372,7 @@ pub async fn serve(
     if recovered > 0 {
         eprintln!("stockade serve: re-attached {recovered} running exec(s)");
     }
+    tasks::recover(&state).await;
     let (app, _) = routes(Arc::clone(&state));
     let io = |what: &str, e: std::io::Error| stockade_core::Error::backend(what.to_owned(), e);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

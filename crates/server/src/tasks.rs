@@ -56,7 +56,7 @@ pub struct CreateTask {
 }
 
 /// A task as the API shows it: running, or its stored result.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
     pub id: String,
     pub name: Option<String>,
@@ -193,6 +193,16 @@ pub async fn create_task(
             progress: Vec::new(),
         },
     );
+    // Marks the task as this daemon's, so a restart after a crash can close it (see `recover`).
+    let task_dir = store(&state).dir.join(&id);
+    std::fs::create_dir_all(&task_dir)
+        .and_then(|()| {
+            std::fs::write(
+                task_dir.join(DAEMON_MARKER),
+                serde_json::to_vec(&view).unwrap_or_default(),
+            )
+        })
+        .map_err(|e| Error::backend(format!("task directory {}", task_dir.display()), e))?;
     state.events.publish(StatusChange::task(&id, "running"));
     let bg = Arc::clone(&state);
     let bg_view = view.clone();
@@ -231,6 +241,45 @@ pub async fn create_task(
         bg.events.publish(StatusChange::task(&id, &status));
     });
     Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// A file in a task's directory saying a daemon runs it (the task as it started, JSON).
+const DAEMON_MARKER: &str = "daemon";
+
+/// At start: a task a daemon ran that has no result died with that daemon (its agent exec ended
+/// when the daemon's connection did). Its result says so, and its sandbox is destroyed.
+pub async fn recover(state: &AppState) -> usize {
+    let store = store(state);
+    let Ok(entries) = std::fs::read_dir(&store.dir) else {
+        return 0;
+    };
+    let mut closed = 0;
+    for dir in entries.flatten().map(|e| e.path()) {
+        if !dir.join(DAEMON_MARKER).exists() || dir.join("result.json").exists() {
+            continue;
+        }
+        let Some(id) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        // The marker holds the task as it was when it started.
+        let Ok(view) = std::fs::read(dir.join(DAEMON_MARKER))
+            .map_err(|e| e.to_string())
+            .and_then(|d| serde_json::from_slice::<TaskView>(&d).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        let err = Error::backend("task", "the daemon stopped while this task ran");
+        write_error_result(&store, &id, &view, &err);
+        for sandbox in state.driver.list().await.unwrap_or_default() {
+            if sandbox.spec.labels.get("stockade.task") == Some(&id) {
+                let _ = state.driver.destroy(&sandbox.id).await;
+            }
+        }
+        eprintln!("stockade serve: task {id} ended with the previous daemon; marked as an error");
+        state.events.publish(StatusChange::task(&id, "error"));
+        closed += 1;
+    }
+    closed
 }
 
 fn write_error_result(store: &TaskStore, id: &str, view: &TaskView, err: &Error) {
