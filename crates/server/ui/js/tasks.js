@@ -109,7 +109,7 @@ function taskForm() {
     h('h2', 'New task'),
     h(
       'div.grid',
-      field('code', 'Code', { value: 'empty', required: true, placeholder: 'empty', hint: 'empty, a git URL, github:OWNER/REPO or a host directory' }),
+      field('code', 'Code', { value: 'empty', required: true, placeholder: 'empty', hint: 'empty, a git URL or github:OWNER/REPO (host directories need serve --allow-host-paths)' }),
       agent,
       agents,
       h('label.field', h('span', 'Driver'), driver),
