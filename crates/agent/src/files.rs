@@ -26,15 +26,34 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
                     reason: "is a directory".into(),
                 });
             }
+            // Devices, FIFOs and sockets never end (or block the agent): regular files only.
+            // (Kernel files under /proc and /sys are regular, sized 0, and finite.)
+            if !meta.is_file() {
+                return Err(Error::File {
+                    path,
+                    reason: "not a regular file (a device, FIFO or socket)".into(),
+                });
+            }
             if meta.len() > stockade_proto::MAX_PAYLOAD as u64 {
                 return Err(Error::File {
                     path,
                     reason: "file is larger than 1 GiB".into(),
                 });
             }
-            Ok(FileReply::Data {
-                data: fs::read(&path).map_err(err)?,
-            })
+            let mut data = Vec::new();
+            let file = fs::File::open(&path).map_err(err)?;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, stockade_proto::MAX_PAYLOAD as u64 + 1),
+                &mut data,
+            )
+            .map_err(err)?;
+            if data.len() > stockade_proto::MAX_PAYLOAD {
+                return Err(Error::File {
+                    path,
+                    reason: "file is larger than 1 GiB".into(),
+                });
+            }
+            Ok(FileReply::Data { data })
         }
         FileOp::Write { path, mode, data } => {
             write_atomic(Path::new(&path), &data, mode).map_err(err)?;

@@ -509,6 +509,13 @@ pub mod cases {
         assert!(err.to_string().starts_with("/no/such/dir/f:"), "{err}");
         let err = sb.driver.read_file(&sb.id, "relative").await.unwrap_err();
         assert!(err.to_string().contains("absolute"), "{err}");
+        // A device that never ends and a FIFO that never opens are refused, and pid 1 lives on.
+        assert!(sb.sh("mkfifo /tmp/fifo").await.exit.success());
+        for path in ["/dev/zero", "/tmp/fifo"] {
+            let err = sb.driver.read_file(&sb.id, path).await.unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{path}: {err}");
+        }
+        assert_eq!(text(&sb.sh("echo alive").await.stdout), "alive\n");
     }
 
     pub async fn hundred_megabytes_of_output(h: &dyn Harness) {

@@ -229,6 +229,36 @@ impl Default for SandboxSpec {
     }
 }
 
+/// A directory the sandbox gets (workdir, mount target): not `/` and not inside the kernel's own
+/// file systems, which the sandbox's `/proc`, `/sys` and `/dev` cover.
+fn check_sandbox_path(field: &str, path: &std::path::Path) -> Result<()> {
+    use std::path::Component;
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{}: must not contain . or ..", path.display()),
+        ));
+    }
+    let first = path.components().find_map(|c| match c {
+        Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    match first.as_deref() {
+        None => Err(Error::invalid(field, "must not be / itself")),
+        Some("proc" | "sys" | "dev") => Err(Error::invalid(
+            field,
+            format!(
+                "{}: /proc, /sys and /dev belong to the sandbox's kernel views",
+                path.display()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 impl SandboxSpec {
     /// Checks what can be checked without a driver; errors name the field.
     pub fn validate(&self) -> Result<()> {
@@ -248,6 +278,24 @@ impl SandboxSpec {
                 format!("{:?} must be an absolute path", self.workdir),
             ));
         }
+        check_sandbox_path("workdir", std::path::Path::new(&self.workdir))?;
+        if let Some(image) = &self.image {
+            let ok = !image.is_empty()
+                && image.len() <= 255
+                && image.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && image
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+            if !ok {
+                return Err(Error::invalid(
+                    "image",
+                    format!("{image:?} is not an image reference like debian:bookworm or registry:5000/team/app@sha256:..."),
+                ));
+            }
+        }
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(Error::invalid("ttl", "must be positive"));
+        }
         for key in self.env.keys() {
             validate_env_key(key)?;
         }
@@ -263,8 +311,9 @@ impl SandboxSpec {
         if r.memory_bytes.is_some_and(|m| m < 4 << 20) {
             return Err(Error::invalid("memory", "must be at least 4m"));
         }
-        if r.millicpus == Some(0) {
-            return Err(Error::invalid("cpus", "must be more than 0"));
+        // The kernel's smallest CFS quota is 1 ms per 100 ms period: 0.01 CPU.
+        if r.millicpus.is_some_and(|m| m < 10) {
+            return Err(Error::invalid("cpus", "must be at least 0.01"));
         }
         if r.pids == Some(0) {
             return Err(Error::invalid("pids", "must be at least 1"));
@@ -295,6 +344,7 @@ impl SandboxSpec {
                     format!("{}: must not contain ..", m.sandbox.display()),
                 ));
             }
+            check_sandbox_path("volume", &m.sandbox)?;
             if !seen.insert(&m.sandbox) {
                 return Err(Error::invalid(
                     "volume",

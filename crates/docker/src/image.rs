@@ -80,6 +80,10 @@ pub async fn exists(engine: &Engine, name: &str) -> Result<bool> {
     match engine.client.inspect_image(name).await {
         Ok(_) => Ok(true),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        // The engine refuses the name itself ("invalid reference format"): the caller's input.
+        Err(e @ bollard::errors::Error::DockerResponseServerError { status_code: 400, .. }) => {
+            Err(Error::invalid("image", format!("{name:?}: {}", short(&e))))
+        }
         Err(e) => Err(image_err(name, short(&e))),
     }
 }

@@ -517,7 +517,8 @@ pub fn default_user(spec: &stockade_core::SandboxSpec) -> std::io::Result<Option
 fn host_ids(user: &DefaultUser, map: &crate::idmap::IdMap) -> std::io::Result<(Uid, Gid)> {
     if user.uid >= map.count || user.gid >= map.count {
         return Err(std::io::Error::other(format!(
-            "user uid {} is outside the sandbox's {} mapped ids{}",
+            // "invalid user: ..." reaches the caller as an invalid-spec error naming the field.
+            "invalid user: uid {} is outside the sandbox's {} mapped ids{}",
             user.uid,
             map.count,
             if map.count == 1 {
