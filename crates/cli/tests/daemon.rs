@@ -231,7 +231,8 @@ fn kill_9_the_daemon_mid_stream_and_nothing_is_lost() {
     let sandboxes: Vec<String> = (0..4)
         .map(|i| create(&d, json!({"name": format!("k{i}")})))
         .collect();
-    const LINES: usize = 40;
+    // Six seconds of output: most execs still run after a slow restart on a loaded CI machine.
+    const LINES: usize = 60;
     let script = format!(
         "for i in $(seq 1 {LINES}); do echo \"out $i\"; echo \"err $i\" >&2; sleep 0.1; done; exit $CODE"
     );
@@ -619,6 +620,46 @@ fn bad_requests_get_4xx_json_errors_that_name_the_problem() {
             Some(&bearer),
             400,
             "network",
+        ),
+        (
+            "POST",
+            "/api/sandboxes".into(),
+            r#"{"cpus":"0.001"}"#.into(),
+            Some(&bearer),
+            400,
+            "cpus",
+        ),
+        (
+            "POST",
+            "/api/sandboxes".into(),
+            r#"{"workdir":"/proc/x"}"#.into(),
+            Some(&bearer),
+            400,
+            "workdir",
+        ),
+        (
+            "POST",
+            "/api/sandboxes".into(),
+            r#"{"ttl":"0s"}"#.into(),
+            Some(&bearer),
+            400,
+            "ttl",
+        ),
+        (
+            "POST",
+            "/api/sandboxes".into(),
+            r#"{"image":"!!!"}"#.into(),
+            Some(&bearer),
+            400,
+            "image",
+        ),
+        (
+            "GET",
+            format!("/api/sandboxes/{sandbox}/files?path=/dev/zero"),
+            String::new(),
+            Some(&bearer),
+            400,
+            "not a regular file",
         ),
         (
             "GET",
