@@ -632,6 +632,14 @@ fn bad_requests_get_4xx_json_errors_that_name_the_problem() {
         (
             "POST",
             "/api/sandboxes".into(),
+            r#"{"pids":"4294967295"}"#.into(),
+            Some(&bearer),
+            400,
+            "pids",
+        ),
+        (
+            "POST",
+            "/api/sandboxes".into(),
             r#"{"workdir":"/proc/x"}"#.into(),
             Some(&bearer),
             400,

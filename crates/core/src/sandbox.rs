@@ -318,8 +318,16 @@ impl SandboxSpec {
         if r.pids == Some(0) {
             return Err(Error::invalid("pids", "must be at least 1"));
         }
+        // The kernel's own ceiling on pids (PID_MAX_LIMIT).
+        if r.pids.is_some_and(|p| p > 1 << 22) {
+            return Err(Error::invalid("pids", "must be at most 4194304"));
+        }
         if r.disk_bytes.is_some_and(|d| d < 1 << 20) {
             return Err(Error::invalid("disk", "must be at least 1m"));
+        }
+        // ext4's largest file (4 KiB blocks), which the disk image is.
+        if r.disk_bytes.is_some_and(|d| d > 16 << 40) {
+            return Err(Error::invalid("disk", "must be at most 16t"));
         }
         if r.open_files.is_some_and(|n| !(16..=1 << 20).contains(&n)) {
             return Err(Error::invalid("open-files", "must be between 16 and 1048576"));

@@ -464,7 +464,13 @@ fn mount_disk(image: &Path, data: &Path, bytes: u64, uid: u32, gid: u32) -> std:
     };
     if !image.exists() {
         let file = std::fs::File::create(image)?;
-        file.set_len(bytes)?;
+        // Too large for the host's file system: the caller's --disk, named as such.
+        file.set_len(bytes).map_err(|e| {
+            std::io::Error::other(format!(
+                "invalid disk: {bytes} bytes is more than {} allows for one file ({e})",
+                image.parent().unwrap_or(image).display()
+            ))
+        })?;
         drop(file);
         run(std::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0", "-O", "^has_journal", "-E"])
