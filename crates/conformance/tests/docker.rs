@@ -76,6 +76,15 @@ impl Harness for Container {
             _ => None,
         }
     }
+
+    fn retry_after_hang(&self) -> Option<String> {
+        (self.runtime == Some("runsc")).then(|| {
+            format!(
+                "{GVISOR}: about one CI run in five, one exec whose tree is killed (timeout or kill) never \
+                 reports its end; its processes are gone, only zombies reparented to pid 1 remain"
+            )
+        })
+    }
 }
 
 const GVISOR: &str = "gVisor as Debian 12 packages it (runsc 2022-12-19, ptrace platform)";
