@@ -11,12 +11,7 @@ use stockade_router::Router;
 
 /// An agent's key: the environment first, then the secret store.
 fn env(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| {
-        stockade_secrets::SecretStore::new(&stockade_store::home_from_env())
-            .get(k)
-            .ok()
-            .flatten()
-    })
+    stockade_secrets::SecretStore::new(&stockade_store::home_from_env()).env_or_stored(k)
 }
 
 /// The exit code for a task's status.

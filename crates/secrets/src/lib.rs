@@ -318,6 +318,15 @@ impl SecretStore {
         Ok(self.load()?.remove(name))
     }
 
+    /// An agent's key `name`: the process environment first (when set and non-empty), then this
+    /// store. What `stockade task` and the daemon's tasks both look keys up with.
+    pub fn env_or_stored(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.get(name).ok().flatten())
+    }
+
     /// Resolves `--secret NAME` or `--secret ENV=NAME` requests to (environment key, value).
     pub fn resolve(&self, requests: &[String]) -> Result<Vec<(String, String)>> {
         if requests.is_empty() {

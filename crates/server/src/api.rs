@@ -16,8 +16,8 @@ use base64::Engine as _;
 use futures::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use stockade_core::{
-    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, FileStat, OutputStream, SandboxId,
-    SandboxInfo, SandboxStatus, SpecFlags, Stats, TtySize,
+    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, FileStat, OutputStream, SandboxInfo,
+    SandboxStatus, SpecFlags, Stats, TtySize,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -588,7 +588,7 @@ pub async fn start_exec(
     state
         .events
         .publish(StatusChange::exec(&exec_id, info.id.as_str(), "running"));
-    let Some(rx) = rx else {
+    let Some(mut rx) = rx else {
         let record = state
             .db
             .exec(&exec_id)
@@ -596,7 +596,6 @@ pub async fn start_exec(
             .ok_or_else(|| ApiError::internal("exec vanished"))?;
         return Ok((StatusCode::CREATED, Json(record)).into_response());
     };
-    let mut rx = rx;
     let (mut stdout, mut stderr, mut exit) = (Vec::new(), Vec::new(), None);
     while let Some(event) = rx.recv().await {
         match event {
@@ -1169,9 +1168,4 @@ pub async fn push(
     )
     .await?;
     Ok(Json(Pushed { commit }))
-}
-
-/// For code that only needs the id type.
-pub fn parse_id(id: &str) -> ApiResult<SandboxId> {
-    Ok(SandboxId::parse(id)?)
 }

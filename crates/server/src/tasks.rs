@@ -119,16 +119,6 @@ fn store(state: &AppState) -> TaskStore {
     TaskStore::new(&state.home)
 }
 
-/// An agent's key: the daemon's environment first, then the secret store.
-fn key_lookup(state: &AppState) -> impl Fn(&str) -> Option<String> + '_ {
-    move |k: &str| {
-        std::env::var(k)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| state.secrets.get(k).ok().flatten())
-    }
-}
-
 /// Starts a task; answers once it is checked and running.
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
     responses((status = 202, body = TaskView), (status = 400, body = ErrorBody)))]
@@ -169,7 +159,7 @@ pub async fn create_task(
         name: body.name,
         service: None,
     };
-    let checked = stockade_tasks::check(&spec, &key_lookup(&state))?;
+    let checked = stockade_tasks::check(&spec, &|k: &str| state.secrets.env_or_stored(k))?;
     let view = TaskView {
         id: id.clone(),
         name: spec.name.clone(),
