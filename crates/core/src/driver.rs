@@ -43,6 +43,21 @@ pub struct ExecOutput {
 }
 
 impl ExecSession {
+    /// Marks the exit as an OOM kill when it came by SIGKILL and `oom_killed()` (asked then)
+    /// says the out-of-memory killer struck during the exec: the agent cannot see its cgroup, the
+    /// host driver can.
+    pub fn report_oom(mut self, oom_killed: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        const SIGKILL: i32 = 9;
+        self.events = Box::pin(self.events.map(move |event| match event {
+            Ok(ExecEvent::Exited { seq, mut exit }) => {
+                exit.oom |= exit.signal == Some(SIGKILL) && oom_killed();
+                Ok(ExecEvent::Exited { seq, exit })
+            }
+            other => other,
+        }));
+        self
+    }
+
     /// Reads every event to the end and gathers the output.
     pub async fn output(mut self) -> Result<ExecOutput> {
         let mut out = ExecOutput::default();

@@ -16,8 +16,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use stockade_core::resilience::{Backoff, BreakerState, CircuitBreaker};
 use stockade_core::{
-    Driver, Error, ExecEvent, ExecRequest, ExecSession, FileOp, FileReply, NetworkMode, Result, SandboxId,
-    SandboxInfo, SandboxSpec, SandboxStatus, Stats,
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, NetworkMode, Result, SandboxId, SandboxInfo,
+    SandboxSpec, SandboxStatus, Stats,
 };
 use stockade_store::{now_secs, random_id, RecordStore, StoredRecord};
 use tokio::net::UnixStream;
@@ -1045,15 +1045,7 @@ impl DockerDriver {
             }
         };
         if counter.is_some() {
-            session.events = Box::pin(session.events.map(move |event| match event {
-                Ok(ExecEvent::Exited { seq, mut exit }) => {
-                    if exit.signal == Some(libc::SIGKILL) && oom_kills(counter.as_deref()) > ooms_before {
-                        exit.oom = true;
-                    }
-                    Ok(ExecEvent::Exited { seq, exit })
-                }
-                other => other,
-            }));
+            session = session.report_oom(move || oom_kills(counter.as_deref()) > ooms_before);
         }
         Ok(session)
     }

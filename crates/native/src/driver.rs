@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use stockade_core::{
-    Driver, Error, ExecEvent, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo,
-    SandboxSpec, SandboxStatus, Stats,
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec,
+    SandboxStatus, Stats,
 };
 use tokio::io::AsyncBufReadExt;
 use tokio::net::UnixStream;
@@ -631,27 +631,11 @@ impl NativeDriver {
         let conn = self.connect(id).await?;
         let (version, cgroups) = (self.cgroups.version(), self.cgroups.dirs_for(id.as_str()));
         let ooms_before = crate::cgroup::oom_kills(version, &cgroups);
-        let mut session = match keep_as {
+        let session = match keep_as {
             Some(exec_id) => stockade_proto::client::exec_kept(conn, req, exec_id).await?,
             None => stockade_proto::client::exec(conn, req).await?,
         };
-        // The agent cannot see the cgroup; the host can. A SIGKILL while the sandbox's OOM-kill
-        // count rose is the OOM killer's.
-        session.events = Box::pin(futures::StreamExt::map(
-            session.events,
-            move |event| match event {
-                Ok(ExecEvent::Exited { seq, mut exit }) => {
-                    if exit.signal == Some(libc::SIGKILL)
-                        && crate::cgroup::oom_kills(version, &cgroups) > ooms_before
-                    {
-                        exit.oom = true;
-                    }
-                    Ok(ExecEvent::Exited { seq, exit })
-                }
-                other => other,
-            },
-        ));
-        Ok(session)
+        Ok(session.report_oom(move || crate::cgroup::oom_kills(version, &cgroups) > ooms_before))
     }
 
     async fn stats_of(&self, id: &SandboxId) -> Result<Stats> {
