@@ -72,9 +72,9 @@ pub struct CreateArgs {
     /// A unique name for the sandbox.
     #[arg(long)]
     pub name: Option<String>,
-    /// Driver to use: native, docker or podman.
-    #[arg(long, default_value = "native")]
-    pub driver: String,
+    /// Driver to use (`stockade info` lists them); the first registered when absent.
+    #[arg(long)]
+    pub driver: Option<String>,
     /// Image (container drivers; default stockade/base:latest, made by `stockade image base`).
     #[arg(long)]
     pub image: Option<String>,
@@ -270,9 +270,10 @@ pub enum ImageCommand {
 
 #[derive(Debug, Args)]
 pub struct ImageEngineArgs {
-    /// The engine to use: docker (the first engine found) or podman.
-    #[arg(long, default_value = "docker")]
-    pub driver: String,
+    /// The driver whose images to build; the first registered driver that runs images when
+    /// absent.
+    #[arg(long)]
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -322,9 +323,9 @@ pub struct TaskArgs {
     /// What the agent should do.
     #[arg(long)]
     pub prompt: Option<String>,
-    /// Driver for the sandbox.
-    #[arg(long, default_value = "native")]
-    pub driver: String,
+    /// Driver for the sandbox; the first registered when absent.
+    #[arg(long)]
+    pub driver: Option<String>,
     /// Image (container drivers; else STOCKADE_<AGENT>_IMAGE or the base image).
     #[arg(long)]
     pub image: Option<String>,

@@ -129,16 +129,16 @@ fn memory_kib(pid: i32) -> (u64, u64) {
     (field("Pss:"), field("Rss:"))
 }
 
-pub async fn run(a: BenchArgs) -> Result<i32> {
+pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i32> {
     if a.api {
-        return run_api(&a).await;
+        return run_api(router, &a).await;
     }
     if let Some(files) = a.diff {
         return run_diff(&a, files).await;
     }
     match a.driver.as_str() {
         "native" => {}
-        "docker" | "podman" => return run_containers(a).await,
+        "docker" | "podman" => return run_containers(router, a).await,
         other => {
             return Err(Error::invalid(
                 "driver",
@@ -147,7 +147,9 @@ pub async fn run(a: BenchArgs) -> Result<i32> {
         }
     }
     // The native driver itself, not the CLI's router: the library rows measure the driver.
-    let driver: Arc<dyn Driver> = Arc::new(stockade_native::NativeDriver::from_env()?);
+    let driver: Arc<dyn Driver> = Arc::new(stockade_native::NativeDriver::from_config(
+        &crate::drivers::config_from_env(),
+    )?);
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
     let n = a.iterations.max(3);
@@ -416,7 +418,7 @@ fn output_of(argv: &[&str]) -> Result<String> {
 
 /// `stockade bench --driver docker|podman`: the same operations through Stockade and through the
 /// engine's own CLI (`docker` or `podman`), interleaved, on the same image and runtime.
-async fn run_containers(a: BenchArgs) -> Result<i32> {
+async fn run_containers(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i32> {
     let tool: &'static str = if a.driver == "podman" { "podman" } else { "docker" };
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
@@ -537,7 +539,7 @@ async fn run_containers(a: BenchArgs) -> Result<i32> {
         summarize(theirs),
     ));
     // The same through the library, against the same baseline.
-    let driver = crate::commands::driver(&a.driver).await?;
+    let driver: Arc<dyn Driver> = router;
     let sid = driver.get(&id).await?.id;
     let mut lib = Vec::new();
     for _ in 0..n.max(50) {
@@ -647,7 +649,7 @@ async fn run_diff(a: &BenchArgs, files: usize) -> Result<i32> {
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
     let n = a.iterations.max(3);
-    let scratch = stockade_store::home_from_env().join(format!("cache/bench-diff-{}", std::process::id()));
+    let scratch = crate::drivers::home_from_env().join(format!("cache/bench-diff-{}", std::process::id()));
     let repo = scratch.join("repo");
     eprintln!("stockade bench --diff {files}: making the repository");
     make_repo(&repo, files)?;
@@ -749,8 +751,8 @@ fn http_call(
 }
 
 /// `stockade bench --api`: the daemon's exec round trip against the library's, interleaved.
-async fn run_api(a: &BenchArgs) -> Result<i32> {
-    let home = stockade_store::home_from_env();
+async fn run_api(router: Arc<stockade_router::Router>, a: &BenchArgs) -> Result<i32> {
+    let home = crate::drivers::home_from_env();
     let config = stockade_server::ServerConfig {
         listen: None,
         socket: None,
@@ -759,7 +761,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
         retention: Duration::from_secs(3600),
         allow_host_paths: false,
     };
-    let state = stockade_server::state(&config).await?;
+    let state = stockade_server::state(&config, router).await?;
     state
         .access_log
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -787,7 +789,7 @@ async fn run_api(a: &BenchArgs) -> Result<i32> {
             let _ = stockade_server::axum::serve(listener, app).await;
         });
     });
-    let native = stockade_native::NativeDriver::from_env()?;
+    let native = stockade_native::NativeDriver::from_config(&crate::drivers::config_from_env())?;
     let info = native.create(stockade_core::SandboxSpec::default()).await?;
     let id = info.id.clone();
     let result = async {

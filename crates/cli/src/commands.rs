@@ -14,17 +14,17 @@ use stockade_core::{
 };
 use stockade_router::Router;
 
-/// Runs a parsed command line; returns the exit code.
-pub async fn run(cli: Cli) -> i32 {
-    let router = Arc::new(Router::default());
+/// Runs a parsed command line over the drivers `register` adds; returns the exit code.
+pub async fn run(cli: Cli, register: fn(&mut stockade_core::Registry)) -> i32 {
+    let router = Arc::new(crate::drivers::router_from_env(register));
     let result = match cli.command {
         Command::Info(a) => info(&router, a.json).await.map(|_| 0),
-        Command::Bench(a) => crate::bench::run(a).await,
+        Command::Bench(a) => crate::bench::run(Arc::clone(&router), a).await,
         Command::Image(c) => image(&router, c).await,
         Command::Gc(a) => gc(&router, a.json).await,
         Command::Task(a) => crate::task::run(&router, a).await,
         Command::Secret(c) => secret(c),
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(Arc::clone(&router), a).await,
         Command::Token(c) => token(c).await,
         command => match stockade_client::RemoteDriver::from_env() {
             // A daemon is named: sandbox commands go through its API, with the same output.
@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 /// `stockade serve`: runs until SIGINT or SIGTERM.
-async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
+async fn serve(router: Arc<Router>, a: crate::args::ServeArgs) -> Result<i32> {
     let listen = if a.no_tcp {
         None
     } else {
@@ -62,7 +62,7 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
             )
         })?)
     };
-    let home = stockade_store::home_from_env();
+    let home = router.registry().config().home.clone();
     let config = stockade_server::ServerConfig {
         listen,
         socket: Some(a.socket.unwrap_or_else(|| home.join("stockade.sock"))),
@@ -77,7 +77,7 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
             _ = terminated() => {}
         }
     };
-    stockade_server::serve(config, shutdown).await?;
+    stockade_server::serve(config, router, shutdown).await?;
     Ok(0)
 }
 
@@ -85,7 +85,7 @@ async fn serve(a: crate::args::ServeArgs) -> Result<i32> {
 /// --db` takes it, or the default SQLite file).
 async fn token(c: crate::args::TokenCommand) -> Result<i32> {
     use crate::args::TokenCommand;
-    let home = stockade_store::home_from_env();
+    let home = crate::drivers::home_from_env();
     let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
     let db = stockade_server::db::Db::open(&url)
         .await
@@ -128,78 +128,78 @@ async fn token(c: crate::args::TokenCommand) -> Result<i32> {
     Ok(0)
 }
 
-/// The driver named `name` (checked against the known drivers).
-pub async fn driver(name: &str) -> Result<Arc<dyn Driver>> {
-    if !stockade_router::DRIVERS.contains(&name) {
+/// The driver for an image command: the one named, else the first registered that runs images.
+fn image_driver(router: &Router, named: Option<&str>) -> Result<Arc<dyn Driver>> {
+    let registry = router.registry();
+    let name = match named {
+        Some(name) => registry.check(name)?,
+        None => registry
+            .names()
+            .into_iter()
+            .find(|n| registry.factory(n).is_ok_and(|f| f.takes_images()))
+            .ok_or_else(|| Error::invalid("driver", "no registered driver runs images"))?,
+    };
+    let driver = registry.driver(name)?;
+    if driver.admin().and_then(|a| a.images()).is_none() {
         return Err(Error::invalid(
             "driver",
-            format!(
-                "{name:?} is not a driver; known drivers: {}",
-                stockade_router::DRIVERS.join(", ")
-            ),
+            format!("{name:?} does not run images; use one of the drivers `stockade info` lists with images"),
         ));
     }
-    Ok(Arc::new(Router::default()))
-}
-
-fn container_driver_name(name: &str) -> Result<&'static str> {
-    match name {
-        "docker" => Ok("docker"),
-        "podman" => Ok("podman"),
-        other => Err(Error::invalid(
-            "driver",
-            format!("{other:?}: images belong to a container engine; use docker or podman"),
-        )),
-    }
+    Ok(driver)
 }
 
 async fn image(router: &Router, c: ImageCommand) -> Result<i32> {
-    let driver = match &c {
-        ImageCommand::Base(e) => e.driver.as_str(),
-        ImageCommand::Build { engine, .. } | ImageCommand::Import { engine, .. } => engine.driver.as_str(),
+    let named = match &c {
+        ImageCommand::Base(e) => e.driver.as_deref(),
+        ImageCommand::Build { engine, .. } | ImageCommand::Import { engine, .. } => engine.driver.as_deref(),
     };
-    let d = router.container(container_driver_name(driver)?).await?;
-    let engine = d.engine().await?;
+    let driver = image_driver(router, named)?;
+    let Some(images) = driver.admin().and_then(|a| a.images()) else {
+        return Err(Error::invalid("driver", "this driver does not run images"));
+    };
     let mut progress = |line: &str| eprintln!("{line}");
     match c {
         ImageCommand::Base(_) => {
-            let scratch = stockade_store::home_from_env().join("cache");
-            let tag = stockade_docker::image::base(
-                engine,
-                &stockade_docker::image::BaseRecipe::default(),
-                &scratch,
-                &mut progress,
-            )
-            .await?;
+            let scratch = router.registry().config().home.join("cache");
+            let tag = images.base(&scratch, &mut progress).await?;
             println!("{tag}");
         }
         ImageCommand::Build { dir, tag, .. } => {
-            stockade_docker::image::build(engine, std::path::Path::new(&dir), &tag, &mut progress).await?;
+            images
+                .build(std::path::Path::new(&dir), &tag, &mut progress)
+                .await?;
             println!("{tag}");
         }
         ImageCommand::Import { tarball, name, .. } => {
-            stockade_docker::image::import_tarball(
-                engine,
-                std::path::Path::new(&tarball),
-                &name,
-                &mut progress,
-            )
-            .await?;
+            images
+                .import(std::path::Path::new(&tarball), &name, &mut progress)
+                .await?;
             println!("{name}");
         }
     }
     Ok(0)
 }
 
+/// `stockade gc`: every driver collects what it made for this home but has no record of. A
+/// driver that cannot be built here (no agent, say) has made nothing to collect.
 async fn gc(router: &Router, json: bool) -> Result<i32> {
+    let registry = router.registry();
     let mut removed = Vec::new();
-    for name in ["docker", "podman"] {
-        let d = router.container(name).await?;
-        match d.gc().await {
-            Ok(r) => removed.extend(r.into_iter().map(|what| format!("{name}: {what}"))),
-            // No such engine here: nothing of it to collect.
-            Err(Error::Unsupported { .. }) => {}
+    for name in registry.names() {
+        let driver = match registry.driver(name) {
+            Ok(d) => d,
+            Err(Error::Unsupported { .. }) => continue,
             Err(e) => return Err(e),
+        };
+        if let Some(admin) = driver.admin() {
+            removed.extend(
+                admin
+                    .gc()
+                    .await?
+                    .into_iter()
+                    .map(|what| format!("{name}: {what}")),
+            );
         }
     }
     if json {
@@ -253,7 +253,7 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
                 message: a.message.clone(),
                 token: std::env::var("STOCKADE_GIT_TOKEN").ok().filter(|t| !t.is_empty()),
             };
-            let scratch = stockade_store::home_from_env().join("cache");
+            let scratch = crate::drivers::home_from_env().join("cache");
             let commit = stockade_code::push(&*d, &info.id, &info.spec.workdir, &req, &scratch).await?;
             println!("{commit}");
             Ok(0)
@@ -359,13 +359,13 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
 async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo> {
     let spec = spec_from(a)?;
     let mut progress = |line: &str| eprintln!("stockade: {line}");
-    let scratch = stockade_store::home_from_env().join("cache");
+    let scratch = crate::drivers::home_from_env().join("cache");
     stockade_code::create_with_code(d, spec, a.code.as_deref(), &scratch, &mut progress).await
 }
 
 fn secret(c: crate::args::SecretCommand) -> Result<i32> {
     use crate::args::SecretCommand;
-    let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
+    let store = stockade_secrets::SecretStore::new(&crate::drivers::home_from_env());
     match c {
         SecretCommand::Set { name } => {
             stockade_secrets::validate_name(&name)?;
@@ -405,7 +405,7 @@ async fn terminated() {
 pub fn spec_from(a: &CreateArgs) -> Result<SandboxSpec> {
     let flags = SpecFlags {
         name: a.name.clone(),
-        driver: Some(a.driver.clone()),
+        driver: a.driver.clone(),
         image: a.image.clone(),
         runtime: a.runtime.clone(),
         rootfs: a.rootfs.as_deref().map(absolute).transpose()?,
@@ -444,7 +444,7 @@ fn exec_request(o: &ExecOptions, argv: Vec<String>, secrets: Secrets) -> Result<
         env.insert(k, v);
     }
     if secrets == Secrets::Resolve {
-        let store = stockade_secrets::SecretStore::new(&stockade_store::home_from_env());
+        let store = stockade_secrets::SecretStore::new(&crate::drivers::home_from_env());
         for (k, v) in store.resolve(&o.secrets)? {
             env.insert(k, v);
         }
@@ -763,107 +763,55 @@ async fn copy_out(d: &dyn Driver, info: &SandboxInfo, src: &str, dst: &std::path
     Ok(())
 }
 
-async fn info(router: &Router, json: bool) -> Result<()> {
-    let report = stockade_native::host::report();
-    // The container engines: discovery in the documented order, each a ping at most.
-    let mut engines = Vec::new();
-    for name in ["docker", "podman"] {
-        let facts = match router.container(name).await {
-            Ok(d) => d.facts().await,
-            Err(e) => Err(e),
-        };
-        engines.push((name, facts));
+/// `stockade info`: every registered driver, whether it is usable here and why not, and what
+/// it reports about its backend.
+pub async fn info(router: &Router, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    write_info(router, json, &mut out)
+        .await
+        .map_err(|e| Error::backend("stdout", e))
+}
+
+/// [`info`] into any writer (tests read it back).
+pub async fn write_info(router: &Router, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    let registry = router.registry();
+    let mut drivers = Vec::new();
+    for name in registry.names() {
+        let description = registry
+            .factory(name)
+            .map(|f| f.description())
+            .unwrap_or_default();
+        let facts = stockade_core::registry::availability(registry, name)
+            .await
+            .map(|(_, f)| f);
+        drivers.push((name, description, facts));
     }
-    let facts_json = |f: &Result<stockade_docker::EngineFacts>| match f {
-        Ok(f) => serde_json::json!({ "usable": true, "engine": f }),
-        Err(e) => serde_json::json!({ "usable": false, "reason": e.to_string() }),
-    };
     if json {
-        let mut drivers = vec![
-            serde_json::json!({ "name": "native", "usable": report.native_driver_usable.is_ok(),
-            "reason": report.native_driver_usable.as_ref().err() }),
-        ];
-        for (name, facts) in &engines {
-            let mut entry = facts_json(facts);
-            entry["name"] = (*name).into();
-            drivers.push(entry);
-        }
-        print_json(&serde_json::json!({ "host": report, "drivers": drivers }));
-        return Ok(());
+        let drivers: Vec<serde_json::Value> = drivers
+            .iter()
+            .map(|(name, description, facts)| match facts {
+                Ok(f) => serde_json::json!({ "name": name, "description": description, "usable": true,
+                    "summary": f.summary, "facts": f.json }),
+                Err(e) => serde_json::json!({ "name": name, "description": description, "usable": false,
+                    "reason": e.to_string() }),
+            })
+            .collect();
+        let text =
+            serde_json::to_string_pretty(&serde_json::json!({ "drivers": drivers })).unwrap_or_default();
+        return writeln!(out, "{text}");
     }
-    let yes_no = |r: &std::result::Result<(), String>| match r {
-        Ok(()) => "yes".to_owned(),
-        Err(e) => format!("no ({e})"),
-    };
-    println!("kernel:           {}", report.kernel);
-    println!("running as root:  {}", report.running_as_root);
-    println!("namespaces:       {}", report.namespaces.join(", "));
-    println!("user namespaces:  {}", yes_no(&report.user_namespaces));
-    println!("cgroups:          {} ({})", report.cgroup, report.cgroup_detail);
-    match report.cgroup_favordynmods {
-        Some(true) => println!("cgroup moves:     fast (favordynmods)"),
-        Some(false) => println!(
-            "cgroup moves:     slow after idle: each sandbox start may wait an RCU grace period (~10 ms); \
-             `mount -o remount,favordynmods` on the cgroup2 mount removes that (scripts/setup does)"
-        ),
-        None => {}
-    }
-    println!(
-        "overlayfs:        {}",
-        if report.overlayfs { "yes" } else { "no" }
-    );
-    println!("seccomp:          {}", if report.seccomp { "yes" } else { "no" });
-    println!(
-        "landlock:         {}",
-        report
-            .landlock_abi
-            .map(|v| format!("yes (ABI {v})"))
-            .unwrap_or_else(|| "no (not an active LSM)".into())
-    );
-    let defaults = stockade_native::driver::hardening_report(
-        &SandboxSpec::default(),
-        &stockade_native::idmap::IdMap::for_sandbox(&stockade_core::SandboxId::from_random(0), 0, 0),
-    );
-    println!(
-        "sandbox defaults: every capability dropped; no_new_privs; seccomp deny-list of {} syscalls plus",
-        defaults["seccomp"]["denied"]
-            .as_array()
-            .map(|a| a.len())
-            .unwrap_or(0)
-    );
-    println!("                  namespace clones, AF_VSOCK and TIOCSTI; landlock {}; {} masked and {} read-only kernel paths;",
-        if report.landlock_abi.is_some() { "write rules" } else { "off (kernel lacks it)" },
-        stockade_native::mount_plan::MASKED_PATHS.len(), stockade_native::mount_plan::READ_ONLY_PATHS.len());
-    println!("                  root mapped to an unprivileged host uid; network none (loopback only)");
-    println!("drivers:");
-    println!("  native          {}", yes_no(&report.native_driver_usable));
-    for (name, facts) in &engines {
+    writeln!(out, "drivers:")?;
+    for (name, description, facts) in &drivers {
         match facts {
-            Ok(f) => {
-                let runtimes: Vec<String> = f
-                    .runtimes
-                    .iter()
-                    .map(|r| {
-                        if r.args.is_empty() {
-                            r.name.clone()
-                        } else {
-                            format!("{} ({})", r.name, r.args.join(" "))
-                        }
-                    })
-                    .collect();
-                println!(
-                    "  {name:<15} yes: {} {} (API {}) at {} [{}]",
-                    f.kind, f.version, f.api_version, f.endpoint, f.found_by
-                );
-                println!(
-                    "                  runtimes: {}; default {}; cgroup v{}; storage {}",
-                    runtimes.join(", "),
-                    f.default_runtime,
-                    f.cgroup_version,
-                    f.storage_driver
-                );
+            Ok(f) if f.summary.is_empty() => writeln!(out, "  {name:<15} yes")?,
+            Ok(f) => writeln!(out, "  {name:<15} yes: {}", f.summary)?,
+            Err(e) => writeln!(out, "  {name:<15} no ({e})")?,
+        }
+        writeln!(out, "  {:<15} {description}", "")?;
+        if let Ok(f) = facts {
+            for (label, value) in &f.details {
+                writeln!(out, "  {:<15} {:<17} {value}", "", format!("{label}:"))?;
             }
-            Err(e) => println!("  {name:<15} no ({e})"),
         }
     }
     Ok(())

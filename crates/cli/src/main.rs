@@ -1,33 +1,5 @@
-//! `stockade`: the command-line front end. Parses flags into core requests, hands them to a driver
-//! and prints the results; it does no sandbox work of its own.
-
-mod args;
-mod bench;
-mod commands;
-mod exit;
-mod task;
-mod terminal;
-
-use clap::Parser;
+//! The `stockade` binary: the command line over every driver this repository ships.
 
 fn main() {
-    let cli = args::Cli::parse();
-    // One thread: a CLI run is a short sequence of awaits; worker threads would only cost startup.
-    // The daemon serves many clients at once and gets a thread per core.
-    let runtime = if matches!(cli.command, args::Command::Serve(_)) {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    };
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stockade: cannot start the async runtime: {e}");
-            std::process::exit(exit::BACKEND);
-        }
-    };
-    let code = runtime.block_on(commands::run(cli));
-    // Do not wait for a blocked stdin reader thread.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(10));
-    std::process::exit(code);
+    stockade::main_with(stockade::drivers::register_all)
 }

@@ -11,7 +11,25 @@ use stockade_router::Router;
 
 /// An agent's key: the environment first, then the secret store.
 fn env(k: &str) -> Option<String> {
-    stockade_secrets::SecretStore::new(&stockade_store::home_from_env()).env_or_stored(k)
+    stockade_secrets::SecretStore::new(&crate::drivers::home_from_env()).env_or_stored(k)
+}
+
+/// Checks a task's driver against the registry (an empty name is the default) and the task
+/// against the environment.
+fn check(
+    router: &Router,
+    spec: &mut TaskSpec,
+    file: Option<&std::path::Path>,
+) -> Result<stockade_tasks::Checked> {
+    let registry = router.registry();
+    let named = registry.check(&spec.driver).map_err(|e| match (e, file) {
+        (Error::InvalidSpec { field, reason }, Some(file)) => {
+            Error::invalid(field, format!("{}: {reason}", file.display()))
+        }
+        (e, _) => e,
+    })?;
+    spec.driver = named.to_owned();
+    stockade_tasks::check(spec, &env, registry.factory(named)?.takes_images())
 }
 
 /// The exit code for a task's status.
@@ -80,7 +98,7 @@ fn table(results: &[TaskResult]) {
 }
 
 pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
-    let home = stockade_store::home_from_env();
+    let home = router.registry().config().home.clone();
     let store = TaskStore::new(&home);
     let scratch = home.join("cache");
     match a.action {
@@ -107,12 +125,12 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
         v.clone()
             .ok_or_else(|| Error::invalid(flag, format!("--{flag} is required (or --matrix FILE)")))
     };
-    let spec = TaskSpec {
+    let mut spec = TaskSpec {
         id: None,
         code: need(&a.code, "code")?,
         agent: need(&a.agent, "agent")?,
         prompt: a.prompt.clone().unwrap_or_default(),
-        driver: a.driver.clone(),
+        driver: a.driver.clone().unwrap_or_default(),
         image: a.image.clone(),
         timeout,
         mcp: a.mcp.as_ref().map(Into::into),
@@ -121,13 +139,7 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
         name: None,
         service: a.service.clone(),
     };
-    if !stockade_router::DRIVERS.contains(&spec.driver.as_str()) {
-        return Err(Error::invalid(
-            "driver",
-            format!("{:?} is not a driver", spec.driver),
-        ));
-    }
-    let checked = stockade_tasks::check(&spec, &env)?;
+    let checked = check(router, &mut spec, None)?;
     let mut progress = |line: &str| eprintln!("stockade: {line}");
     let result = stockade_tasks::run(router, spec, checked, &store, &scratch, &mut progress).await?;
     if a.json {
@@ -153,14 +165,8 @@ async fn matrix(
     };
     // Everything is checked before the first sandbox: agents, keys, sources, drivers.
     let mut specs = Vec::new();
-    for spec in m.expand(timeout) {
-        if !stockade_router::DRIVERS.contains(&spec.driver.as_str()) {
-            return Err(Error::invalid(
-                "driver",
-                format!("{}: {:?} is not a driver", file.display(), spec.driver),
-            ));
-        }
-        let checked = stockade_tasks::check(&spec, &env)?;
+    for mut spec in m.expand(timeout) {
+        let checked = check(router, &mut spec, Some(file))?;
         specs.push((spec, checked));
     }
     let parallel = m.parallel.unwrap_or(2);

@@ -448,12 +448,12 @@ fn info_reports_the_host() {
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["host"]["namespaces"]
+    assert!(v["drivers"][0]["facts"]["namespaces"]
         .as_array()
         .unwrap()
         .iter()
         .any(|n| n == "user"));
-    assert!(["v1", "v2", "none"].contains(&v["host"]["cgroup"].as_str().unwrap()));
+    assert!(["v1", "v2", "none"].contains(&v["drivers"][0]["facts"]["cgroup"].as_str().unwrap()));
     assert_eq!(v["drivers"][0]["name"], "native");
 }
 

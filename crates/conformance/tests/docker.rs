@@ -133,13 +133,14 @@ fn ensure_base_image(flavor: &'static str) -> Result<(), String> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let engine = Engine::discover(if flavor == "podman" {
+        let flavor = if flavor == "podman" {
             Flavor::Podman
         } else {
             Flavor::Any
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        };
+        let engine = Engine::discover(flavor, &std::env::vars().collect())
+            .await
+            .map_err(|e| e.to_string())?;
         let scratch = std::env::temp_dir().join("stockade-test-images");
         stockade_docker::image::base(
             &engine,
@@ -163,13 +164,14 @@ fn container(
         skip("the docker driver's tests run as root (the engines here are rootful)");
         return None;
     }
-    let agent = match stockade_docker::agent_binary::find() {
-        Ok(a) => a,
-        Err(e) => {
-            skip(&e.to_string());
-            return None;
-        }
-    };
+    let agent =
+        match stockade_docker::agent_binary::find(&stockade_core::DriverConfig::new(std::env::temp_dir())) {
+            Ok(a) => a,
+            Err(e) => {
+                skip(&e.to_string());
+                return None;
+            }
+        };
     if let Err(e) = ensure_base_image(flavor) {
         skip(&e);
         return None;

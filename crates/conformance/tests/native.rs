@@ -15,7 +15,9 @@ struct Native {
 
 impl Harness for Native {
     fn driver(&self) -> Arc<dyn Driver> {
-        let agent = stockade_native::driver::find_agent().unwrap();
+        let agent =
+            stockade_native::driver::find_agent(&stockade_core::DriverConfig::new(std::env::temp_dir()))
+                .unwrap();
         Arc::new(NativeDriver::new(Layout::at(&self.home), agent).unwrap())
     }
 
@@ -104,7 +106,9 @@ fn native() -> Option<Native> {
         skip("the native driver's limits and networking need root");
         return None;
     }
-    if let Err(e) = stockade_native::driver::find_agent() {
+    if let Err(e) =
+        stockade_native::driver::find_agent(&stockade_core::DriverConfig::new(std::env::temp_dir()))
+    {
         skip(&format!("{e} (build it with cargo build -p stockade-agent)"));
         return None;
     }

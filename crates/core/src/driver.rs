@@ -91,8 +91,14 @@ impl ExecSession {
 /// helpers are default methods over `file`.
 #[async_trait]
 pub trait Driver: Send + Sync {
-    /// The driver's name as users type it (`native`, `docker`).
+    /// The driver's name as users type it (`--driver NAME`).
     fn name(&self) -> &'static str;
+
+    /// The driver's administrative side (availability, facts, circuits, gc, images), if it has
+    /// one.
+    fn admin(&self) -> Option<&dyn crate::registry::DriverAdmin> {
+        None
+    }
 
     /// Creates and starts a sandbox; returns once it is ready to exec.
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo>;

@@ -83,7 +83,7 @@ impl SpecFlags {
     pub fn to_spec(&self) -> Result<SandboxSpec> {
         let mut spec = SandboxSpec {
             name: self.name.clone(),
-            driver: self.driver.clone().unwrap_or_else(|| "native".into()),
+            driver: self.driver.clone().unwrap_or_default(),
             image: self.image.clone(),
             runtime: self.runtime.clone(),
             rootfs: self.rootfs.as_ref().map(Into::into),
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn defaults_are_native_no_network_workspace() {
         let spec = SpecFlags::default().to_spec().unwrap();
-        assert_eq!(spec.driver, "native");
+        assert_eq!(spec.driver, "", "the registry's default");
         assert_eq!(spec.workdir, DEFAULT_WORKDIR);
         assert_eq!(spec.network, crate::NetworkMode::None);
     }

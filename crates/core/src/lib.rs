@@ -10,6 +10,7 @@ pub mod exec;
 pub mod files;
 pub mod flags;
 pub mod parse;
+pub mod registry;
 pub mod resilience;
 pub mod sandbox;
 pub mod stats;
@@ -19,6 +20,9 @@ pub use error::{Error, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
 pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};
 pub use flags::SpecFlags;
+pub use registry::{
+    CircuitInfo, DriverAdmin, DriverConfig, DriverFactory, DriverFacts, ImageBuilder, ProgressSink, Registry,
+};
 pub use sandbox::{
     Mount, NetworkMode, Resources, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, DEFAULT_WORKDIR,
 };

@@ -170,7 +170,9 @@ pub struct SandboxSpec {
     /// Unique human name; the id is used when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Driver name (`native`, `docker`, ...).
+    /// The driver's name as registered; empty means the registry's default driver (the router
+    /// fills it in before the driver sees the spec).
+    #[serde(default)]
     pub driver: String,
     /// Root filesystem directory (native); the host `/` read-only when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,7 +215,7 @@ impl Default for SandboxSpec {
     fn default() -> Self {
         SandboxSpec {
             name: None,
-            driver: "native".into(),
+            driver: String::new(),
             rootfs: None,
             image: None,
             runtime: None,

@@ -49,8 +49,8 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
 /// Finds the agent: `$STOCKADE_CONTAINER_AGENT`, then `$STOCKADE_AGENT`, beside the running
 /// executable, the static cargo build next to it (`target/<triple>/{debug,release}`), and `PATH`;
 /// the first static one wins.
-pub fn find() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("STOCKADE_CONTAINER_AGENT").filter(|p| !p.is_empty()) {
+pub fn find(config: &stockade_core::DriverConfig) -> Result<PathBuf> {
+    if let Some(p) = config.var("STOCKADE_CONTAINER_AGENT") {
         let p = PathBuf::from(p);
         return match is_static_elf(&p) {
             Ok(true) => Ok(p),
@@ -62,8 +62,8 @@ pub fn find() -> Result<PathBuf> {
         };
     }
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("STOCKADE_AGENT").filter(|p| !p.is_empty()) {
-        candidates.push(p.into());
+    if let Some(p) = &config.agent {
+        candidates.push(p.clone());
     }
     if let Some(exe_dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
         candidates.push(exe_dir.join("stockade-agent"));
@@ -77,12 +77,8 @@ pub fn find() -> Result<PathBuf> {
             }
         }
     }
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-    {
-        candidates.push(Path::new(dir).join("stockade-agent"));
+    for dir in config.path_dirs() {
+        candidates.push(dir.join("stockade-agent"));
     }
     let mut dynamic = None;
     for c in candidates {

@@ -64,6 +64,9 @@ impl StoredRecord for Record {
     fn created_at(&self) -> u64 {
         self.created_at
     }
+    fn driver(&self) -> &str {
+        &self.driver
+    }
 }
 
 /// Facts learned once the container runs, kept beside the record.
@@ -73,8 +76,7 @@ struct Runtime {
     oom_counter: Option<PathBuf>,
 }
 
-/// Reports progress of slow steps (image pulls) to whoever drives us.
-pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
+pub use stockade_core::ProgressSink;
 
 /// The docker driver over one Stockade home.
 pub struct DockerDriver {
@@ -88,6 +90,8 @@ pub struct DockerDriver {
     default_engine: tokio::sync::OnceCell<Engine>,
     progress: ProgressSink,
     force_transport: Option<Transport>,
+    /// The caller's environment, for engine discovery (`DOCKER_HOST`, ...).
+    env: std::collections::BTreeMap<String, String>,
     /// Per engine endpoint: opens after repeated connection failures, so a dead engine costs one
     /// quick error instead of a timeout per call.
     breakers: Mutex<HashMap<String, CircuitBreaker>>,
@@ -135,7 +139,8 @@ impl DockerDriver {
         Ok(DockerDriver {
             name,
             flavor,
-            records: RecordStore::new(dir.join("records"), dir.join("lock")),
+            records: RecordStore::new(dir.join("records"), dir.join("lock"))
+                .with_index(stockade_store::Index::of_home(home), "docker")?,
             owner: format!("{hostname}:{}", home.display()),
             dir,
             agent,
@@ -144,14 +149,31 @@ impl DockerDriver {
             progress: Arc::new(|_| {}),
             breakers: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
-            force_transport: std::env::var("STOCKADE_DOCKER_TRANSPORT")
-                .ok()
-                .and_then(|t| match t.as_str() {
-                    "engine-exec" => Some(Transport::EngineExec),
-                    "socket" => Some(Transport::Socket),
-                    _ => None,
-                }),
+            force_transport: None,
+            env: Default::default(),
         })
+    }
+
+    /// The driver `name` over `config`: its home, the static agent found from it, engine
+    /// discovery in its environment, and `STOCKADE_DOCKER_TRANSPORT` (`socket` or `engine-exec`)
+    /// from there too.
+    pub fn from_config(config: &stockade_core::DriverConfig, name: &'static str) -> Result<Self> {
+        let agent = crate::agent_binary::find(config)?;
+        let mut driver =
+            DockerDriver::new(&config.home, agent, name)?.with_progress(Arc::clone(&config.progress));
+        driver.force_transport = match config.var("STOCKADE_DOCKER_TRANSPORT") {
+            Some("engine-exec") => Some(Transport::EngineExec),
+            Some("socket") => Some(Transport::Socket),
+            None => None,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "STOCKADE_DOCKER_TRANSPORT",
+                    format!("{other:?}: expected socket or engine-exec"),
+                ))
+            }
+        };
+        driver.env = config.env.clone();
+        Ok(driver)
     }
 
     /// Where slow steps report progress (the CLI prints it on stderr).
@@ -175,7 +197,7 @@ impl DockerDriver {
     /// The engine new sandboxes go to.
     pub async fn engine(&self) -> Result<&Engine> {
         self.default_engine
-            .get_or_try_init(|| Engine::discover(self.flavor))
+            .get_or_try_init(|| Engine::discover(self.flavor, &self.env))
             .await
     }
 
@@ -228,7 +250,7 @@ impl DockerDriver {
 
     fn check_spec(&self, spec: &SandboxSpec) -> Result<()> {
         spec.validate()?;
-        if spec.driver != self.name {
+        if !spec.driver.is_empty() && spec.driver != self.name {
             return Err(Error::invalid(
                 "driver",
                 format!("{:?} given to the {} driver", spec.driver, self.name),
@@ -831,6 +853,10 @@ impl Driver for DockerDriver {
         self.name
     }
 
+    fn admin(&self) -> Option<&dyn stockade_core::DriverAdmin> {
+        Some(self)
+    }
+
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
         self.check_spec(&spec)?;
         let engine = self.engine().await?;
@@ -855,7 +881,7 @@ impl Driver for DockerDriver {
         let record = {
             let _lock = self.records.lock()?;
             if let Some(name) = &spec.name {
-                if self.records.list()?.iter().any(|r| &r.name == name) {
+                if self.records.name_taken(name)? {
                     return Err(Error::NameTaken(name.clone()));
                 }
             }
@@ -886,7 +912,9 @@ impl Driver for DockerDriver {
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let records = self.records.list()?;
+        // docker and podman share the records directory; each lists its own.
+        let mut records = self.records.list()?;
+        records.retain(|r| r.driver == self.name);
         let mut states: HashMap<String, Option<String>> = HashMap::new();
         let mut unreachable: HashMap<String, String> = HashMap::new();
         let endpoints: std::collections::BTreeSet<&str> = records.iter().map(|r| r.engine.as_str()).collect();

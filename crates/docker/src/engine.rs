@@ -141,9 +141,13 @@ impl Engine {
         })
     }
 
-    /// Finds the first engine that answers, in the documented order.
-    pub async fn discover(flavor: Flavor) -> Result<Engine> {
-        let env = |k: &str| std::env::var(k).ok();
+    /// Finds the first engine that answers, in the documented order; `env` is the caller's
+    /// environment (`DOCKER_HOST`, `CONTAINER_HOST`, `XDG_RUNTIME_DIR`, `HOME`).
+    pub async fn discover(
+        flavor: Flavor,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Engine> {
+        let env = |k: &str| env.get(k).cloned();
         let mut tried = Vec::new();
         for c in candidates(flavor, &env, nix::unistd::geteuid().as_raw()) {
             if let Some(path) = socket_path(&c.endpoint) {

@@ -376,10 +376,8 @@ async fn tag_latest(engine: &Engine, tag: &str) -> Result<()> {
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var("PATH")
-        .unwrap_or_default()
+    stockade_proto::DEFAULT_PATH
         .split(':')
-        .chain(stockade_proto::DEFAULT_PATH.split(':'))
         .map(|d| Path::new(d).join(program))
         .find(|p| p.is_file())
 }

@@ -10,7 +10,9 @@ pub mod driver;
 pub mod engine;
 pub mod firewall;
 pub mod image;
+pub mod plugin;
 pub mod transport;
 
 pub use driver::DockerDriver;
 pub use engine::{Engine, EngineFacts, Flavor};
+pub use plugin::register;

@@ -17,7 +17,8 @@ use crate::idmap::IdMap;
 use crate::layout::Layout;
 use crate::store::{self, Record, Runtime, Store};
 
-const DRIVER: &str = "native";
+/// The name this driver registers as.
+pub const DRIVER: &str = "native";
 /// How long a supervisor may take to report the sandbox ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long pid 1 and the supervisor may take to go away after a kill.
@@ -30,13 +31,16 @@ pub struct NativeDriver {
     agent: PathBuf,
     /// This host's cgroup layout, looked at once.
     cgroups: CgroupHost,
+    /// Where host helpers (slirp4netns) are looked for, besides the default `PATH`.
+    search_path: Vec<PathBuf>,
 }
 
-/// Finds the `stockade-agent` binary: `$STOCKADE_AGENT`, then beside the running executable, then
-/// (for `cargo test`) one directory up from it, then `PATH`.
-pub fn find_agent() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("STOCKADE_AGENT").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+/// Finds the `stockade-agent` binary: the one the config names (the CLI takes `$STOCKADE_AGENT`),
+/// then beside the running executable, then (for `cargo test`) one directory up from it, then
+/// the config's `PATH`.
+pub fn find_agent(config: &stockade_core::DriverConfig) -> Result<PathBuf> {
+    if let Some(p) = &config.agent {
+        return Ok(p.clone());
     }
     let exe = std::env::current_exe().ok();
     let beside = exe.as_deref().and_then(Path::parent);
@@ -50,12 +54,8 @@ pub fn find_agent() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-    {
-        let p = Path::new(dir).join("stockade-agent");
+    for dir in config.path_dirs() {
+        let p = dir.join("stockade-agent");
         if p.is_file() {
             return Ok(p);
         }
@@ -110,12 +110,12 @@ pub fn hardening_report(spec: &SandboxSpec, idmap: &IdMap) -> serde_json::Value 
     })
 }
 
-fn program_on_path(name: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_else(|_| stockade_proto::DEFAULT_PATH.to_owned())
-        .split(':')
-        .chain(stockade_proto::DEFAULT_PATH.split(':'))
-        .any(|dir| Path::new(dir).join(name).is_file())
+fn program_on_path(search_path: &[PathBuf], name: &str) -> bool {
+    search_path
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(stockade_proto::DEFAULT_PATH.split(':').map(Path::new))
+        .any(|dir| dir.join(name).is_file())
 }
 
 use stockade_store::{now_secs, random_id};
@@ -161,15 +161,18 @@ impl NativeDriver {
             .ensure()
             .map_err(|e| Error::backend(format!("create {}", layout.home.display()), e))?;
         Ok(NativeDriver {
-            store: Store::new(layout),
+            store: Store::new(layout)?,
             agent,
             cgroups: CgroupHost::detect(),
+            search_path: Vec::new(),
         })
     }
 
-    /// The driver for `$STOCKADE_HOME` with the agent found by [`find_agent`].
-    pub fn from_env() -> Result<Self> {
-        NativeDriver::new(Layout::from_env(), find_agent()?)
+    /// The driver over `config.home` with the agent found by [`find_agent`].
+    pub fn from_config(config: &stockade_core::DriverConfig) -> Result<Self> {
+        let mut driver = NativeDriver::new(Layout::at(&config.home), find_agent(config)?)?;
+        driver.search_path = config.path_dirs();
+        Ok(driver)
     }
 
     pub fn store(&self) -> &Store {
@@ -280,7 +283,7 @@ impl NativeDriver {
 
     fn check_spec(&self, spec: &SandboxSpec) -> Result<()> {
         spec.validate()?;
-        if spec.driver != DRIVER {
+        if !spec.driver.is_empty() && spec.driver != DRIVER {
             return Err(Error::invalid(
                 "driver",
                 format!("{:?} given to the native driver", spec.driver),
@@ -334,7 +337,7 @@ impl NativeDriver {
         }
         if spec.network == stockade_core::NetworkMode::Full
             && !nix::unistd::geteuid().is_root()
-            && !program_on_path("slirp4netns")
+            && !program_on_path(&self.search_path, "slirp4netns")
         {
             return Err(Error::unsupported(
                 DRIVER,
@@ -497,12 +500,17 @@ impl Driver for NativeDriver {
         DRIVER
     }
 
-    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+    fn admin(&self) -> Option<&dyn stockade_core::DriverAdmin> {
+        Some(self)
+    }
+
+    async fn create(&self, mut spec: SandboxSpec) -> Result<SandboxInfo> {
         self.check_spec(&spec)?;
+        spec.driver = DRIVER.into();
         let record = {
             let _lock = self.store.lock()?;
             if let Some(name) = &spec.name {
-                if self.store.list()?.iter().any(|r| &r.name == name) {
+                if self.store.name_taken(name)? {
                     return Err(Error::NameTaken(name.clone()));
                 }
             }

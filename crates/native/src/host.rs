@@ -66,10 +66,9 @@ pub fn report() -> HostReport {
         .lines()
         .any(|l| l.starts_with("Seccomp:"));
     let user_namespaces = crate::driver::user_namespaces_available();
-    let native_driver_usable = match (&user_namespaces, overlayfs, crate::driver::find_agent()) {
-        (Err(e), _, _) => Err(e.clone()),
-        (_, false, _) => Err("overlayfs is not available".into()),
-        (_, _, Err(e)) => Err(e.to_string()),
+    let native_driver_usable = match (&user_namespaces, overlayfs) {
+        (Err(e), _) => Err(e.clone()),
+        (_, false) => Err("overlayfs is not available".into()),
         _ => Ok(()),
     };
     HostReport {

@@ -24,13 +24,6 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The home [`stockade_store::home_from_env`] names.
-    pub fn from_env() -> Self {
-        Layout {
-            home: stockade_store::home_from_env(),
-        }
-    }
-
     pub fn at(home: impl Into<PathBuf>) -> Self {
         Layout { home: home.into() }
     }

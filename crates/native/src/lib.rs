@@ -10,6 +10,7 @@
 //! - [`supervisor`]: the process that builds the namespaces, waits on pid 1 and cleans up.
 //! - [`driver`]: the `Driver` implementation the CLI and daemon use.
 //! - [`host`]: what this host supports, for `stockade info`.
+//! - [`plugin`]: the driver's factory for the registry and its admin side (`info` facts).
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
@@ -19,8 +20,10 @@ pub mod idmap;
 pub mod layout;
 pub mod mount_plan;
 pub mod network;
+pub mod plugin;
 pub mod store;
 pub mod supervisor;
 
 pub use driver::NativeDriver;
 pub use layout::Layout;
+pub use plugin::{register, NativeFactory};

@@ -80,6 +80,9 @@ impl stockade_store::StoredRecord for Record {
     fn created_at(&self) -> u64 {
         self.created_at
     }
+    fn driver(&self) -> &str {
+        crate::driver::DRIVER
+    }
 }
 
 /// The record store of one [`Layout`], plus each running sandbox's runtime file.
@@ -94,11 +97,15 @@ fn store_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
-    pub fn new(layout: Layout) -> Self {
-        Store {
-            records: RecordStore::new(layout.records(), layout.lock()),
+    /// The records of `layout`, kept in its home's [`stockade_store::Index`].
+    pub fn new(layout: Layout) -> Result<Self> {
+        Ok(Store {
+            records: RecordStore::new(layout.records(), layout.lock()).with_index(
+                stockade_store::Index::of_home(&layout.home),
+                crate::driver::DRIVER,
+            )?,
             layout,
-        }
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -115,6 +122,11 @@ impl Store {
 
     pub fn remove(&self, id: &SandboxId) -> Result<()> {
         self.records.remove(id)
+    }
+
+    /// Whether a sandbox (of any driver the index knows) is called `name`.
+    pub fn name_taken(&self, name: &str) -> Result<bool> {
+        self.records.name_taken(name)
     }
 
     /// Every record, oldest first.

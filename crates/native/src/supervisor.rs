@@ -43,9 +43,13 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
     let began = std::time::Instant::now();
     let _ = nix::unistd::setsid();
     let layout = Layout::at(home);
-    let store = Store::new(layout.clone());
     let mut ready = std::io::stdout();
-    let record = match SandboxId::parse(id).and_then(|id| store.load(&id)) {
+    let loaded = Store::new(layout.clone()).and_then(|store| {
+        SandboxId::parse(id)
+            .and_then(|id| store.load(&id))
+            .map(|r| (store, r))
+    });
+    let (store, record) = match loaded {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(ready, "error {e}");

@@ -1,99 +1,67 @@
-//! One `Driver` over all of them: new sandboxes go to the driver their spec names, existing ones
-//! to the driver whose records hold them, and `list` merges every driver's sandboxes. Drivers are
-//! made on first use, so a command on a native sandbox never looks for a container engine.
+//! One `Driver` over a [`Registry`]: new sandboxes go to the driver their spec names (the
+//! registry's default when it names none), existing ones to the driver the home's
+//! [`Index`] says holds them, and `list` merges the drivers that hold any. Drivers are built on
+//! first use, so a command on a native sandbox never looks for a container engine. The router
+//! knows no driver by name: the binary assembles the registry.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use stockade_core::{
-    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Result, SandboxId, SandboxInfo, SandboxSpec,
-    Stats,
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Registry, Result, SandboxId, SandboxInfo,
+    SandboxSpec, Stats,
 };
-use stockade_docker::DockerDriver;
-use stockade_native::NativeDriver;
-use tokio::sync::OnceCell;
+use stockade_store::Index;
 
-/// The names `--driver` takes.
-pub const DRIVERS: &[&str] = &["native", "docker", "podman"];
-
-/// Every driver behind one [`Driver`].
-#[derive(Default)]
+/// Every registered driver behind one [`Driver`].
+#[derive(Debug)]
 pub struct Router {
-    native: OnceCell<Arc<NativeDriver>>,
-    docker: OnceCell<Arc<DockerDriver>>,
-    podman: OnceCell<Arc<DockerDriver>>,
-}
-
-fn container_driver(name: &'static str) -> Result<DockerDriver> {
-    let agent = stockade_docker::agent_binary::find()?;
-    Ok(
-        DockerDriver::new(&stockade_store::home_from_env(), agent, name)?.with_progress(Arc::new(
-            |line: &str| {
-                eprintln!("stockade: {line}");
-            },
-        )),
-    )
+    registry: Registry,
+    index: Index,
 }
 
 impl Router {
-    pub async fn native(&self) -> Result<&Arc<NativeDriver>> {
-        self.native
-            .get_or_try_init(|| async { NativeDriver::from_env().map(Arc::new) })
-            .await
+    /// A router over `registry`, with the index of the registry's home.
+    pub fn new(registry: Registry) -> Self {
+        let index = Index::of_home(&registry.config().home);
+        Router { registry, index }
     }
 
-    /// The container driver for `name` (`docker` or `podman`).
-    pub async fn container(&self, name: &'static str) -> Result<&Arc<DockerDriver>> {
-        let cell = if name == "podman" {
-            &self.podman
-        } else {
-            &self.docker
-        };
-        cell.get_or_try_init(|| async { container_driver(name).map(Arc::new) })
-            .await
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
-    /// The container records, read without an agent binary or an engine.
-    fn container_records(&self) -> stockade_store::RecordStore<stockade_docker::driver::Record> {
-        let dir = stockade_store::home_from_env().join("docker");
-        stockade_store::RecordStore::new(dir.join("records"), dir.join("lock"))
-    }
-
-    async fn by_name(&self, name: &str) -> Result<Arc<dyn Driver>> {
-        Ok(match name {
-            "native" => Arc::clone(self.native().await?) as Arc<dyn Driver>,
-            "docker" => Arc::clone(self.container("docker").await?) as Arc<dyn Driver>,
-            "podman" => Arc::clone(self.container("podman").await?) as Arc<dyn Driver>,
-            other => {
-                return Err(Error::invalid(
-                    "driver",
-                    format!("{other:?} is not a driver; known drivers: {}", DRIVERS.join(", ")),
-                ))
+    /// Builds every driver not built yet (each indexes its records once, when built, so a home
+    /// written before the index is found). A driver that cannot be built here is left out; the
+    /// first error that is not "unsupported here" (a bad home, say) is returned.
+    fn build_all(&self) -> Option<Error> {
+        let mut first = None;
+        for name in self.registry.names() {
+            match self.registry.driver(name) {
+                Ok(_) | Err(Error::Unsupported { .. }) => {}
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
             }
-        })
+        }
+        first
     }
 
     /// The driver that holds the sandbox `id_or_name`.
-    async fn holding(&self, id_or_name: &str) -> Result<Arc<dyn Driver>> {
-        let native = self.native().await;
-        if let Ok(native) = native {
-            if native.store().resolve(id_or_name).is_ok() {
-                return Ok(Arc::clone(native) as Arc<dyn Driver>);
+    fn holding(&self, id_or_name: &str) -> Result<Arc<dyn Driver>> {
+        if let Some(entry) = self.index.resolve(id_or_name)? {
+            return self.registry.driver(&entry.driver);
+        }
+        if self.registry.built().len() < self.registry.names().len() {
+            let failed = self.build_all();
+            if let Some(entry) = self.index.resolve(id_or_name)? {
+                return self.registry.driver(&entry.driver);
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
-        if let Ok(record) = self.container_records().resolve(id_or_name) {
-            return self
-                .by_name(if record.driver == "podman" {
-                    "podman"
-                } else {
-                    "docker"
-                })
-                .await;
-        }
-        match native {
-            Ok(_) => Err(Error::NotFound(id_or_name.to_owned())),
-            Err(e) => Err(e),
-        }
+        Err(Error::NotFound(id_or_name.to_owned()))
     }
 }
 
@@ -103,11 +71,13 @@ impl Driver for Router {
         "any"
     }
 
-    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
-        let driver = self.by_name(&spec.driver).await?;
-        // Names are unique across drivers, so `exec NAME` always means one sandbox.
+    async fn create(&self, mut spec: SandboxSpec) -> Result<SandboxInfo> {
+        spec.driver = self.registry.check(&spec.driver)?.to_owned();
+        let driver = self.registry.driver(&spec.driver)?;
+        // Names are unique across drivers, so `exec NAME` always means one sandbox (the index
+        // claims the name atomically when the driver saves its record).
         if let Some(name) = &spec.name {
-            if self.holding(name).await.is_ok() {
+            if self.index.by_name(name)?.is_some() {
                 return Err(Error::NameTaken(name.clone()));
             }
         }
@@ -115,47 +85,48 @@ impl Driver for Router {
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let mut all = match self.native().await {
-            Ok(native) => native.list().await?,
-            // No native agent here: containers may still be listed.
-            Err(Error::Unsupported { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if !self.container_records().list()?.is_empty() {
-            all.extend(self.container("docker").await?.list().await?);
+        let mut all = Vec::new();
+        for name in self.registry.names() {
+            // Built first: a driver indexes its older records when built.
+            let driver = match self.registry.driver(name) {
+                Ok(d) => d,
+                // Not usable here (no agent, say) and holding nothing: nothing to list.
+                Err(Error::Unsupported { .. }) if !self.index.holds_any(name) => continue,
+                Err(e) => return Err(e),
+            };
+            if self.index.holds_any(name) {
+                all.extend(driver.list().await?);
+            }
         }
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(all)
     }
 
     async fn get(&self, id_or_name: &str) -> Result<SandboxInfo> {
-        self.holding(id_or_name).await?.get(id_or_name).await
+        self.holding(id_or_name)?.get(id_or_name).await
     }
     async fn stop(&self, id: &SandboxId) -> Result<()> {
-        self.holding(id.as_str()).await?.stop(id).await
+        self.holding(id.as_str())?.stop(id).await
     }
     async fn start(&self, id: &SandboxId) -> Result<()> {
-        self.holding(id.as_str()).await?.start(id).await
+        self.holding(id.as_str())?.start(id).await
     }
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        self.holding(id.as_str()).await?.destroy(id).await
+        self.holding(id.as_str())?.destroy(id).await
     }
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
-        self.holding(id.as_str()).await?.exec(id, req).await
+        self.holding(id.as_str())?.exec(id, req).await
     }
     async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
-        self.holding(id.as_str()).await?.exec_kept(id, req, exec_id).await
+        self.holding(id.as_str())?.exec_kept(id, req, exec_id).await
     }
     async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
-        self.holding(id.as_str())
-            .await?
-            .attach(id, exec_id, from_seq)
-            .await
+        self.holding(id.as_str())?.attach(id, exec_id, from_seq).await
     }
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
-        self.holding(id.as_str()).await?.file(id, op).await
+        self.holding(id.as_str())?.file(id, op).await
     }
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {
-        self.holding(id.as_str()).await?.stats(id).await
+        self.holding(id.as_str())?.stats(id).await
     }
 }

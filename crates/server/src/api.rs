@@ -98,56 +98,50 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DriverInfo {
     pub name: String,
+    /// What the driver is, in one line.
+    pub description: String,
     /// Whether sandboxes can be made with it on this host now.
     pub available: bool,
     /// Why not, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What it reports about its backend (engine, kernel), in one line, when available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// Sandboxes it holds.
     pub sandboxes: usize,
     /// Circuit breakers of the engines it talks to: endpoint, state, recent failures.
-    pub circuits: Vec<CircuitInfo>,
+    pub circuits: Vec<stockade_core::CircuitInfo>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CircuitInfo {
-    pub endpoint: String,
-    /// `closed`, `open` or `halfopen`.
-    pub state: String,
-    pub failures: u32,
-}
-
-/// The drivers, their availability and how many sandboxes each holds.
+/// The registered drivers, their availability and how many sandboxes each holds.
 #[utoipa::path(get, path = "/api/drivers", tag = "system", responses((status = 200, body = Vec<DriverInfo>)))]
 pub async fn drivers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<DriverInfo>>> {
     let sandboxes = state.driver.list().await.unwrap_or_default();
+    let registry = state.driver.registry();
     let mut out = Vec::new();
-    for name in stockade_router::DRIVERS {
-        let mut circuits = Vec::new();
-        let probe = match *name {
-            "native" => state.driver.native().await.map(drop),
-            other => match state.driver.container(other).await {
-                Ok(d) => {
-                    let facts = d.facts().await.map(drop);
-                    circuits = d
-                        .breaker_states()
-                        .into_iter()
-                        .map(|(endpoint, st, failures)| CircuitInfo {
-                            endpoint,
-                            state: format!("{st:?}").to_lowercase(),
-                            failures,
-                        })
-                        .collect();
-                    facts
-                }
-                Err(e) => Err(e),
-            },
-        };
+    for name in registry.names() {
+        let description = registry
+            .factory(name)
+            .map(|f| f.description())
+            .unwrap_or_default();
+        let probed = stockade_core::registry::availability(registry, name).await;
+        let circuits = registry
+            .driver(name)
+            .ok()
+            .and_then(|d| d.admin().map(|a| a.circuits()))
+            .unwrap_or_default();
         out.push(DriverInfo {
-            name: (*name).to_owned(),
-            available: probe.is_ok(),
-            reason: probe.err().map(|e| e.to_string()),
-            sandboxes: sandboxes.iter().filter(|s| s.driver == *name).count(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            available: probed.is_ok(),
+            summary: probed
+                .as_ref()
+                .ok()
+                .map(|(_, f)| f.summary.clone())
+                .filter(|s| !s.is_empty()),
+            reason: probed.err().map(|e| e.to_string()),
+            sandboxes: sandboxes.iter().filter(|s| s.driver == name).count(),
             circuits,
         });
     }

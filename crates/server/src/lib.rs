@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use stockade_core::Driver;
-use stockade_router::Router as Drivers;
+pub use stockade_router::Router as Drivers;
 use tokio::net::{TcpListener, UnixListener};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -331,15 +331,14 @@ async fn peer_auth(ConnectInfo(peer): ConnectInfo<PeerUid>, req: Request, next: 
     }
 }
 
-/// Builds the state: database, drivers, exec followers.
-pub async fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>> {
+/// Builds the state over `drivers` (the binary assembles them): database, exec followers.
+pub async fn state(config: &ServerConfig, drivers: Arc<Drivers>) -> stockade_core::Result<Arc<AppState>> {
     let url = db_url(&config.home, config.db.as_deref());
     let db = Arc::new(
         Db::open(&url)
             .await
             .map_err(|e| stockade_core::Error::backend("database", e))?,
     );
-    let drivers = Arc::new(Drivers::default());
     let events = Arc::new(Events::default());
     let secrets = stockade_secrets::SecretStore::new(&config.home);
     let execs = Execs::new(
@@ -362,12 +361,13 @@ pub async fn state(config: &ServerConfig) -> stockade_core::Result<Arc<AppState>
     }))
 }
 
-/// Runs the daemon until `shutdown` resolves.
+/// Runs the daemon over `drivers` until `shutdown` resolves.
 pub async fn serve(
     config: ServerConfig,
+    drivers: Arc<Drivers>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> stockade_core::Result<()> {
-    let state = state(&config).await?;
+    let state = state(&config, drivers).await?;
     let recovered = state.execs.recover().await;
     if recovered > 0 {
         eprintln!("stockade serve: re-attached {recovered} running exec(s)");
@@ -445,19 +445,23 @@ pub async fn serve(
 /// outside the daemon), destroys sandboxes past their TTL or idle timeout, and drops the output
 /// of execs finished longer ago than the retention.
 async fn reaper(state: Arc<AppState>, retention: Duration) {
-    // Orphans first: containers and networks this home labelled but has no record of (a create
-    // cut short by a crash, say). An engine that is not there has nothing to collect.
-    for name in ["docker", "podman"] {
-        if let Ok(driver) = state.driver.container(name).await {
-            match driver.gc().await {
-                Ok(removed) => {
-                    for what in removed {
-                        eprintln!("stockade serve: gc: {name}: removed {what}");
-                    }
+    // Orphans first: what a driver made for this home but has no record of (a create cut short
+    // by a crash, say). A driver that cannot be built here has nothing to collect.
+    let registry = state.driver.registry();
+    for name in registry.names() {
+        let Ok(driver) = registry.driver(name) else {
+            continue;
+        };
+        let Some(admin) = driver.admin() else {
+            continue;
+        };
+        match admin.gc().await {
+            Ok(removed) => {
+                for what in removed {
+                    eprintln!("stockade serve: gc: {name}: removed {what}");
                 }
-                Err(stockade_core::Error::Unsupported { .. }) => {}
-                Err(e) => eprintln!("stockade serve: gc: {name}: {e}"),
             }
+            Err(e) => eprintln!("stockade serve: gc: {name}: {e}"),
         }
     }
     let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();

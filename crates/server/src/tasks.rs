@@ -126,16 +126,11 @@ pub async fn create_task(
     State(state): State<Arc<AppState>>,
     Json(body): Json<CreateTask>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let driver = body.driver.clone().unwrap_or_else(|| "native".into());
-    if !stockade_router::DRIVERS.contains(&driver.as_str()) {
-        return Err(ApiError::invalid(
-            "driver",
-            format!(
-                "{driver:?} is not a driver; known drivers: {}",
-                stockade_router::DRIVERS.join(", ")
-            ),
-        ));
-    }
+    let driver = state
+        .driver
+        .registry()
+        .check(body.driver.as_deref().unwrap_or_default())?
+        .to_owned();
     let timeout = match &body.timeout {
         Some(t) => stockade_core::parse::duration("timeout", t)?,
         None => Duration::from_secs(30 * 60),
@@ -159,7 +154,8 @@ pub async fn create_task(
         name: body.name,
         service: None,
     };
-    let checked = stockade_tasks::check(&spec, &|k: &str| state.secrets.env_or_stored(k))?;
+    let takes_images = state.driver.registry().factory(&spec.driver)?.takes_images();
+    let checked = stockade_tasks::check(&spec, &|k: &str| state.secrets.env_or_stored(k), takes_images)?;
     let view = TaskView {
         id: id.clone(),
         name: spec.name.clone(),

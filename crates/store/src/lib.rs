@@ -1,7 +1,12 @@
 //! Sandbox records: one JSON file per sandbox in a directory, written atomically. Small,
 //! dependency-free, readable with `cat`, and safe for several processes at once (creates take a
-//! lock so names stay unique). Each driver keeps its own record type in its own directory.
+//! lock so names stay unique). Each driver keeps its own record type in its own directory; the
+//! one [`Index`] of a home says which driver holds which id and name, in O(1).
 #![forbid(unsafe_code)]
+
+mod index;
+
+pub use index::{Index, IndexEntry};
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +24,8 @@ pub trait StoredRecord: Serialize + DeserializeOwned + Clone {
     fn name(&self) -> &str;
     /// Unix seconds; `list` sorts by it.
     fn created_at(&self) -> u64;
+    /// The driver that holds the sandbox (its name as users type it).
+    fn driver(&self) -> &str;
 }
 
 /// Writes `data` to `path` through a temporary file and a rename.
@@ -40,6 +47,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
 pub struct RecordStore<R> {
     dir: PathBuf,
     lock_file: PathBuf,
+    index: Option<Index>,
     _record: PhantomData<fn() -> R>,
 }
 
@@ -48,6 +56,7 @@ impl<R> Clone for RecordStore<R> {
         RecordStore {
             dir: self.dir.clone(),
             lock_file: self.lock_file.clone(),
+            index: self.index.clone(),
             _record: PhantomData,
         }
     }
@@ -63,8 +72,29 @@ impl<R: StoredRecord> RecordStore<R> {
         RecordStore {
             dir: dir.into(),
             lock_file: lock_file.into(),
+            index: None,
             _record: PhantomData,
         }
+    }
+
+    /// Keeps `index` up to date with every save and remove, and resolves names and prefixes
+    /// through it. Records saved before the index existed are added to it once, here; `store`
+    /// names this record directory in the index (the driver's name, say).
+    pub fn with_index(mut self, index: Index, store: &str) -> Result<Self> {
+        if !index.has_backfilled(store) {
+            let _lock = self.lock()?;
+            for r in self.list()? {
+                index.put(&IndexEntry::of(&r))?;
+            }
+            index.mark_backfilled(store)?;
+        }
+        self.index = Some(index);
+        Ok(self)
+    }
+
+    /// The index this store keeps, if any.
+    pub fn index(&self) -> Option<&Index> {
+        self.index.as_ref()
     }
 
     /// Where the record of `id` is kept.
@@ -72,7 +102,12 @@ impl<R: StoredRecord> RecordStore<R> {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// Writes `record`. With an index, its name is claimed there first: a name another
+    /// sandbox holds (in any driver) is [`Error::NameTaken`].
     pub fn save(&self, record: &R) -> Result<()> {
+        if let Some(index) = &self.index {
+            index.put(&IndexEntry::of(record))?;
+        }
         let path = self.path(record.id());
         let json = serde_json::to_vec_pretty(record).map_err(|e| store_err("encode", &path, e))?;
         match write_atomic(&path, &json, 0o600) {
@@ -100,9 +135,21 @@ impl<R: StoredRecord> RecordStore<R> {
     pub fn remove(&self, id: &SandboxId) -> Result<()> {
         let path = self.path(id);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(store_err("remove", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(store_err("remove", &path, e)),
+        }
+        match &self.index {
+            Some(index) => index.remove(id),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a sandbox (of any driver, with an index) is called `name`.
+    pub fn name_taken(&self, name: &str) -> Result<bool> {
+        match &self.index {
+            Some(index) => Ok(index.by_name(name)?.is_some()),
+            None => Ok(self.list()?.iter().any(|r| r.name() == name)),
         }
     }
 
@@ -130,6 +177,14 @@ impl<R: StoredRecord> RecordStore<R> {
             if let Ok(r) = self.load(&id) {
                 return Ok(r);
             }
+        }
+        if let Some(index) = &self.index {
+            // Through the index: one file for a name, one small bucket for a prefix.
+            let found = index.resolve(id_or_name)?;
+            return match found {
+                Some(entry) => self.load(&entry.id),
+                None => Err(Error::NotFound(id_or_name.to_owned())),
+            };
         }
         let all = self.list()?;
         if let Some(r) = all.iter().find(|r| r.name() == id_or_name) {
@@ -183,22 +238,6 @@ pub fn random_id() -> Result<SandboxId> {
     Ok(SandboxId::from_random(u64::from_le_bytes(bytes)))
 }
 
-/// `$STOCKADE_HOME`, else `/var/lib/stockade` for root, else `$XDG_DATA_HOME/stockade` or
-/// `~/.local/share/stockade`.
-pub fn home_from_env() -> PathBuf {
-    if let Some(home) = std::env::var_os("STOCKADE_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/stockade");
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("stockade")
-}
-
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -228,6 +267,9 @@ mod tests {
         }
         fn created_at(&self) -> u64 {
             self.at
+        }
+        fn driver(&self) -> &str {
+            "test"
         }
     }
 

@@ -156,10 +156,16 @@ pub struct Checked {
     pub keys: Vec<(String, String)>,
     pub source: stockade_code::CodeSource,
     pub mcp: Option<Vec<u8>>,
+    /// The image the sandbox gets: the spec's, else the agent's `STOCKADE_<AGENT>_IMAGE` when
+    /// the driver runs images.
+    pub image: Option<String>,
+    /// Base URLs for local or proxied model APIs, passed through when the host sets them.
+    pub base_urls: Vec<(String, String)>,
 }
 
 /// Checks `spec` against the environment `env`: agent, keys, code source, MCP file.
-pub fn check(spec: &TaskSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Checked> {
+/// `takes_images` says whether the spec's driver runs images.
+pub fn check(spec: &TaskSpec, env: &dyn Fn(&str) -> Option<String>, takes_images: bool) -> Result<Checked> {
     let agent = AgentChoice::parse(&spec.agent)?;
     let keys = agent.keys(env)?;
     let source = stockade_code::CodeSource::parse(&spec.code)?;
@@ -181,11 +187,22 @@ pub fn check(spec: &TaskSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<Ch
         }
         None => None,
     };
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    let image = spec.image.clone().or_else(|| {
+        let var = agent.harness.image_env;
+        (takes_images && !var.is_empty()).then(|| set(var)).flatten()
+    });
+    let base_urls = ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"]
+        .into_iter()
+        .filter_map(|k| set(k).map(|v| (k.to_owned(), v)))
+        .collect();
     Ok(Checked {
         agent,
         keys,
         source,
         mcp,
+        image,
+        base_urls,
     })
 }
 
@@ -261,11 +278,7 @@ async fn run_in_sandbox(
 ) -> Result<()> {
     let harness = &checked.agent.harness;
     let needs_api = harness.install != agents::Install::Nothing;
-    let image = spec.image.clone().or_else(|| {
-        std::env::var(harness.image_env)
-            .ok()
-            .filter(|i| !i.is_empty() && spec.driver != "native")
-    });
+    let image = checked.image.clone();
     let sandbox_spec = SandboxSpec {
         driver: spec.driver.clone(),
         image,
@@ -307,7 +320,11 @@ async fn run_in_sandbox(
         }
         driver.write_file(&info.id, path, data.clone(), 0o600).await?;
     }
-    let openai_base_url = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    let openai_base_url = checked
+        .base_urls
+        .iter()
+        .find(|(k, _)| k == "OPENAI_BASE_URL")
+        .map(|(_, v)| v.clone());
     let mut req = ExecRequest::new(
         checked
             .agent
@@ -318,11 +335,8 @@ async fn run_in_sandbox(
     for (k, v) in &checked.keys {
         req.env.insert(k.clone(), v.clone());
     }
-    // Base URLs for local or proxied model APIs pass through when the host sets them.
-    for k in ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"] {
-        if let Ok(v) = std::env::var(k) {
-            req.env.insert(k.into(), v);
-        }
+    for (k, v) in &checked.base_urls {
+        req.env.insert(k.clone(), v.clone());
     }
     for (k, v) in harness.env {
         req.env.insert((*k).into(), (*v).into());

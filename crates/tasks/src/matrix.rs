@@ -28,7 +28,8 @@ pub struct MatrixTask {
 pub struct Matrix {
     pub tasks: Vec<MatrixTask>,
     pub agents: Vec<String>,
-    #[serde(default = "native")]
+    /// Driver names; the registry's default when absent.
+    #[serde(default = "default_driver")]
     pub drivers: Vec<String>,
     #[serde(default)]
     pub parallel: Option<usize>,
@@ -38,8 +39,9 @@ pub struct Matrix {
     pub image: Option<String>,
 }
 
-fn native() -> Vec<String> {
-    vec!["native".into()]
+/// One empty name: the registry's default driver.
+fn default_driver() -> Vec<String> {
+    vec![String::new()]
 }
 
 impl Matrix {
