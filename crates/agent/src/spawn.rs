@@ -420,6 +420,6 @@ mod tests {
         assert_eq!(find_program("sh", "/nonexistent:/bin", "/").unwrap(), "/bin/sh");
         assert_eq!(find_program("./x", "/bin", "/").unwrap(), "./x");
         let e = find_program("no-such-cmd-xyz", "/bin:/usr/bin", "/").unwrap_err();
-        assert_eq!(e.kind(), "command_not_found");
+        assert_eq!(e.kind(), stockade_core::ErrorKind::CommandNotFound);
     }
 }

@@ -1,12 +1,13 @@
 //! Exit codes, documented in README.md. A command's own exit code passes through `exec` and `run`.
 
-use stockade_core::Error;
+use stockade_core::{Error, ErrorKind};
 
 /// Bad input: a flag value, a spec field, a path.
 pub const INVALID: i32 = 2;
 /// No such sandbox.
 pub const NOT_FOUND: i32 = 3;
-/// The host or driver cannot do this (no user namespaces, no cgroups, ...).
+/// The host or driver cannot do this (no user namespaces, no cgroups, ...), or the daemon does
+/// not allow it (no or a bad token, a host path, another uid on its socket).
 pub const UNSUPPORTED: i32 = 4;
 /// The sandbox is in the wrong state (e.g. exec in a stopped sandbox), or a name is taken.
 pub const WRONG_STATE: i32 = 5;
@@ -21,25 +22,22 @@ pub const COMMAND_NOT_FOUND: i32 = 127;
 
 /// The exit code for an error.
 pub fn code_for(err: &Error) -> i32 {
-    match err {
-        Error::InvalidSpec { field, .. } if field == "command" => CANNOT_EXECUTE,
-        Error::InvalidSpec { .. } => INVALID,
-        Error::NotFound(_) | Error::ExecNotFound(_) => NOT_FOUND,
-        Error::Unsupported { .. } => UNSUPPORTED,
-        Error::WrongState { .. } | Error::NameTaken(_) => WRONG_STATE,
-        Error::Timeout(..) => TIMEOUT,
-        Error::CommandNotFound(_) => COMMAND_NOT_FOUND,
-        Error::File { .. } => INVALID,
-        Error::Backend { .. } => BACKEND,
-        Error::Remote { field, .. } => match err.kind() {
-            "invalid" if field.as_deref() == Some("command") => CANNOT_EXECUTE,
-            "invalid" | "file" => INVALID,
-            "not_found" | "exec_not_found" => NOT_FOUND,
-            "unsupported" | "forbidden" => UNSUPPORTED,
-            "wrong_state" | "name_taken" => WRONG_STATE,
-            "timeout" => TIMEOUT,
-            "command_not_found" => COMMAND_NOT_FOUND,
-            _ => BACKEND,
-        },
+    // A program that exists but cannot run: the shell's 126.
+    if err.kind() == ErrorKind::Invalid && err.field() == Some("command") {
+        return CANNOT_EXECUTE;
+    }
+    code_for_kind(err.kind())
+}
+
+/// The exit code for each kind (README's table).
+pub fn code_for_kind(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Invalid | ErrorKind::File | ErrorKind::MethodNotAllowed => INVALID,
+        ErrorKind::NotFound | ErrorKind::ExecNotFound => NOT_FOUND,
+        ErrorKind::Unsupported | ErrorKind::Forbidden | ErrorKind::Unauthorized => UNSUPPORTED,
+        ErrorKind::WrongState | ErrorKind::NameTaken => WRONG_STATE,
+        ErrorKind::Timeout => TIMEOUT,
+        ErrorKind::CommandNotFound => COMMAND_NOT_FOUND,
+        ErrorKind::Backend | ErrorKind::Internal => BACKEND,
     }
 }

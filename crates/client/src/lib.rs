@@ -18,9 +18,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use stockade_api::{ApiExecEvent, CreateSandbox, ErrorBody, ExecRecord, Rename, StartExec, WsInput};
 use stockade_core::{
-    DirEntry, Driver, Error, ExecControl, ExecEvent, ExecExit, ExecRequest, ExecSession, FileOp, FileReply,
-    FileStat, OutputStream, Result, SandboxId, SandboxInfo, SandboxSpec, SpecFlags, Stats, TtySize,
+    DirEntry, Driver, Error, ExecControl, ExecEvent, ExecRequest, ExecSession, FileOp, FileReply, FileStat,
+    Result, SandboxId, SandboxInfo, SandboxSpec, SpecFlags, Stats, TtySize,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -74,19 +75,6 @@ pub struct RemoteDriver {
     token: Option<String>,
     /// Secrets (by name) the daemon injects into every exec this client starts.
     exec_secrets: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-    #[serde(default)]
-    field: Option<String>,
 }
 
 fn path_query(path: &str) -> String {
@@ -200,17 +188,7 @@ impl RemoteDriver {
     }
 
     fn error(&self, status: StatusCode, data: &[u8]) -> Error {
-        match serde_json::from_slice::<ErrorBody>(data) {
-            Ok(body) => Error::Remote {
-                kind: body.error.code,
-                message: body.error.message,
-                field: body.error.field,
-            },
-            Err(_) => Error::backend(
-                format!("daemon at {}", self.describe()),
-                format!("{status}: {}", String::from_utf8_lossy(data).trim()),
-            ),
-        }
+        error_from_response(&self.describe(), status.as_u16(), data)
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(
@@ -243,10 +221,11 @@ impl RemoteDriver {
             .await
             .map_err(|e| Error::backend("exec websocket", e))?;
         let (mut sink, source) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<WsInput>();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                if sink.send(Message::text(msg.to_string())).await.is_err() {
+                let text = serde_json::to_string(&msg).unwrap_or_default();
+                if sink.send(Message::text(text)).await.is_err() {
                     return;
                 }
             }
@@ -267,74 +246,51 @@ impl RemoteDriver {
 
     async fn start(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         req.validate()?;
-        let body = serde_json::json!({
-            "argv": req.argv,
-            "env": req.env,
-            "cwd": req.cwd,
-            "user": req.user,
-            "stdin": req.stdin,
-            "tty": req.tty,
-            "timeout_ms": req.timeout.map(|t| t.as_millis() as u64),
-            "secrets": self.exec_secrets,
-        });
-        #[derive(Deserialize)]
-        struct Started {
-            id: String,
-        }
-        let started: Started = self
+        let body = StartExec {
+            argv: req.argv,
+            env: req.env,
+            cwd: req.cwd,
+            user: req.user,
+            stdin: req.stdin,
+            tty: req.tty,
+            timeout_ms: req
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            secrets: self.exec_secrets.clone(),
+        };
+        let body = serde_json::to_value(body).map_err(|e| Error::backend("encode", e))?;
+        let started: ExecRecord = self
             .json(Method::POST, &format!("/api/sandboxes/{id}/execs"), Some(body))
             .await?;
         self.follow(id.as_str(), &started.id, 0).await
     }
 }
 
-fn event_from_json(text: &str) -> Result<ExecEvent> {
-    #[derive(Deserialize)]
-    struct Wire {
-        seq: u64,
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        pid: Option<u32>,
-        #[serde(default)]
-        data: Option<String>,
-        #[serde(default)]
-        exit: Option<ExecExit>,
+/// The error a daemon's non-2xx answer means: its `ErrorBody` as [`Error::Remote`], or, when the
+/// body is not one (a proxy's page, a newer daemon's unknown kind), a backend error that says so.
+pub fn error_from_response(daemon: &str, status: u16, data: &[u8]) -> Error {
+    match serde_json::from_slice::<ErrorBody>(data) {
+        Ok(body) => body.into_error(),
+        Err(e) => Error::backend(
+            format!("daemon at {daemon}"),
+            format!(
+                "{status}: {} (not an error body this client knows: {e})",
+                String::from_utf8_lossy(data).trim()
+            ),
+        ),
     }
-    let w: Wire = serde_json::from_str(text).map_err(|e| Error::backend("exec event", e))?;
-    let data = || {
-        base64::engine::general_purpose::STANDARD
-            .decode(w.data.as_deref().unwrap_or(""))
-            .map_err(|e| Error::backend("exec event", e))
-    };
-    Ok(match w.kind.as_str() {
-        "started" => ExecEvent::Started {
-            seq: w.seq,
-            pid: w.pid.unwrap_or(0),
-        },
-        "stdout" => ExecEvent::Output {
-            seq: w.seq,
-            stream: OutputStream::Stdout,
-            data: data()?,
-        },
-        "stderr" => ExecEvent::Output {
-            seq: w.seq,
-            stream: OutputStream::Stderr,
-            data: data()?,
-        },
-        _ => ExecEvent::Exited {
-            seq: w.seq,
-            exit: w.exit.unwrap_or_default(),
-        },
-    })
+}
+
+fn event_from_json(text: &str) -> Result<ExecEvent> {
+    ApiExecEvent::parse(text).map_err(|e| Error::backend("exec event from the daemon", e))
 }
 
 struct WsControl {
-    tx: mpsc::UnboundedSender<serde_json::Value>,
+    tx: mpsc::UnboundedSender<WsInput>,
 }
 
 impl WsControl {
-    fn send(&self, msg: serde_json::Value) -> Result<()> {
+    fn send(&self, msg: WsInput) -> Result<()> {
         self.tx
             .send(msg)
             .map_err(|_| Error::backend("exec websocket", "closed"))
@@ -344,17 +300,21 @@ impl WsControl {
 #[async_trait]
 impl ExecControl for WsControl {
     async fn write_stdin(&self, data: &[u8]) -> Result<()> {
-        let data = base64::engine::general_purpose::STANDARD.encode(data);
-        self.send(serde_json::json!({"type": "stdin", "data": data}))
+        self.send(WsInput::Stdin {
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+        })
     }
     async fn close_stdin(&self) -> Result<()> {
-        self.send(serde_json::json!({"type": "close_stdin"}))
+        self.send(WsInput::CloseStdin)
     }
     async fn resize(&self, size: TtySize) -> Result<()> {
-        self.send(serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}))
+        self.send(WsInput::Resize {
+            rows: size.rows,
+            cols: size.cols,
+        })
     }
     async fn kill(&self) -> Result<()> {
-        self.send(serde_json::json!({"type": "kill"}))
+        self.send(WsInput::Kill)
     }
 }
 
@@ -365,8 +325,11 @@ impl Driver for RemoteDriver {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
-        let flags =
-            serde_json::to_value(SpecFlags::from_spec(&spec)).map_err(|e| Error::backend("encode", e))?;
+        let body = CreateSandbox {
+            flags: SpecFlags::from_spec(&spec),
+            ..CreateSandbox::default()
+        };
+        let flags = serde_json::to_value(body).map_err(|e| Error::backend("encode", e))?;
         self.json(Method::POST, "/api/sandboxes", Some(flags)).await
     }
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
@@ -462,7 +425,8 @@ impl Driver for RemoteDriver {
                 Ok(FileReply::Done)
             }
             FileOp::Rename { from, to } => {
-                let body = serde_json::json!({"from": from, "to": to});
+                let body =
+                    serde_json::to_value(Rename { from, to }).map_err(|e| Error::backend("encode", e))?;
                 self.call(
                     Method::POST,
                     &format!("{base}/rename"),

@@ -1,4 +1,83 @@
 //! The one error enum drivers return. Each variant names what failed and the input that caused it.
+//! Its [`ErrorKind`] is what crosses every boundary (the agent protocol, the HTTP API, the CLI's
+//! exit codes), so a kind means the same thing everywhere.
+
+/// The kind of an error, as every wire carries it (`"not_found"`, ...). One enum, so each
+/// boundary's mapping (HTTP status, exit code) is an exhaustive match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    ExecNotFound,
+    Invalid,
+    Unsupported,
+    Timeout,
+    WrongState,
+    NameTaken,
+    CommandNotFound,
+    File,
+    Backend,
+    /// A daemon wants a (valid) token.
+    Unauthorized,
+    /// A daemon does not let this caller do this (a host path, a socket peer of another uid).
+    Forbidden,
+    /// No such route on a daemon.
+    MethodNotAllowed,
+    /// A daemon failed in itself (its database).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::NotFound,
+        ErrorKind::ExecNotFound,
+        ErrorKind::Invalid,
+        ErrorKind::Unsupported,
+        ErrorKind::Timeout,
+        ErrorKind::WrongState,
+        ErrorKind::NameTaken,
+        ErrorKind::CommandNotFound,
+        ErrorKind::File,
+        ErrorKind::Backend,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Internal,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::ExecNotFound => "exec_not_found",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::WrongState => "wrong_state",
+            ErrorKind::NameTaken => "name_taken",
+            ErrorKind::CommandNotFound => "command_not_found",
+            ErrorKind::File => "file",
+            ErrorKind::Backend => "backend",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind a wire name means, if any.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Errors any driver can return.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +125,7 @@ pub enum Error {
     /// daemon printed it, and the field or path it named. Shown exactly as a local error would be.
     #[error("{message}")]
     Remote {
-        kind: String,
+        kind: ErrorKind,
         message: String,
         field: Option<String>,
     },
@@ -78,31 +157,31 @@ impl Error {
         }
     }
 
-    /// A stable machine-readable kind, used by the CLI's exit codes and the JSON error output.
-    pub fn kind(&self) -> &'static str {
+    /// The error's kind: what the CLI's exit codes, the API's statuses and the agent protocol
+    /// carry.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NotFound(_) => "not_found",
-            Error::ExecNotFound(_) => "exec_not_found",
-            Error::InvalidSpec { .. } => "invalid",
-            Error::Unsupported { .. } => "unsupported",
-            Error::Timeout(..) => "timeout",
-            Error::WrongState { .. } => "wrong_state",
-            Error::NameTaken(_) => "name_taken",
-            Error::CommandNotFound(_) => "command_not_found",
-            Error::File { .. } => "file",
-            Error::Backend { .. } => "backend",
-            Error::Remote { kind, .. } => match kind.as_str() {
-                "not_found" => "not_found",
-                "exec_not_found" => "exec_not_found",
-                "invalid" => "invalid",
-                "unsupported" => "unsupported",
-                "timeout" => "timeout",
-                "wrong_state" => "wrong_state",
-                "name_taken" => "name_taken",
-                "command_not_found" => "command_not_found",
-                "file" => "file",
-                _ => "backend",
-            },
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::ExecNotFound(_) => ErrorKind::ExecNotFound,
+            Error::InvalidSpec { .. } => ErrorKind::Invalid,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Timeout(..) => ErrorKind::Timeout,
+            Error::WrongState { .. } => ErrorKind::WrongState,
+            Error::NameTaken(_) => ErrorKind::NameTaken,
+            Error::CommandNotFound(_) => ErrorKind::CommandNotFound,
+            Error::File { .. } => ErrorKind::File,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::Remote { kind, .. } => *kind,
+        }
+    }
+
+    /// The field or path the error names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidSpec { field, .. } => Some(field),
+            Error::File { path, .. } => Some(path),
+            Error::Remote { field, .. } => field.as_deref(),
+            _ => None,
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod sandbox;
 pub mod stats;
 
 pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
 pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};
 pub use flags::SpecFlags;

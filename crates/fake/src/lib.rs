@@ -51,6 +51,55 @@ impl StoredRecord for Record {
 pub struct FakeDriver {
     records: RecordStore<Record>,
     files: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    kept: Mutex<BTreeMap<String, Arc<Kept>>>,
+}
+
+/// A kept exec: every event so far, and a count that rises as more come.
+struct Kept {
+    events: Mutex<Vec<Result<ExecEvent>>>,
+    count: tokio::sync::watch::Sender<usize>,
+    control: Arc<dyn ExecControl>,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+impl Kept {
+    fn follow(self: Arc<Self>, from_seq: u64) -> ExecSession {
+        let control = Arc::clone(&self.control);
+        let rx = self.count.subscribe();
+        let events =
+            futures::stream::unfold((self, rx, 0usize), move |(kept, mut rx, mut next)| async move {
+                loop {
+                    if next == usize::MAX {
+                        return None;
+                    }
+                    let event = {
+                        let events = kept.events.lock().unwrap_or_else(|p| p.into_inner());
+                        events.get(next).map(|e| match e {
+                            Ok(e) => Ok(e.clone()),
+                            Err(e) => Err(Error::backend("fake exec", e.to_string())),
+                        })
+                    };
+                    match event {
+                        Some(Ok(e)) if e.seq() < from_seq => next += 1,
+                        Some(event) => {
+                            let last = matches!(event, Ok(ExecEvent::Exited { .. }) | Err(_));
+                            next = if last { usize::MAX } else { next + 1 };
+                            return Some((event, (kept, rx, next)));
+                        }
+                        None => rx.changed().await.ok()?,
+                    }
+                }
+            });
+        ExecSession {
+            events: Box::pin(events),
+            control,
+        }
+    }
 }
 
 impl FakeDriver {
@@ -62,6 +111,7 @@ impl FakeDriver {
             records: RecordStore::new(dir.join("records"), dir.join("lock"))
                 .with_index(stockade_store::Index::of_home(&home), NAME)?,
             files: Mutex::new(BTreeMap::new()),
+            kept: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -288,6 +338,44 @@ impl Driver for FakeDriver {
             events: Box::pin(events),
             control,
         })
+    }
+
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        let mut session = self.exec(id, req).await?;
+        let (count, _) = tokio::sync::watch::channel(0);
+        let kept = Arc::new(Kept {
+            events: Mutex::new(Vec::new()),
+            count,
+            control: Arc::clone(&session.control),
+        });
+        self.kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("{id}/{exec_id}"), Arc::clone(&kept));
+        let recorder = Arc::clone(&kept);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(event) = session.events.next().await {
+                let n = {
+                    let mut events = recorder.events.lock().unwrap_or_else(|p| p.into_inner());
+                    events.push(event);
+                    events.len()
+                };
+                recorder.count.send_replace(n);
+            }
+        });
+        Ok(kept.follow(0))
+    }
+
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{id}/{exec_id}"))
+            .cloned()
+            .ok_or_else(|| Error::ExecNotFound(exec_id.to_owned()))?;
+        Ok(kept.follow(from_seq))
     }
 
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {

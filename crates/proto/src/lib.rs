@@ -102,7 +102,7 @@ impl Reply {
             other => (other.to_string(), None),
         };
         Reply::Error {
-            kind: err.kind().to_owned(),
+            kind: err.kind().as_str().to_owned(),
             message,
             subject,
         }

@@ -16,14 +16,18 @@ use base64::Engine as _;
 use futures::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use stockade_core::{
-    DirEntry, Driver, Error, ExecEvent, ExecExit, ExecRequest, FileStat, OutputStream, SandboxInfo,
-    SandboxStatus, SpecFlags, Stats, TtySize,
+    DirEntry, Driver, Error, ExecEvent, ExecRequest, FileStat, OutputStream, SandboxInfo, SandboxStatus,
+    Stats, TtySize,
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
+
+pub use stockade_api::{
+    ApiExecEvent, CreateSandbox, DriverInfo, Encoding, ExecResult, ListSandboxes, Push, Pushed, Rename,
+    StartExec, WsInput,
+};
 
 use crate::db::ExecRecord;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::StatusChange;
 use crate::AppState;
 
 /// JSON body extractor whose rejections are [`ApiError`]s.
@@ -61,10 +65,6 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
 // ---------------------------------------------------------------------------------------------
 // System
 
@@ -92,26 +92,6 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.execs.running()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// A driver as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DriverInfo {
-    pub name: String,
-    /// What the driver is, in one line.
-    pub description: String,
-    /// Whether sandboxes can be made with it on this host now.
-    pub available: bool,
-    /// Why not, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// What it reports about its backend (engine, kernel), in one line, when available.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// Sandboxes it holds.
-    pub sandboxes: usize,
-    /// Circuit breakers of the engines it talks to: endpoint, state, recent failures.
-    pub circuits: Vec<stockade_core::CircuitInfo>,
 }
 
 /// The registered drivers, their availability and how many sandboxes each holds.
@@ -159,7 +139,7 @@ pub async fn events(
             match rx.recv().await {
                 Ok(change) => {
                     let event = Event::default()
-                        .event(change.kind)
+                        .event(change.kind.as_str())
                         .json_data(&change)
                         .unwrap_or_default();
                     return Some((Ok(event), rx));
@@ -174,32 +154,6 @@ pub async fn events(
 
 // ---------------------------------------------------------------------------------------------
 // Sandboxes
-
-/// A new sandbox: the `create` flags, plus what only the daemon does.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSandbox {
-    #[serde(flatten)]
-    pub flags: SpecFlags,
-    /// Destroy the sandbox after it has had no exec for this long, e.g. `10m`.
-    #[serde(default)]
-    pub idle_timeout: Option<String>,
-    /// Code to load into the workdir with a baseline commit: `empty`, `github:OWNER/REPO[@REF]`,
-    /// a git URL[@REF], or a directory on the daemon's host.
-    #[serde(default)]
-    pub code: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListSandboxes {
-    /// Only sandboxes with this status.
-    #[serde(default)]
-    pub status: Option<String>,
-    /// Only sandboxes with this label, `K=V`.
-    #[serde(default)]
-    pub label: Option<String>,
-}
 
 /// Sandboxes of every driver, oldest first.
 #[utoipa::path(get, path = "/api/sandboxes", tag = "sandboxes", params(ListSandboxes),
@@ -302,7 +256,7 @@ pub async fn create_sandbox(
     state.metrics.sandboxes_created.inc();
     state
         .events
-        .publish(StatusChange::sandbox(info.id.as_str(), "running"));
+        .publish(crate::events::sandbox(info.id.as_str(), "running"));
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -338,7 +292,7 @@ pub async fn delete_sandbox(
     state.db.forget_sandbox(info.id.as_str()).await?;
     state
         .events
-        .publish(StatusChange::sandbox(info.id.as_str(), "destroyed"));
+        .publish(crate::events::sandbox(info.id.as_str(), "destroyed"));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -353,7 +307,7 @@ pub async fn stop_sandbox(
     state.driver.stop(&info.id).await?;
     state
         .events
-        .publish(StatusChange::sandbox(info.id.as_str(), "stopped"));
+        .publish(crate::events::sandbox(info.id.as_str(), "stopped"));
     Ok(Json(state.driver.get(info.id.as_str()).await?))
 }
 
@@ -368,7 +322,7 @@ pub async fn start_sandbox(
     state.driver.start(&info.id).await?;
     state
         .events
-        .publish(StatusChange::sandbox(info.id.as_str(), "running"));
+        .publish(crate::events::sandbox(info.id.as_str(), "running"));
     Ok(Json(state.driver.get(info.id.as_str()).await?))
 }
 
@@ -408,33 +362,6 @@ async fn running_sandbox(state: &AppState, id: &str, operation: &str) -> ApiResu
 // ---------------------------------------------------------------------------------------------
 // Execs
 
-/// A command to run.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartExec {
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub cwd: Option<String>,
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Stream stdin in over the WebSocket; `/dev/null` otherwise.
-    #[serde(default)]
-    pub stdin: bool,
-    /// Run under a pseudo-terminal of this size.
-    #[serde(default)]
-    pub tty: Option<TtySize>,
-    /// Kill the process tree after this many milliseconds.
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    /// Secrets (by name, from `stockade secret set`) to pass as environment variables of the
-    /// same name. Their values are never stored or returned.
-    #[serde(default)]
-    pub secrets: Vec<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StartExecQuery {
@@ -445,81 +372,6 @@ pub struct StartExecQuery {
     /// replaced).
     #[serde(default)]
     pub encoding: Encoding,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    #[default]
-    Base64,
-    Text,
-}
-
-impl Encoding {
-    fn encode(self, data: &[u8]) -> String {
-        match self {
-            Encoding::Base64 => b64(data),
-            Encoding::Text => String::from_utf8_lossy(data).into_owned(),
-        }
-    }
-}
-
-/// One event of an exec, as the API carries it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiExecEvent {
-    pub seq: u64,
-    /// `started`, `stdout`, `stderr` or `exited`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// Output bytes, in the requested encoding.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit: Option<ExecExit>,
-}
-
-impl ApiExecEvent {
-    fn from_event(event: &ExecEvent, encoding: Encoding) -> ApiExecEvent {
-        match event {
-            ExecEvent::Started { seq, pid } => ApiExecEvent {
-                seq: *seq,
-                kind: "started",
-                pid: Some(*pid),
-                data: None,
-                exit: None,
-            },
-            ExecEvent::Output { seq, stream, data } => ApiExecEvent {
-                seq: *seq,
-                kind: match stream {
-                    OutputStream::Stdout => "stdout",
-                    OutputStream::Stderr => "stderr",
-                },
-                pid: None,
-                data: Some(encoding.encode(data)),
-                exit: None,
-            },
-            ExecEvent::Exited { seq, exit } => ApiExecEvent {
-                seq: *seq,
-                kind: "exited",
-                pid: None,
-                data: None,
-                exit: Some(*exit),
-            },
-        }
-    }
-}
-
-/// A finished exec's output (`?wait=true`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExecResult {
-    pub id: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub exit: Option<ExecExit>,
-    /// False when the exec was lost before it ended.
-    pub finished: bool,
 }
 
 /// Starts a command. The exec runs on in the sandbox whatever happens to this request or to the
@@ -581,7 +433,7 @@ pub async fn start_exec(
     let rx = q.wait.then(|| state.execs.subscribe(&exec_id, 0));
     state
         .events
-        .publish(StatusChange::exec(&exec_id, info.id.as_str(), "running"));
+        .publish(crate::events::exec(&exec_id, info.id.as_str(), "running"));
     let Some(mut rx) = rx else {
         let record = state
             .db
@@ -714,28 +566,12 @@ pub async fn exec_events(
         let api = ApiExecEvent::from_event(&event, encoding);
         let sse = Event::default()
             .id(event.seq().to_string())
-            .event(api.kind)
+            .event(api.type_name())
             .json_data(&api)
             .unwrap_or_default();
         Some((Ok::<_, Infallible>(sse), rx))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// What a WebSocket client sends.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum WsInput {
-    /// Bytes for stdin, base64.
-    Stdin {
-        data: String,
-    },
-    CloseStdin,
-    Resize {
-        rows: u16,
-        cols: u16,
-    },
-    Kill,
 }
 
 /// An exec over a WebSocket: the same events as the SSE stream (JSON text messages), and stdin,
@@ -754,9 +590,8 @@ pub async fn exec_ws(
     let (_, exec) = exec_of(&state, &id, &exec_id).await?;
     let from = from_seq(&q, &headers)?;
     let ws = ws.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
+        ApiError::of(
+            stockade_core::ErrorKind::Invalid,
             format!(
                 "this endpoint needs a WebSocket upgrade request: {}",
                 e.body_text()
@@ -955,14 +790,6 @@ pub async fn mkdir(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A rename within the sandbox.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rename {
-    pub from: String,
-    pub to: String,
-}
-
 /// Renames a path within the sandbox.
 #[utoipa::path(post, path = "/api/sandboxes/{id}/rename", tag = "files",
     params(("id" = String, Path, description = "sandbox id or name")), request_body = Rename,
@@ -1082,28 +909,6 @@ pub async fn apply(
     let info = running_sandbox(&state, &id, "apply").await?;
     stockade_code::apply(state.driver.as_ref(), &info.id, &info.spec.workdir, body.to_vec()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Where and how to push a sandbox's change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Push {
-    /// Any git URL the daemon's host can reach.
-    pub remote: String,
-    /// Branch to create or update.
-    pub branch: String,
-    #[serde(default)]
-    pub message: Option<String>,
-    /// A secret (by name) holding the token for an https remote; the daemon's
-    /// `STOCKADE_GIT_TOKEN` when absent. The token is used by the host's git only.
-    #[serde(default)]
-    pub token_secret: Option<String>,
-}
-
-/// The pushed commit.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Pushed {
-    pub commit: String,
 }
 
 /// Commits the change since the baseline and pushes it from the host; credentials never enter

@@ -4,32 +4,15 @@
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use stockade_core::Error;
-use utoipa::ToSchema;
+use stockade_core::{Error, ErrorKind};
 
-/// The body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable kind (`not_found`, `invalid`, `unauthorized`, ...).
-    pub code: String,
-    /// One line for a human.
-    pub message: String,
-    /// The request field, path or parameter at fault, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use stockade_api::{ErrorBody, ErrorDetail};
 
 /// An error on its way to becoming a response.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: String,
+    pub code: ErrorKind,
     pub message: String,
     pub field: Option<String>,
 }
@@ -37,10 +20,16 @@ pub struct ApiError {
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    /// An error of `code` with its usual status.
+    pub fn of(code: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError::new(status_of(code), code, message)
+    }
+
+    /// An error of `code` with a status of its own (413 for an invalid body that is too big).
+    pub fn new(status: StatusCode, code: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code: code.into(),
+            code,
             message: message.into(),
             field: None,
         }
@@ -49,47 +38,31 @@ impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ApiError {
             field: Some(field.into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+            ..ApiError::of(ErrorKind::Invalid, message)
         }
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::of(ErrorKind::Unauthorized, message)
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message.to_string())
+        ApiError::of(ErrorKind::Internal, message.to_string())
     }
+}
+
+/// The status of a kind, as `stockade-api` defines it.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(stockade_api::http_status(kind)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let status = match &err {
-            Error::NotFound(_) | Error::ExecNotFound(_) => StatusCode::NOT_FOUND,
-            Error::InvalidSpec { .. } | Error::File { .. } => StatusCode::BAD_REQUEST,
-            Error::Unsupported { .. } | Error::CommandNotFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::WrongState { .. } | Error::NameTaken(_) => StatusCode::CONFLICT,
-            Error::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Backend { .. } => StatusCode::BAD_GATEWAY,
-            Error::Remote { .. } => match err.kind() {
-                "not_found" | "exec_not_found" => StatusCode::NOT_FOUND,
-                "invalid" | "file" => StatusCode::BAD_REQUEST,
-                "unsupported" | "command_not_found" => StatusCode::UNPROCESSABLE_ENTITY,
-                "wrong_state" | "name_taken" => StatusCode::CONFLICT,
-                "timeout" => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            },
-        };
-        let field = match &err {
-            Error::InvalidSpec { field, .. } => Some(field.clone()),
-            Error::File { path, .. } => Some(path.clone()),
-            Error::Remote { field, .. } => field.clone(),
-            _ => None,
-        };
+        let ErrorDetail { code, message, field } = ErrorBody::of(&err).error;
         ApiError {
-            status,
-            code: err.kind().to_owned(),
-            message: err.to_string(),
+            status: status_of(code),
+            code,
+            message,
             field,
         }
     }
@@ -110,7 +83,7 @@ impl From<JsonRejection> for ApiError {
         };
         ApiError {
             field: Some("body".into()),
-            ..ApiError::new(status, "invalid", rejection.body_text())
+            ..ApiError::new(status, ErrorKind::Invalid, rejection.body_text())
         }
     }
 }
@@ -121,7 +94,7 @@ impl From<BytesRejection> for ApiError {
             field: Some("body".into()),
             ..ApiError::new(
                 rejection.status(),
-                "invalid",
+                ErrorKind::Invalid,
                 format!(
                     "{} (the limit is {} MiB)",
                     rejection.body_text(),
@@ -136,7 +109,7 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError {
             field: Some("query".into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", rejection.body_text())
+            ..ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, rejection.body_text())
         }
     }
 }
@@ -145,7 +118,7 @@ impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError {
             field: Some("path".into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", rejection.body_text())
+            ..ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Invalid, rejection.body_text())
         }
     }
 }

@@ -1,54 +1,32 @@
 //! Status changes of sandboxes, execs and tasks, for `GET /api/events` (SSE).
 
-use serde::Serialize;
 use tokio::sync::broadcast;
-use utoipa::ToSchema;
 
-/// One change.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StatusChange {
-    /// `sandbox`, `exec` or `task`.
-    pub kind: &'static str,
-    pub id: String,
-    /// The sandbox an exec belongs to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sandbox_id: Option<String>,
-    /// The new status (`running`, `stopped`, `destroyed`, `lost`, `exited`, ...).
-    pub status: String,
-    /// Unix seconds.
-    pub at: u64,
+pub use stockade_api::{ChangeKind, StatusChange};
+
+fn change(kind: ChangeKind, id: &str, sandbox_id: Option<&str>, status: &str) -> StatusChange {
+    StatusChange {
+        kind,
+        id: id.to_owned(),
+        sandbox_id: sandbox_id.map(str::to_owned),
+        status: status.to_owned(),
+        at: stockade_store::now_secs(),
+    }
 }
 
-impl StatusChange {
-    pub fn sandbox(id: &str, status: &str) -> Self {
-        StatusChange {
-            kind: "sandbox",
-            id: id.to_owned(),
-            sandbox_id: None,
-            status: status.to_owned(),
-            at: stockade_store::now_secs(),
-        }
-    }
+/// A sandbox's new status.
+pub fn sandbox(id: &str, status: &str) -> StatusChange {
+    change(ChangeKind::Sandbox, id, None, status)
+}
 
-    pub fn task(id: &str, status: &str) -> Self {
-        StatusChange {
-            kind: "task",
-            id: id.to_owned(),
-            sandbox_id: None,
-            status: status.to_owned(),
-            at: stockade_store::now_secs(),
-        }
-    }
+/// A task's new status.
+pub fn task(id: &str, status: &str) -> StatusChange {
+    change(ChangeKind::Task, id, None, status)
+}
 
-    pub fn exec(id: &str, sandbox_id: &str, status: &str) -> Self {
-        StatusChange {
-            kind: "exec",
-            id: id.to_owned(),
-            sandbox_id: Some(sandbox_id.to_owned()),
-            status: status.to_owned(),
-            at: stockade_store::now_secs(),
-        }
-    }
+/// An exec's new status.
+pub fn exec(id: &str, sandbox_id: &str, status: &str) -> StatusChange {
+    change(ChangeKind::Exec, id, Some(sandbox_id), status)
 }
 
 /// The fan-out of changes; slow listeners miss old ones rather than slowing anyone.

@@ -12,7 +12,7 @@ use stockade_core::{Driver, Error, ExecControl, ExecEvent, ExecSession, SandboxI
 use tokio::sync::{broadcast, mpsc};
 
 use crate::db::Db;
-use crate::events::{Events, StatusChange};
+use crate::events::Events;
 use crate::redact::Redactor;
 
 /// Events stored per transaction at most.
@@ -138,7 +138,7 @@ impl Execs {
                 if exited {
                     self.live().remove(&exec_id);
                     self.events
-                        .publish(StatusChange::exec(&exec_id, sandbox_id.as_str(), "exited"));
+                        .publish(crate::events::exec(&exec_id, sandbox_id.as_str(), "exited"));
                     return;
                 }
             }
@@ -163,7 +163,7 @@ impl Execs {
                         let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs()).await;
                         self.live().remove(&exec_id);
                         self.events
-                            .publish(StatusChange::exec(&exec_id, sandbox_id.as_str(), "lost"));
+                            .publish(crate::events::exec(&exec_id, sandbox_id.as_str(), "lost"));
                         return;
                     }
                     Err(_) => {}

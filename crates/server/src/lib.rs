@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
@@ -33,7 +33,7 @@ use utoipa_axum::routes;
 
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::events::{Events, StatusChange};
+use crate::events::Events;
 use crate::execs::Execs;
 
 /// Largest request body: one file or archive upload.
@@ -140,9 +140,7 @@ impl AppState {
         }
         Err(ApiError {
             field: Some(field.into()),
-            ..ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            ..ApiError::of(stockade_core::ErrorKind::Forbidden,
                 format!("{what} names a path on the daemon's host; start `stockade serve --allow-host-paths` to allow that"),
             )
         })
@@ -219,11 +217,10 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
                 async move { axum::Json(doc) }
             }),
         )
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { ApiError::of(stockade_core::ErrorKind::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            ApiError::of(
+                stockade_core::ErrorKind::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -321,9 +318,8 @@ async fn peer_auth(ConnectInfo(peer): ConnectInfo<PeerUid>, req: Request, next: 
     let me = nix::unistd::geteuid().as_raw();
     match peer.0 {
         Some(uid) if uid == me || uid == 0 => next.run(req).await,
-        Some(uid) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        Some(uid) => ApiError::of(
+            stockade_core::ErrorKind::Forbidden,
             format!("uid {uid} may not use this daemon's socket (only uid {me} and root)"),
         )
         .into_response(),
@@ -478,7 +474,7 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
             if known.get(s.id.as_str()) != Some(&status) && !known.is_empty() {
                 state
                     .events
-                    .publish(StatusChange::sandbox(s.id.as_str(), &status));
+                    .publish(crate::events::sandbox(s.id.as_str(), &status));
             }
             seen.insert(s.id.to_string(), status);
             let expired = s.spec.ttl.is_some_and(|ttl| s.created_at + ttl.as_secs() <= now);
@@ -486,11 +482,11 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
                 let _ = state.db.forget_sandbox(s.id.as_str()).await;
                 state
                     .events
-                    .publish(StatusChange::sandbox(s.id.as_str(), "destroyed"));
+                    .publish(crate::events::sandbox(s.id.as_str(), "destroyed"));
             }
         }
         for gone in known.keys().filter(|id| !seen.contains_key(*id)) {
-            state.events.publish(StatusChange::sandbox(gone, "destroyed"));
+            state.events.publish(crate::events::sandbox(gone, "destroyed"));
             let _ = state.db.forget_sandbox(gone).await;
         }
         known = seen;
@@ -502,7 +498,7 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
             eprintln!("stockade serve: sandbox {id} idle past its timeout, destroying");
             if state.driver.destroy(&s.id).await.is_ok() {
                 let _ = state.db.forget_sandbox(&id).await;
-                state.events.publish(StatusChange::sandbox(&id, "destroyed"));
+                state.events.publish(crate::events::sandbox(&id, "destroyed"));
             }
         }
         if last_prune.elapsed() > Duration::from_secs(60) {

@@ -22,7 +22,6 @@ use utoipa::ToSchema;
 
 use crate::api::{Json, Path};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::StatusChange;
 use crate::AppState;
 
 /// A task to run.
@@ -189,7 +188,7 @@ pub async fn create_task(
             )
         })
         .map_err(|e| Error::backend(format!("task directory {}", task_dir.display()), e))?;
-    state.events.publish(StatusChange::task(&id, "running"));
+    state.events.publish(crate::events::task(&id, "running"));
     let bg = Arc::clone(&state);
     let bg_view = view.clone();
     tokio::spawn(async move {
@@ -224,7 +223,7 @@ pub async fn create_task(
             }
         };
         bg.tasks.lock().remove(&id);
-        bg.events.publish(StatusChange::task(&id, &status));
+        bg.events.publish(crate::events::task(&id, &status));
     });
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
@@ -262,7 +261,7 @@ pub async fn recover(state: &AppState) -> usize {
             }
         }
         eprintln!("stockade serve: task {id} ended with the previous daemon; marked as an error");
-        state.events.publish(StatusChange::task(&id, "error"));
+        state.events.publish(crate::events::task(&id, "error"));
         closed += 1;
     }
     closed
@@ -347,9 +346,8 @@ pub async fn get_task(
 pub async fn task_patch(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
     let (view, dir) = task(&state, &id)?;
     let Some(dir) = dir else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "wrong_state",
+        return Err(ApiError::of(
+            stockade_core::ErrorKind::WrongState,
             format!("task {} is still running", view.id),
         ));
     };

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -80,7 +80,7 @@ fn asset_response(content_type: &'static str, bytes: &'static [u8]) -> Response 
 
 async fn index() -> Response {
     let Some((_, content_type, bytes)) = ASSETS.iter().find(|(p, _, _)| *p == "index.html") else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "this build has no web UI").into_response();
+        return ApiError::of(stockade_core::ErrorKind::NotFound, "this build has no web UI").into_response();
     };
     let mut response = asset_response(content_type, bytes);
     let headers = response.headers_mut();
@@ -94,7 +94,7 @@ async fn asset(Path(path): Path<String>) -> Response {
     match ASSETS.iter().find(|(p, _, _)| *p == path) {
         Some((_, content_type, bytes)) => asset_response(content_type, bytes),
         None => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no UI file {path:?}")).into_response()
+            ApiError::of(stockade_core::ErrorKind::NotFound, format!("no UI file {path:?}")).into_response()
         }
     }
 }

@@ -9,7 +9,6 @@ pub mod sqlite;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stockade_core::{ExecEvent, ExecExit, OutputStream};
-use utoipa::ToSchema;
 
 pub use postgres::PostgresDb;
 pub use sqlite::SqliteDb;
@@ -34,42 +33,15 @@ pub enum DbError {
 
 type Result<T> = std::result::Result<T, DbError>;
 
-/// What an exec is doing, as the daemon knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecStatus {
-    Running,
-    Exited,
-    /// The sandbox (or its agent) went away before the exec's end was seen.
-    Lost,
-}
+pub use stockade_api::{ExecRecord, ExecStatus};
 
-impl ExecStatus {
-    pub(crate) fn parse(s: &str) -> ExecStatus {
-        match s {
-            "running" => ExecStatus::Running,
-            "exited" => ExecStatus::Exited,
-            _ => ExecStatus::Lost,
-        }
+/// The status stored as text.
+pub(crate) fn parse_exec_status(s: &str) -> ExecStatus {
+    match s {
+        "running" => ExecStatus::Running,
+        "exited" => ExecStatus::Exited,
+        _ => ExecStatus::Lost,
     }
-}
-
-/// An exec as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ExecRecord {
-    pub id: String,
-    pub sandbox_id: String,
-    /// The request as made, with secret values left out (only their names are kept).
-    #[schema(value_type = Object)]
-    pub request: serde_json::Value,
-    pub status: ExecStatus,
-    pub pid: Option<u32>,
-    pub exit: Option<ExecExit>,
-    /// Unix seconds.
-    pub created_at: u64,
-    pub finished_at: Option<u64>,
-    /// The sequence number the next stored event will have.
-    pub next_seq: u64,
 }
 
 /// A token as `token ls` shows it (never the token itself).

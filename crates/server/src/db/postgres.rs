@@ -8,9 +8,7 @@ use stockade_core::ExecEvent;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls, Row};
 
-use super::{
-    event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, ExecStatus, Result, TokenInfo,
-};
+use super::{event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, Result, TokenInfo};
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
         id TEXT PRIMARY KEY,
@@ -79,7 +77,7 @@ fn exec_from_row(row: &Row) -> Result<ExecRecord> {
         id: row.try_get(0)?,
         sandbox_id: row.try_get(1)?,
         request: serde_json::from_str(&request)?,
-        status: ExecStatus::parse(row.try_get::<_, &str>(3)?),
+        status: super::parse_exec_status(row.try_get::<_, &str>(3)?),
         pid: row.try_get::<_, Option<i64>>(4)?.map(|p| p as u32),
         exit: exit.map(|e| serde_json::from_str(&e)).transpose()?,
         created_at: row.try_get::<_, i64>(6)? as u64,

@@ -9,9 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use stockade_core::ExecEvent;
 
-use super::{
-    event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, ExecStatus, Result, TokenInfo,
-};
+use super::{event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, Result, TokenInfo};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
@@ -182,7 +180,7 @@ impl SqliteDb {
                 id: r.get(0)?,
                 sandbox_id: r.get(1)?,
                 request: serde_json::Value::Null,
-                status: ExecStatus::parse(&r.get::<_, String>(3)?),
+                status: super::parse_exec_status(&r.get::<_, String>(3)?),
                 pid: r.get(4)?,
                 exit: None,
                 created_at: r.get::<_, i64>(6)? as u64,
@@ -364,7 +362,7 @@ mod tests {
         assert_eq!(db.events("e", 0, 100).unwrap(), events);
         assert_eq!(db.events("e", 2, 100).unwrap(), events[2..]);
         let exec = db.exec("e").unwrap().unwrap();
-        assert_eq!(exec.status, ExecStatus::Exited);
+        assert_eq!(exec.status, crate::db::ExecStatus::Exited);
         assert_eq!(exec.exit.unwrap().code, Some(3));
         assert_eq!(exec.next_seq, 3);
         assert_eq!(exec.pid, Some(5));
