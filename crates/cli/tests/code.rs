@@ -178,10 +178,13 @@ fn a_git_url_at_a_ref_a_plain_directory_and_empty() {
         );
         home.ok(&["rm", "-f", id]);
     }
-    // The same over the git protocol, from `git daemon` on loopback.
+    // The same over the git protocol, from `git daemon` on loopback. git-daemon itself: `git
+    // daemon` runs it as a child, which killing `git` would leave running.
     let port = 30000 + std::process::id() % 20000;
-    let mut daemon = Command::new("git")
-        .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim());
+    let mut daemon = Command::new(exec_path.join("git-daemon"))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", scratch.display()))
         .arg(&scratch)

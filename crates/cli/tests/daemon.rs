@@ -902,6 +902,45 @@ fn a_command_task_through_the_api_streams_its_log_and_yields_a_patch() {
     assert_eq!(task["prompt"], "wait");
     let (_, sandboxes) = d.call("GET", "/api/sandboxes", None);
     assert_eq!(sandboxes, json!([]));
+    // And nothing of it runs on: the daemon may have died while the sandbox was still starting,
+    // and the restart destroyed its record before the supervisor came up (it ends itself then).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = supervisors_of(&home.dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervisor or pid 1 of a removed sandbox still running: pids {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Live processes of sandboxes in `home`: supervisors and their pid 1s, which carry the home in
+/// their environment.
+fn supervisors_of(home: &std::path::Path) -> Vec<u32> {
+    let wanted = format!("STOCKADE_SUPERVISE_HOME={}", home.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesized command name; zombies hold nothing.
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        {
+            continue;
+        }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 #[test]

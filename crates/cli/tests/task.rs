@@ -311,7 +311,7 @@ fn real_agent_task(
 ) -> Option<AgentRun> {
     let home = Home::new(tag)?;
     if Command::new("npm").arg("--version").output().is_err() {
-        common::skip("npm is not installed (.ci/run installs nodejs and npm)");
+        common::skip("npm is not installed (scripts/test-deps installs nodejs and npm)");
         return None;
     }
     let src = home.dir.join("src/repo");

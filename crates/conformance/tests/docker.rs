@@ -1,6 +1,6 @@
 //! The conformance suite and the isolation battery against the docker driver on docker+runc,
 //! docker+runsc (gVisor) and Podman, plus the conformance suite over the engine-exec transport.
-//! Needs the engines running (`.ci/run` starts them) and builds Stockade's base image on first use.
+//! Needs the engines running (`scripts/test-deps` starts them, through `scripts/engines`) and builds Stockade's base image on first use.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;

@@ -81,13 +81,21 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
         network: sandbox.network.clone(),
     };
     if let Err(e) = store.save_runtime(&record.id, &runtime) {
-        let _ = writeln!(ready, "error {e}");
+        let _ = writeln!(ready, "error {e}").and_then(|()| ready.flush());
+        let _ = nix::sys::signal::kill(sandbox.init, nix::sys::signal::SIGKILL);
+    } else if let Err(e) = tell_ready(sandbox.init) {
+        // Nobody reads the other end: whoever started us (a daemon or CLI in `create` or
+        // `start`) died before the sandbox was up, so it was never handed out, and a daemon's
+        // restart may already have destroyed its record while we were starting. Running on
+        // would leave a sandbox nobody owns: end it like a start that failed.
+        eprintln!(
+            "supervisor {}: nobody took the ready line ({e}): the start was abandoned; ending the sandbox",
+            record.id
+        );
         let _ = nix::sys::signal::kill(sandbox.init, nix::sys::signal::SIGKILL);
     } else {
-        let _ = writeln!(ready, "ready {}", sandbox.init);
         eprintln!("supervisor {}: ready after {:?}", record.id, began.elapsed());
     }
-    let _ = ready.flush();
     // The driver is done listening; from here on stdout is the log too.
     let _ = nix::unistd::dup2(2, 1);
     // The sandbox has its own copy of the mounts now. Going back to the host's mount namespace
@@ -149,6 +157,20 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
         let _ = std::fs::remove_file(layout.log(&record.id));
     }
     0
+}
+
+/// Writes `ready PID` to the driver in one unbuffered write: when it fails, no copy may stay in
+/// stdout's buffer to land in the log later (stdout becomes the log).
+fn tell_ready(init: Pid) -> std::io::Result<()> {
+    let line = format!("ready {init}\n");
+    match nix::unistd::write(std::io::stdout(), line.as_bytes()) {
+        Ok(n) if n == line.len() => Ok(()),
+        Ok(n) => Err(std::io::Error::other(format!(
+            "wrote {n} of {} bytes",
+            line.len()
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 struct Started {
