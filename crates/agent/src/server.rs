@@ -110,7 +110,7 @@ async fn serve_connection(state: Arc<State>, stream: UnixStream) -> Result<()> {
                     let mut sink = Sink::Journal(Arc::clone(&exec_journal));
                     let (config, hardening) = (&exec_state.config, &exec_state.hardening);
                     if let Err(e) = crate::session::run(config, hardening, req, rx, &mut sink).await {
-                        exec_journal.push(Reply::from_error(&e), Vec::new());
+                        exec_journal.push(Reply::from_error(&e), Vec::new()).await;
                     }
                 });
                 forward_requests(rd, journal.control.clone());

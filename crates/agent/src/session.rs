@@ -81,7 +81,7 @@ impl Sink<'_> {
         match self {
             Sink::Connection(out) => Ok(write_frame(*out, &reply, payload).await?),
             Sink::Journal(journal) => {
-                journal.push(reply, payload.to_vec());
+                journal.push(reply, payload.to_vec()).await;
                 Ok(())
             }
         }

@@ -229,7 +229,9 @@ impl RemoteDriver {
                     return;
                 }
             }
-            let _ = sink.close().await;
+            // The control was dropped, not the events: a close frame here would end the stream
+            // the caller still reads. The connection closes when both halves are gone.
+            drop(sink);
         });
         let events = source.filter_map(|msg| async move {
             match msg {

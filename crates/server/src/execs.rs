@@ -99,13 +99,17 @@ impl Execs {
             .map(|e| e.next_seq)
             .unwrap_or(0);
         let mut reattempts = 0u32;
+        // Set once the session's stream ended or failed: it is never polled again, only replaced.
+        let mut ended: Option<Error> = None;
         loop {
             let mut batch = Vec::new();
-            let mut broken = None;
-            match session.events.next().await {
-                Some(Ok(event)) => batch.push(event),
-                Some(Err(e)) => broken = Some(e),
-                None => broken = Some(Error::backend("exec", "the event stream ended early")),
+            let mut broken = ended.take();
+            if broken.is_none() {
+                match session.events.next().await {
+                    Some(Ok(event)) => batch.push(event),
+                    Some(Err(e)) => broken = Some(e),
+                    None => broken = Some(Error::backend("exec", "the event stream ended early")),
+                }
             }
             // Take whatever else is ready, so a burst is one transaction.
             while broken.is_none() && batch.len() < BATCH {
@@ -166,7 +170,8 @@ impl Execs {
                             .publish(crate::events::exec(&exec_id, sandbox_id.as_str(), "lost"));
                         return;
                     }
-                    Err(_) => {}
+                    // Not gone yet: try again after the next pause, without polling the old stream.
+                    Err(e) => ended = Some(e),
                 }
             }
         }
