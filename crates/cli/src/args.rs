@@ -64,7 +64,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Measure Stockade against baselines run beside it.
-    Bench(crate::bench::BenchArgs),
+    Bench(stockade_bench::BenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]

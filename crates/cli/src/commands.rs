@@ -19,7 +19,7 @@ pub async fn run(cli: Cli, register: fn(&mut stockade_core::Registry)) -> i32 {
     let router = Arc::new(crate::drivers::router_from_env(register));
     let result = match cli.command {
         Command::Info(a) => info(&router, a.json).await.map(|_| 0),
-        Command::Bench(a) => crate::bench::run(Arc::clone(&router), a).await,
+        Command::Bench(a) => stockade_bench::run(Arc::clone(&router), a).await,
         Command::Image(c) => image(&router, c).await,
         Command::Gc(a) => gc(&router, a.json).await,
         Command::Task(a) => crate::task::run(&router, a).await,

@@ -3,7 +3,6 @@
 //! so a binary with more drivers is this one plus a line: `main_with(register)`.
 
 pub mod args;
-mod bench;
 pub mod commands;
 pub mod drivers;
 pub mod exit;

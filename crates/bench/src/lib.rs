@@ -134,7 +134,7 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
         return run_api(router, &a).await;
     }
     if let Some(files) = a.diff {
-        return run_diff(&a, files).await;
+        return run_diff(router, &a, files).await;
     }
     match a.driver.as_str() {
         "native" => {}
@@ -148,7 +148,7 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
     }
     // The native driver itself, not the CLI's router: the library rows measure the driver.
     let driver: Arc<dyn Driver> = Arc::new(stockade_native::NativeDriver::from_config(
-        &crate::drivers::config_from_env(),
+        router.registry().config(),
     )?);
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
@@ -645,11 +645,16 @@ fn make_repo(dir: &std::path::Path, files: usize) -> Result<()> {
 }
 
 /// `stockade bench --diff N`: `stockade diff` on an N-file repository with 10 files changed.
-async fn run_diff(a: &BenchArgs, files: usize) -> Result<i32> {
+async fn run_diff(router: Arc<stockade_router::Router>, a: &BenchArgs, files: usize) -> Result<i32> {
     let exe = std::env::current_exe().map_err(|e| Error::backend("current_exe", e))?;
     let exe = exe.to_string_lossy().into_owned();
     let n = a.iterations.max(3);
-    let scratch = crate::drivers::home_from_env().join(format!("cache/bench-diff-{}", std::process::id()));
+    let scratch = router
+        .registry()
+        .config()
+        .home
+        .clone()
+        .join(format!("cache/bench-diff-{}", std::process::id()));
     let repo = scratch.join("repo");
     eprintln!("stockade bench --diff {files}: making the repository");
     make_repo(&repo, files)?;
@@ -752,7 +757,7 @@ fn http_call(
 
 /// `stockade bench --api`: the daemon's exec round trip against the library's, interleaved.
 async fn run_api(router: Arc<stockade_router::Router>, a: &BenchArgs) -> Result<i32> {
-    let home = crate::drivers::home_from_env();
+    let home = router.registry().config().home.clone();
     let config = stockade_server::ServerConfig {
         listen: None,
         socket: None,
@@ -761,7 +766,7 @@ async fn run_api(router: Arc<stockade_router::Router>, a: &BenchArgs) -> Result<
         retention: Duration::from_secs(3600),
         allow_host_paths: false,
     };
-    let state = stockade_server::state(&config, router).await?;
+    let state = stockade_server::state(&config, Arc::clone(&router)).await?;
     state
         .access_log
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -789,7 +794,7 @@ async fn run_api(router: Arc<stockade_router::Router>, a: &BenchArgs) -> Result<
             let _ = stockade_server::axum::serve(listener, app).await;
         });
     });
-    let native = stockade_native::NativeDriver::from_config(&crate::drivers::config_from_env())?;
+    let native = stockade_native::NativeDriver::from_config(router.registry().config())?;
     let info = native.create(stockade_core::SandboxSpec::default()).await?;
     let id = info.id.clone();
     let result = async {
