@@ -29,7 +29,6 @@ pub use stockade_router::Router as Drivers;
 use tokio::net::{TcpListener, UnixListener};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::db::Db;
 use crate::error::ApiError;
@@ -158,7 +157,7 @@ impl std::fmt::Debug for AppState {
     info(title = "Stockade", description = "Sandboxes for AI coding agents: one API over every driver."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(crate::events::StatusChange, api::WsInput, api::ApiExecEvent, api::Encoding, error::ErrorBody))
+    components(schemas(stockade_api::StatusChange, stockade_api::WsInput, stockade_api::ApiExecEvent, stockade_api::Encoding, stockade_api::ErrorBody))
 )]
 struct ApiDoc;
 
@@ -177,34 +176,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The routes and the OpenAPI document they make.
 pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(api::healthz))
-        .routes(routes!(api::metrics))
-        .routes(routes!(api::drivers))
-        .routes(routes!(api::events))
-        .routes(routes!(api::list_sandboxes, api::create_sandbox))
-        .routes(routes!(api::get_sandbox, api::delete_sandbox))
-        .routes(routes!(api::stop_sandbox))
-        .routes(routes!(api::start_sandbox))
-        .routes(routes!(api::sandbox_stats))
-        .routes(routes!(api::list_execs, api::start_exec))
-        .routes(routes!(api::get_exec))
-        .routes(routes!(api::kill_exec))
-        .routes(routes!(api::exec_events))
-        .routes(routes!(api::exec_ws))
-        .routes(routes!(api::read_file, api::write_file, api::delete_file))
-        .routes(routes!(api::list_dir))
-        .routes(routes!(api::stat))
-        .routes(routes!(api::mkdir))
-        .routes(routes!(api::rename))
-        .routes(routes!(api::download_archive, api::upload_archive))
-        .routes(routes!(api::diff))
-        .routes(routes!(api::apply))
-        .routes(routes!(api::push))
-        .routes(routes!(tasks::list_tasks, tasks::create_task))
-        .routes(routes!(tasks::get_task))
-        .routes(routes!(tasks::task_patch))
-        .routes(routes!(tasks::task_events))
+    let (router, openapi) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi()))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     let doc = openapi.clone();

@@ -1,58 +1,21 @@
-//! Coding-agent tasks through the API: `POST /api/tasks` checks the request (agent, keys, code
-//! source) before answering, then runs the task in the background with the same code as
-//! `stockade task`; its directory under `$STOCKADE_HOME/tasks` holds the logs, events, patch and
-//! result, so finished tasks outlive the daemon. Progress lines are kept in memory while a task
-//! runs and written to `progress.log` in its directory.
+//! Coding-agent tasks run by the daemon (the routes are [`crate::api::tasks`]): a checked task
+//! runs in the background with the same code as `stockade task`; its directory under
+//! `$STOCKADE_HOME/tasks` holds the logs, events, patch and result, so finished tasks outlive
+//! the daemon. Progress lines are kept in memory while a task runs and written to
+//! `progress.log` in its directory.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::stream;
+use futures::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use stockade_core::{Driver, Error};
-use stockade_tasks::{PatchStats, TaskResult, TaskSpec, TaskStore};
+use stockade_tasks::{Checked, PatchStats, TaskResult, TaskSpec, TaskStore};
 use utoipa::ToSchema;
 
-use crate::api::{Json, Path};
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
-
-/// A task to run.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTask {
-    /// `empty`, `github:OWNER/REPO[@REF]`, a git URL[@REF], or a directory on the daemon's host.
-    pub code: String,
-    /// `claude-code[:PROVIDER:MODEL]`, `codex`, `gemini`, `cursor`, `opencode`, `aider`, or
-    /// `command:SHELL`.
-    pub agent: String,
-    #[serde(default)]
-    pub prompt: String,
-    /// `native` (default), `docker` or `podman`.
-    #[serde(default)]
-    pub driver: Option<String>,
-    #[serde(default)]
-    pub image: Option<String>,
-    /// e.g. `30m` (the default).
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// `none` or `full`; agents that call a model API default to `full`.
-    #[serde(default)]
-    pub network: Option<String>,
-    /// A label for listings.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Keep the sandbox after the task.
-    #[serde(default)]
-    pub keep: bool,
-}
 
 /// A task as the API shows it: running, or its stored result.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -112,49 +75,29 @@ impl Running {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningTask>> {
         self.by_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The running tasks as they started.
+    pub fn views(&self) -> Vec<TaskView> {
+        self.lock().values().map(|t| t.view.clone()).collect()
+    }
+
+    fn view(&self, id: &str) -> Option<TaskView> {
+        self.lock().get(id).map(|t| t.view.clone())
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
 }
 
-fn store(state: &AppState) -> TaskStore {
+pub fn store(state: &AppState) -> TaskStore {
     TaskStore::new(&state.home)
 }
 
-/// Starts a task; answers once it is checked and running.
-#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
-    responses((status = 202, body = TaskView), (status = 400, body = ErrorBody)))]
-pub async fn create_task(
-    State(state): State<Arc<AppState>>,
-    Json(body): Json<CreateTask>,
-) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let driver = state
-        .driver
-        .registry()
-        .check(body.driver.as_deref().unwrap_or_default())?
-        .to_owned();
-    let timeout = match &body.timeout {
-        Some(t) => stockade_core::parse::duration("timeout", t)?,
-        None => Duration::from_secs(30 * 60),
-    };
-    let network = body.network.as_deref().map(str::parse).transpose()?;
-    if stockade_code::CodeSource::parse(&body.code)?.reads_host_paths() {
-        state.check_host_path("code", "this code source")?;
-    }
+/// Runs the checked `spec` in the background under a new id; the task as it starts.
+pub fn start(state: &Arc<AppState>, mut spec: TaskSpec, checked: Checked) -> stockade_core::Result<TaskView> {
     let id = stockade_store::random_id()?.to_string();
-    let spec = TaskSpec {
-        id: Some(id.clone()),
-        code: body.code,
-        agent: body.agent,
-        prompt: body.prompt,
-        driver,
-        image: body.image,
-        timeout,
-        mcp: None,
-        network,
-        keep: body.keep,
-        name: body.name,
-        service: None,
-    };
-    let takes_images = state.driver.registry().factory(&spec.driver)?.takes_images();
-    let checked = stockade_tasks::check(&spec, &|k: &str| state.secrets.env_or_stored(k), takes_images)?;
+    spec.id = Some(id.clone());
     let view = TaskView {
         id: id.clone(),
         name: spec.name.clone(),
@@ -179,7 +122,7 @@ pub async fn create_task(
         },
     );
     // Marks the task as this daemon's, so a restart after a crash can close it (see `recover`).
-    let task_dir = store(&state).dir.join(&id);
+    let task_dir = store(state).dir.join(&id);
     std::fs::create_dir_all(&task_dir)
         .and_then(|()| {
             std::fs::write(
@@ -189,7 +132,7 @@ pub async fn create_task(
         })
         .map_err(|e| Error::backend(format!("task directory {}", task_dir.display()), e))?;
     state.events.publish(crate::events::task(&id, "running"));
-    let bg = Arc::clone(&state);
+    let bg = Arc::clone(state);
     let bg_view = view.clone();
     tokio::spawn(async move {
         let view = bg_view;
@@ -225,7 +168,7 @@ pub async fn create_task(
         bg.tasks.lock().remove(&id);
         bg.events.publish(crate::events::task(&id, &status));
     });
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok(view)
 }
 
 /// A file in a task's directory saying a daemon runs it (the task as it started, JSON).
@@ -295,87 +238,59 @@ fn write_error_result(store: &TaskStore, id: &str, view: &TaskView, err: &Error)
     }
 }
 
-/// Tasks, running and finished, oldest first.
-#[utoipa::path(get, path = "/api/tasks", tag = "tasks", responses((status = 200, body = Vec<TaskView>)))]
-pub async fn list_tasks(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TaskView>>> {
-    let mut all: Vec<TaskView> = store(&state).list().iter().map(TaskView::from).collect();
-    let running: Vec<TaskView> = state.tasks.lock().values().map(|t| t.view.clone()).collect();
-    for r in running {
+/// Every task, running and finished, oldest first.
+pub fn list(state: &AppState) -> Vec<TaskView> {
+    let mut all: Vec<TaskView> = store(state).list().iter().map(TaskView::from).collect();
+    for r in state.tasks.views() {
         if !all.iter().any(|t| t.id == r.id) {
             all.push(r);
         }
     }
     all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
-    Ok(Json(all))
+    all
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(ApiError::invalid("id", "a task id is letters and digits"));
-    }
-    Ok(())
-}
-
-fn task(state: &AppState, id: &str) -> ApiResult<(TaskView, Option<PathBuf>)> {
-    check_id(id)?;
-    if let Some(t) = state.tasks.lock().get(id) {
-        return Ok((t.view.clone(), None));
+/// The task `id`, and its directory once it has finished (`None` while it runs).
+pub fn find(state: &AppState, id: &str) -> stockade_core::Result<(TaskView, Option<PathBuf>)> {
+    if let Some(view) = state.tasks.view(id) {
+        return Ok((view, None));
     }
     let result = store(state)
         .get(id)
         .map_err(|_| Error::NotFound(format!("task {id}")))?;
     if result.id != id {
-        return Err(Error::NotFound(format!("task {id}")).into());
+        return Err(Error::NotFound(format!("task {id}")));
     }
     Ok((TaskView::from(&result), Some(result.dir)))
 }
 
-/// One task.
-#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)))]
-pub async fn get_task(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<TaskView>> {
-    Ok(Json(task(&state, &id)?.0))
+/// One entry of a task's log.
+#[derive(Debug, Clone)]
+pub enum LogEntry {
+    /// A line of `progress.log`, `stdout.log` or `stderr.log`; `stream` is `progress`, `stdout`
+    /// or `stderr`.
+    Line { stream: &'static str, line: String },
+    /// The task has finished: as it ended.
+    Done(Box<TaskView>),
 }
 
-/// A finished task's patch.
-#[utoipa::path(get, path = "/api/tasks/{id}/patch", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, description = "the patch", content_type = "text/x-diff"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn task_patch(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let (view, dir) = task(&state, &id)?;
-    let Some(dir) = dir else {
-        return Err(ApiError::of(
-            stockade_core::ErrorKind::WrongState,
-            format!("task {} is still running", view.id),
-        ));
-    };
-    let patch = std::fs::read(dir.join("patch.diff")).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/x-diff")], patch).into_response())
-}
-
-/// A task's log as server-sent events: `progress`, `stdout` and `stderr` lines as they come
-/// (`data: {"line": ...}`), then `done` with the task.
-#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
-pub async fn task_events(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    task(&state, &id)?;
-    let dir = store(&state).dir.join(&id);
-    // Tails the task's files until its result is written.
-    struct Tail {
-        state: Arc<AppState>,
-        id: String,
-        dir: PathBuf,
-        offsets: [usize; 3],
-        pending: std::collections::VecDeque<Event>,
-        done: bool,
-    }
+/// The task's log files, tailed: their lines as they come, whole lines while the task runs,
+/// then [`LogEntry::Done`] once it has finished.
+pub fn log(state: Arc<AppState>, id: String) -> impl Stream<Item = LogEntry> + Send {
     const FILES: [(&str, &str); 3] = [
         ("progress.log", "progress"),
         ("stdout.log", "stdout"),
         ("stderr.log", "stderr"),
     ];
+    struct Tail {
+        state: Arc<AppState>,
+        id: String,
+        dir: PathBuf,
+        offsets: [usize; 3],
+        pending: std::collections::VecDeque<LogEntry>,
+        done: bool,
+    }
+    let dir = store(&state).dir.join(&id);
     let tail = Tail {
         state,
         id,
@@ -384,16 +299,16 @@ pub async fn task_events(State(state): State<Arc<AppState>>, Path(id): Path<Stri
         pending: Default::default(),
         done: false,
     };
-    let events = stream::unfold(tail, |mut t| async move {
+    stream::unfold(tail, |mut t| async move {
         loop {
             if let Some(e) = t.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(e), t));
+                return Some((e, t));
             }
             if t.done {
                 return None;
             }
-            let finished = !t.state.tasks.lock().contains_key(&t.id);
-            for (i, (file, name)) in FILES.iter().enumerate() {
+            let finished = !t.state.tasks.contains(&t.id);
+            for (i, (file, stream)) in FILES.iter().enumerate() {
                 let Ok(data) = std::fs::read(t.dir.join(file)) else {
                     continue;
                 };
@@ -405,23 +320,17 @@ pub async fn task_events(State(state): State<Arc<AppState>>, Path(id): Path<Stri
                 };
                 if end > t.offsets[i] {
                     for line in String::from_utf8_lossy(&data[t.offsets[i]..end]).lines() {
-                        let event = Event::default()
-                            .event(*name)
-                            .json_data(serde_json::json!({ "line": line }))
-                            .unwrap_or_default();
-                        t.pending.push_back(event);
+                        t.pending.push_back(LogEntry::Line {
+                            stream,
+                            line: line.to_owned(),
+                        });
                     }
                     t.offsets[i] = end;
                 }
             }
             if finished {
-                if let Ok((view, _)) = task(&t.state, &t.id) {
-                    t.pending.push_back(
-                        Event::default()
-                            .event("done")
-                            .json_data(&view)
-                            .unwrap_or_default(),
-                    );
+                if let Ok((view, _)) = find(&t.state, &t.id) {
+                    t.pending.push_back(LogEntry::Done(Box::new(view)));
                 }
                 t.done = true;
                 continue;
@@ -430,6 +339,5 @@ pub async fn task_events(State(state): State<Arc<AppState>>, Path(id): Path<Stri
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    })
 }
