@@ -192,3 +192,35 @@ impl PushChange {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn push(branch: &str, token_secret: Option<&str>) -> Push {
+        Push {
+            remote: "https://example.invalid/r.git".into(),
+            branch: branch.into(),
+            message: None,
+            token_secret: token_secret.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_push_names_a_branch_and_at_most_a_secret_name() {
+        let action = PushChange::parse("s".into(), push("feature/x", Some("GH_TOKEN"))).unwrap();
+        assert_eq!(action.message, "Changes made in a Stockade sandbox");
+        assert_eq!(action.token_secret.as_deref(), Some("GH_TOKEN"));
+        for (branch, secret, field) in [
+            ("", None, "branch"),
+            ("-f", None, "branch"),
+            ("a..b", None, "branch"),
+            ("a\tb", None, "branch"),
+            ("b", Some("not a name"), "token_secret"),
+        ] {
+            let err = PushChange::parse("s".into(), push(branch, secret)).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{branch:?} {secret:?}");
+        }
+    }
+}

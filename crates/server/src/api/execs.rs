@@ -490,3 +490,83 @@ impl Input {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn query(from_seq: Option<u64>) -> FollowQuery {
+        FollowQuery {
+            from_seq,
+            encoding: Encoding::Text,
+        }
+    }
+
+    #[test]
+    fn follow_starts_at_from_seq_else_after_the_last_event_id() {
+        let mut headers = HeaderMap::new();
+        let parse = |q, h: &HeaderMap| Follow::parse("s".into(), "x1".into(), q, h);
+        assert_eq!(parse(query(None), &headers).unwrap().from_seq, 0);
+        headers.insert("last-event-id", " 4 ".parse().unwrap());
+        let follow = parse(query(None), &headers).unwrap();
+        assert_eq!(
+            follow,
+            Follow {
+                sandbox: "s".into(),
+                exec: "x1".into(),
+                from_seq: 5,
+                encoding: Encoding::Text,
+            }
+        );
+        assert_eq!(
+            parse(query(Some(2)), &headers).unwrap().from_seq,
+            2,
+            "the query wins"
+        );
+        headers.insert("last-event-id", "later".parse().unwrap());
+        let err = parse(query(None), &headers).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("Last-Event-ID"));
+    }
+
+    #[test]
+    fn websocket_input_the_exec_cannot_use_is_dropped() {
+        assert_eq!(
+            Input::parse(r#"{"type":"stdin","data":"aGk="}"#),
+            Some(Input::Stdin(b"hi".to_vec()))
+        );
+        assert_eq!(
+            Input::parse(r#"{"type":"resize","rows":24,"cols":80}"#),
+            Some(Input::Resize(TtySize { rows: 24, cols: 80 }))
+        );
+        assert_eq!(Input::parse(r#"{"type":"kill"}"#), Some(Input::Kill));
+        for dropped in [
+            r#"{"type":"stdin","data":"not base64!"}"#,
+            r#"{"type":"resize","rows":0,"cols":80}"#,
+            r#"{"type":"pause"}"#,
+            "not json",
+        ] {
+            assert_eq!(Input::parse(dropped), None, "{dropped}");
+        }
+    }
+
+    #[test]
+    fn a_started_exec_stores_its_request_with_secret_names_only() {
+        let body = StartExec {
+            argv: vec!["echo".into(), "hi".into()],
+            secrets: vec!["TOKEN".into()],
+            timeout_ms: Some(1500),
+            ..Default::default()
+        };
+        let query = StartExecQuery {
+            wait: true,
+            encoding: Encoding::Base64,
+        };
+        let start = Start::parse("s".into(), query, body).unwrap();
+        assert_eq!(start.req.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(start.stored["argv"], serde_json::json!(["echo", "hi"]));
+        assert_eq!(start.stored["secrets"], serde_json::json!(["TOKEN"]));
+        assert!(start.req.env.is_empty(), "values are added only when it runs");
+        assert!(start.wait);
+    }
+}

@@ -407,3 +407,35 @@ impl Unpack {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn query(path: &str, mode: Option<&str>) -> FileQuery {
+        FileQuery {
+            path: path.into(),
+            mode: mode.map(Into::into),
+            recursive: false,
+        }
+    }
+
+    #[test]
+    fn a_write_has_an_absolute_path_and_an_octal_mode() {
+        let write = Write::parse("s".into(), query("/w/a", Some("600")), Bytes::from("x")).unwrap();
+        assert_eq!(write.mode, 0o600);
+        assert_eq!(write.at.path, "/w/a");
+        let default = Write::parse("s".into(), query("/w/a", None), Bytes::new()).unwrap();
+        assert_eq!(default.mode, 0o644);
+        for (path, mode, field) in [
+            ("w/a", None, "path"),
+            ("/w\0", None, "path"),
+            ("/w/a", Some("9"), "mode"),
+            ("/w/a", Some("10000"), "mode"),
+        ] {
+            let err = Write::parse("s".into(), query(path, mode), Bytes::new()).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{path} {mode:?}");
+        }
+    }
+}

@@ -314,3 +314,31 @@ impl ReadStats {
         Ok(state.driver.stats(&info.id).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_listing_filters_by_a_known_status_and_a_label() {
+        let list = List::parse(ListSandboxes {
+            status: Some("stopped".into()),
+            label: Some("team=core".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            list,
+            List {
+                status: Some(SandboxStatus::Stopped),
+                label: Some(("team".into(), "core".into())),
+            }
+        );
+        let err = List::parse(ListSandboxes {
+            status: Some("happy".into()),
+            label: None,
+        })
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("status"));
+    }
+}

@@ -227,3 +227,18 @@ impl Follow {
         Ok(crate::tasks::log(Arc::clone(state), self.0.id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_task_id_is_letters_and_digits() {
+        assert_eq!(Get::parse("abc123".into()).unwrap(), Get { id: "abc123".into() });
+        for bad in ["", "a-b", "../x", &"a".repeat(65)] {
+            let err = Get::parse(bad.into()).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("id"), "{bad:?}");
+        }
+    }
+}
