@@ -4,11 +4,12 @@
 //!
 //! A handler does no work of its own (Firecracker's `api_server/request/*.rs` over
 //! `vmm/src/rpc_interface.rs` is the model): it parses the request (path, query, body, headers)
-//! into a typed action, plain data checked as far as it can be without looking anything up;
-//! calls the action's `run`, the one function that does the work against the drivers, the
-//! database and the daemon's state; and puts what `run` returns on the wire (a status, JSON,
-//! bytes, an SSE stream, a WebSocket). A new route is a handler and an action in its resource's
-//! module and one line in that module's `routes`.
+//! into a typed action, plain data checked against itself and the daemon's configuration (no
+//! driver, database or secret-store call); calls the action's `run`, the one function that does
+//! the work against the drivers, the database and the daemon's state; and puts what `run`
+//! returns on the wire (a status, JSON, bytes, an SSE stream, a WebSocket). A new route is a
+//! handler and an action in its resource's module and one line in that module's `routes` (see
+//! "Adding a route" in ARCHITECTURE.md).
 
 pub mod code;
 pub mod execs;
