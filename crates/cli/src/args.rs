@@ -379,6 +379,10 @@ pub enum SecretCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Log lines as `text` or `json` (one object per line, for log collectors); `RUST_LOG`
+    /// filters them (default `info`).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// TCP address to listen on; every request needs a token from `stockade token create`.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,

@@ -79,7 +79,12 @@ impl Execs {
         );
         let this = Arc::clone(self);
         let exec_id = exec_id.to_owned();
-        tokio::spawn(async move { this.pump(exec_id, sandbox_id, session, tx, redactor).await });
+        // One span per exec: its storing, re-attaching and loss are logged under it.
+        let span = tracing::info_span!("exec", exec = %exec_id, sandbox = %sandbox_id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { this.pump(exec_id, sandbox_id, session, tx, redactor).await },
+            span,
+        ));
     }
 
     async fn pump(
@@ -133,7 +138,7 @@ impl Execs {
                     .append_events(&exec_id, &batch, stockade_store::now_secs())
                     .await
                 {
-                    eprintln!("stockade serve: exec {exec_id}: storing output failed: {e}");
+                    tracing::warn!("exec {exec_id}: storing output failed: {e}");
                 }
                 next_seq = batch.last().map(|e| e.seq() + 1).unwrap_or(next_seq);
                 for event in batch {
@@ -163,7 +168,7 @@ impl Execs {
                         session = again;
                     }
                     Err(e) if reattempts > 5 || gone(&e) => {
-                        eprintln!("stockade serve: exec {exec_id} lost: {e}");
+                        tracing::warn!("exec {exec_id} lost: {e}");
                         let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs()).await;
                         self.live().remove(&exec_id);
                         self.events
@@ -202,8 +207,8 @@ impl Execs {
                     let redactor = match self.secrets.resolve(&names) {
                         Ok(values) => Redactor::new(values),
                         Err(e) => {
-                            eprintln!(
-                                "stockade serve: exec {}: its secrets cannot be read to redact output: {e}",
+                            tracing::warn!(
+                                "exec {}: its secrets cannot be read to redact output: {e}",
                                 exec.id
                             );
                             None
@@ -216,7 +221,7 @@ impl Execs {
                 // the database (or was removed with its rows): not ours to judge.
                 Err(Error::NotFound(_)) => {}
                 Err(e) => {
-                    eprintln!("stockade serve: exec {} lost at restart: {e}", exec.id);
+                    tracing::warn!("exec {} lost at restart: {e}", exec.id);
                     let _ = self.db.mark_lost(&exec.id, stockade_store::now_secs()).await;
                 }
             }

@@ -205,7 +205,9 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
 async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let response = next.run(req).await;
+    // One span per request: whatever a handler logs carries its method and path.
+    let span = tracing::info_span!("request", %method, %path);
+    let response = tracing::Instrument::instrument(next.run(req), span).await;
     let status = response.status();
     match status.as_u16() {
         200..=399 => state.metrics.requests_2xx.inc(),
@@ -215,10 +217,15 @@ async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next
     if !state.access_log.load(Ordering::Relaxed) {
         return response;
     }
-    eprintln!(
-        "stockade serve: {method} {path} {} {:.1}ms",
-        status.as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "stockade::access",
+        %method,
+        %path,
+        status = status.as_u16(),
+        ms,
+        "{method} {path} {} {ms:.1}ms",
+        status.as_u16()
     );
     response
 }
@@ -338,7 +345,7 @@ pub async fn serve(
     let state = state(&config, drivers).await?;
     let recovered = state.execs.recover().await;
     if recovered > 0 {
-        eprintln!("stockade serve: re-attached {recovered} running exec(s)");
+        tracing::info!("re-attached {recovered} running exec(s)");
     }
     tasks::recover(&state).await;
     let (app, _) = routes(Arc::clone(&state));
@@ -353,8 +360,8 @@ pub async fn serve(
             .clone()
             .layer(middleware::from_fn_with_state(Arc::clone(&state), bearer_auth));
         let mut stop = stop_rx.clone();
-        eprintln!(
-            "stockade serve: listening on http://{}",
+        tracing::info!(
+            "listening on http://{}",
             listener.local_addr().map_err(|e| io("listen", e))?
         );
         servers.spawn(async move {
@@ -377,7 +384,7 @@ pub async fn serve(
             .layer(middleware::from_fn(peer_auth))
             .into_make_service_with_connect_info::<PeerUid>();
         let mut stop = stop_rx.clone();
-        eprintln!("stockade serve: listening on unix:{}", path.display());
+        tracing::info!("listening on unix:{}", path.display());
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -426,10 +433,10 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
         match admin.gc().await {
             Ok(removed) => {
                 for what in removed {
-                    eprintln!("stockade serve: gc: {name}: removed {what}");
+                    tracing::info!("gc: {name}: removed {what}");
                 }
             }
-            Err(e) => eprintln!("stockade serve: gc: {name}: {e}"),
+            Err(e) => tracing::warn!("gc: {name}: {e}"),
         }
     }
     let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
@@ -467,7 +474,7 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
             let Some(s) = sandboxes.iter().find(|s| s.id.as_str() == id) else {
                 continue;
             };
-            eprintln!("stockade serve: sandbox {id} idle past its timeout, destroying");
+            tracing::info!("sandbox {id} idle past its timeout, destroying");
             if state.driver.destroy(&s.id).await.is_ok() {
                 let _ = state.db.forget_sandbox(&id).await;
                 state.events.publish(crate::events::sandbox(&id, "destroyed"));

@@ -203,7 +203,7 @@ pub async fn recover(state: &AppState) -> usize {
                 let _ = state.driver.destroy(&sandbox.id).await;
             }
         }
-        eprintln!("stockade serve: task {id} ended with the previous daemon; marked as an error");
+        tracing::info!("task {id} ended with the previous daemon; marked as an error");
         state.events.publish(crate::events::task(&id, "error"));
         closed += 1;
     }

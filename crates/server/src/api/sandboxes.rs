@@ -205,7 +205,7 @@ impl Create {
             }
         }
         let scratch = state.home.join("cache");
-        let mut progress = |line: &str| eprintln!("stockade serve: {line}");
+        let mut progress = |line: &str| tracing::info!("{line}");
         let info = stockade_code::create_with_code(
             state.driver.as_ref(),
             spec,

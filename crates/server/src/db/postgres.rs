@@ -101,7 +101,7 @@ impl PostgresDb {
                 })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                eprintln!("stockade serve: postgres connection: {e}");
+                tracing::warn!("postgres connection: {e}");
             }
         });
         let tx = client.transaction().await?;
