@@ -1,11 +1,36 @@
-// Form helpers: labelled fields, a JSON body from a form, and errors shown at the field at fault.
+// Form helpers: labelled fields, the driver picker, a JSON body from a form, and errors shown at
+// the field at fault.
 
-import { h } from './dom.js';
+import { api } from './api.js';
+import { clear, h } from './dom.js';
 
 export function field(name, label, { placeholder, textarea, value, type = 'text', required, hint } = {}) {
   const attrs = { name, id: `f-${name}`, placeholder, required, spellcheck: 'false', autocomplete: 'off' };
   const input = textarea ? h('textarea', { ...attrs, rows: 3 }, value || '') : h('input', { ...attrs, type, value });
   return h('label.field', { class: textarea ? 'wide' : '' }, h('span', label), input, hint ? h('small.hint', hint) : null);
+}
+
+/**
+ * A `driver` select filled from /api/drivers (unavailable drivers shown, disabled, with the reason
+ * as a tooltip). Until then, and if that fails, its one option is the daemon's default driver (an
+ * empty value, which the form leaves out). Fires `change` once filled.
+ */
+export function driverSelect(id) {
+  const select = h('select', { name: 'driver', id }, h('option', { value: '' }, 'default'));
+  api('/api/drivers')
+    .then((drivers) => {
+      const was = select.value;
+      clear(
+        select,
+        drivers.map((d) =>
+          h('option', { value: d.name, disabled: !d.available, title: d.reason || d.description }, d.available ? d.name : `${d.name} (unavailable)`),
+        ),
+      );
+      if (drivers.some((d) => d.name === was && d.available)) select.value = was;
+      select.dispatchEvent(new Event('change'));
+    })
+    .catch(() => {});
+  return select;
 }
 
 /** The form's non-empty fields as an object; `lists` fields become arrays of their lines. */

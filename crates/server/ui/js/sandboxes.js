@@ -2,7 +2,7 @@
 
 import { api, enc, onStatus } from './api.js';
 import { badge, clear, confirmButton, fmtAge, fmtBytes, h, toast } from './dom.js';
-import { field, formBody, showFormError } from './form.js';
+import { driverSelect, field, formBody, showFormError } from './form.js';
 
 /** CPU % from two readings of cpu_usec. */
 export class CpuMeter {
@@ -160,28 +160,14 @@ function updateRow(row) {
   }
 }
 
-async function driverOptions(select) {
-  try {
-    const drivers = await api('/api/drivers');
-    clear(
-      select,
-      drivers.map((d) =>
-        h('option', { value: d.name, disabled: !d.available, title: d.reason || '' }, d.available ? d.name : `${d.name} (unavailable)`),
-      ),
-    );
-  } catch {
-    // keep the static list
-  }
-}
-
 function createForm(done) {
-  const driver = h('select', { name: 'driver', id: 'f-driver' }, ['native', 'docker', 'podman'].map((d) => h('option', { value: d }, d)));
-  driverOptions(driver);
+  const driver = driverSelect('f-driver');
   const image = field('image', 'Image', { placeholder: 'the driver’s default' });
   const rootfs = field('rootfs', 'Root filesystem', { placeholder: 'host /, read-only' });
   const showFor = () => {
+    // Until the drivers are known ('' is the daemon's default), neither.
     const container = driver.value !== 'native';
-    image.hidden = !container;
+    image.hidden = !container || driver.value === '';
     rootfs.hidden = container;
   };
   driver.addEventListener('change', showFor);

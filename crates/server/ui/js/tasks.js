@@ -3,7 +3,7 @@
 import { api, enc, onStatus } from './api.js';
 import { badge, clear, fmtAge, fmtDuration, h, toast } from './dom.js';
 import { renderPatch } from './diff.js';
-import { field, formBody, showFormError } from './form.js';
+import { driverSelect, field, formBody, showFormError } from './form.js';
 
 const AGENTS = ['claude-code', 'codex', 'gemini', 'cursor', 'opencode', 'aider', 'command:'];
 
@@ -68,19 +68,7 @@ export async function tasksPage(main, _params, scope) {
 }
 
 function taskForm() {
-  const driver = h('select', { name: 'driver', id: 'f-task-driver' }, ['native', 'docker', 'podman'].map((d) => h('option', { value: d }, d)));
-  api('/api/drivers')
-    .then((ds) => {
-      for (const o of driver.options) {
-        const d = ds.find((x) => x.name === o.value);
-        if (d && !d.available) {
-          o.disabled = true;
-          o.textContent = `${d.name} (unavailable)`;
-          o.title = d.reason || '';
-        }
-      }
-    })
-    .catch(() => {});
+  const driver = driverSelect('f-task-driver');
   const agents = h('datalist#agents', AGENTS.map((a) => h('option', { value: a })));
   const agent = field('agent', 'Agent', { placeholder: 'claude-code, command:…', required: true, hint: 'command:SHELL runs a shell command (no API key)' });
   agent.querySelector('input').setAttribute('list', 'agents');
