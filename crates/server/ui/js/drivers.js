@@ -1,13 +1,9 @@
-// Drivers: availability, engine circuit breakers and how many sandboxes each holds.
+// Drivers: what each registered driver is, its availability and backend, engine circuit breakers
+// and how many sandboxes each holds. Everything shown comes from /api/drivers: no driver is named
+// here, so a newly registered one appears as it is.
 
 import { api } from './api.js';
 import { badge, clear, h, toast } from './dom.js';
-
-const ABOUT = {
-  native: 'Linux namespaces, cgroups, seccomp and Landlock on this host.',
-  docker: 'Containers through the Docker Engine API.',
-  podman: 'Containers through the Podman API socket.',
-};
 
 export async function driversPage(main, _params, scope) {
   const grid = h('div.driver-grid');
@@ -35,7 +31,8 @@ function card(d) {
     'section.card.driver',
     { dataset: { driver: d.name } },
     h('div.card-head', h('h2', d.name), badge(d.available ? (healthy ? 'available' : 'degraded') : 'unavailable')),
-    h('p.muted', ABOUT[d.name] ?? ''),
+    d.description ? h('p.description.muted', withFlags(d.description)) : null,
+    d.summary ? h('p.summary', { title: 'What the driver reports about its backend' }, d.summary) : null,
     d.reason ? h('p.reason', d.reason) : null,
     h('p.count', h('strong', String(d.sandboxes)), ` sandbox${d.sandboxes === 1 ? '' : 'es'}`),
     d.circuits.length
@@ -44,6 +41,11 @@ function card(d) {
           h('thead', h('tr', h('th', 'Endpoint'), h('th', 'Circuit'), h('th.num', 'Failures'))),
           h('tbody', d.circuits.map((c) => h('tr', h('td', h('code', c.endpoint)), h('td', badge(c.state)), h('td.num', String(c.failures))))),
         )
-      : h('p.muted.small', d.name === 'native' ? 'In-process: no engine circuit.' : 'No calls to its engine yet.'),
+      : h('p.muted.small', 'No engine circuits.'),
   );
+}
+
+/** Text with its command-line flags (`--runtime`) as code, so a narrow card does not break them. */
+function withFlags(text) {
+  return text.split(/(--[a-z][a-z0-9-]*)/i).map((part, i) => (i % 2 ? h('code', part) : part));
 }

@@ -74,14 +74,14 @@ async function noSideways(page) {
   assert.ok(overflow <= 1, `${page.url()} scrolls sideways by ${overflow}px at ${page.viewportSize().width}px`);
 }
 
-async function apiCall(path, body) {
+async function apiCall(path, body, method = body ? 'POST' : 'GET') {
   const res = await fetch(`${URL_}${path}`, {
-    method: body ? 'POST' : 'GET',
+    method,
     headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
     body: body ? JSON.stringify(body) : undefined,
   });
   if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
-  return res.json();
+  return res.status === 204 ? null : res.json();
 }
 
 async function terminalText(page) {
@@ -218,12 +218,45 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     await shot(page, 'tasks');
   });
 
-  await t.test('shows the drivers', async () => {
+  await t.test('shows the drivers, each with its description and summary', async () => {
+    const drivers = await apiCall('/api/drivers');
     await go(page, '#/drivers');
     await page.waitForSelector('.driver[data-driver="native"] .badge');
-    assert.equal(await page.locator('.driver').count(), 3);
+    assert.equal(await page.locator('.driver').count(), drivers.length);
     assert.match(await page.textContent('.driver[data-driver="native"]'), /available/);
+    for (const d of drivers) {
+      const card = `.driver[data-driver="${d.name}"]`;
+      assert.equal(await page.textContent(`${card} .description`), d.description);
+      if (d.summary) assert.equal(await page.textContent(`${card} .summary`), d.summary);
+      else assert.equal(await page.locator(`${card} .summary`).count(), 0);
+    }
+  });
+
+  // scripts/ui-test runs stockade-with-fake: the stockade binary plus one registered driver, the
+  // in-memory fake, which the UI must show with no change of its own.
+  await t.test('shows a registered driver (the fake) and counts its sandboxes', async (t) => {
+    const before = (await apiCall('/api/drivers')).find((d) => d.name === 'fake');
+    const why = 'the daemon has no driver "fake": run scripts/ui-test with target/debug/stockade-with-fake';
+    if (!before && process.env.CI !== 'true') return t.skip(why);
+    assert.ok(before, why);
+    const made = await apiCall('/api/sandboxes', { driver: 'fake', name: `ui-fake-${Date.now().toString(36)}` });
+    state.fake = made.id;
+    assert.equal(made.driver, 'fake');
+    // Already on the page: its Refresh button reads the drivers again.
+    await page.click('.page-head button:text-is("Refresh")');
+    const card = page.locator('.driver[data-driver="fake"]');
+    const count = `${before.sandboxes + 1} sandbox${before.sandboxes + 1 === 1 ? '' : 'es'}`;
+    await page.waitForFunction((want) => document.querySelector('.driver[data-driver="fake"] .count')?.textContent === want, count);
+    assert.equal(await card.locator('.badge').textContent(), 'available');
+    assert.equal(await card.locator('.description').textContent(), 'in memory, for tests: no isolation, no processes');
+    assert.equal(await card.locator('.summary').textContent(), 'in memory');
     await shot(page, 'drivers');
+    // ...and the forms offer it.
+    await go(page, '#/sandboxes');
+    await page.click('#new-sandbox');
+    await page.waitForSelector('#f-driver option[value="fake"]:not([disabled])', { state: 'attached' });
+    await go(page, '#/tasks');
+    await page.waitForSelector('#f-task-driver option[value="fake"]:not([disabled])', { state: 'attached' });
   });
 
   await t.test('works on a phone', async () => {
@@ -284,6 +317,10 @@ test('the web UI', { skip, timeout: 300_000 }, async (t) => {
     await del.click();
     await page.locator(`tr[data-id="${state.id}"] button:has-text("Delete?")`).click();
     await page.waitForSelector(`tr[data-id="${state.id}"]`, { state: 'detached' });
+    if (state.fake) {
+      await apiCall(`/api/sandboxes/${state.fake}`, null, 'DELETE');
+      await page.waitForSelector(`tr[data-id="${state.fake}"]`, { state: 'detached' });
+    }
   });
 
   await t.test('logged no console errors and threw nothing', () => {
