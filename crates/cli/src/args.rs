@@ -94,8 +94,8 @@ pub struct CreateArgs {
     /// CPU limit, e.g. 1.5.
     #[arg(long)]
     pub cpus: Option<String>,
-    /// Process limit.
-    #[arg(long)]
+    // Process limit; the help names the drivers' default.
+    #[arg(long, help = format!("Process limit (default {})", stockade_core::sandbox::DEFAULT_PIDS))]
     pub pids: Option<String>,
     /// Writable-layer size limit, e.g. 1g.
     #[arg(long)]

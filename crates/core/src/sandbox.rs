@@ -86,6 +86,11 @@ impl fmt::Display for NetworkMode {
     }
 }
 
+/// Processes and threads a sandbox may have when its spec sets no limit (`Resources::pids` is
+/// `None`): enough for builds, few enough that a fork bomb stops long before the host notices.
+/// Every driver that can limit processes applies it.
+pub const DEFAULT_PIDS: u32 = 4096;
+
 /// Resource limits. `None` means the driver's default.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,7 +101,7 @@ pub struct Resources {
     /// CPU quota in thousandths of a CPU (1500 = 1.5 CPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub millicpus: Option<u32>,
-    /// Maximum number of processes and threads.
+    /// Maximum number of processes and threads; [`DEFAULT_PIDS`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u32>,
     /// Size limit of the writable layer in bytes.
@@ -493,6 +498,23 @@ mod opt_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The docs can only write the number: they must write this one.
+    #[test]
+    fn docs_name_the_default_pids() {
+        for doc in ["README.md", "SECURITY.md"] {
+            let text =
+                std::fs::read_to_string(format!("{}/../../{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let said = format!("`--pids` (default {DEFAULT_PIDS})");
+            assert!(text.contains(&said), "{doc} does not say {said}");
+            let other = text.matches("`--pids` (default ").count();
+            assert_eq!(
+                text.matches(&said).count(),
+                other,
+                "{doc} names another default for --pids"
+            );
+        }
+    }
 
     #[test]
     fn mount_parse_forms() {

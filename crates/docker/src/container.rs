@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
+use stockade_core::sandbox::DEFAULT_PIDS;
 use stockade_core::{NetworkMode, SandboxId, SandboxSpec};
 
 /// Where the agent binary is mounted inside every container.
@@ -23,9 +24,6 @@ pub const SOCKET_PATH: &str = "/.stockade/run/agent.sock";
 pub const LABEL_ID: &str = "stockade.id";
 pub const LABEL_OWNER: &str = "stockade.owner";
 pub const LABEL_NAME: &str = "stockade.name";
-
-/// Processes allowed when the spec sets no limit (as for the native driver).
-pub const DEFAULT_PIDS: u32 = 4096;
 
 /// The capabilities the agent (and only the agent) keeps: enough to switch to the exec's user
 /// and to empty the bounding set before anything runs. Every exec'd process gets none.
@@ -206,7 +204,7 @@ mod tests {
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
-        assert_eq!(hc.pids_limit, Some(4096));
+        assert_eq!(hc.pids_limit, Some(i64::from(DEFAULT_PIDS)));
         assert!(hc.tmpfs.unwrap().contains_key("/tmp"));
         let targets: Vec<String> = hc.mounts.unwrap().into_iter().filter_map(|m| m.target).collect();
         assert_eq!(targets, [AGENT_PATH, RUN_DIR, "/workspace", "/root"]);

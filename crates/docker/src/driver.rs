@@ -600,7 +600,7 @@ impl DockerDriver {
                 ),
                 "no_new_privs": true,
                 "seccomp": "the engine's default profile, plus Stockade's deny-list in the agent",
-                "pids_limit": record.spec.resources.pids.unwrap_or(container::DEFAULT_PIDS),
+                "pids_limit": record.spec.resources.pids.unwrap_or(stockade_core::sandbox::DEFAULT_PIDS),
             }),
         );
         SandboxInfo {

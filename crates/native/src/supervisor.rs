@@ -452,14 +452,11 @@ fn start_in_cgroups(
     }
 }
 
-/// Processes and threads a sandbox may have when the spec does not say: enough for builds, few
-/// enough that a fork bomb stops long before the host notices.
-pub const DEFAULT_PIDS: u32 = 4096;
-
-/// The limits applied: the spec's, with [`DEFAULT_PIDS`] when it sets none.
+/// The limits applied: the spec's, with [`stockade_core::sandbox::DEFAULT_PIDS`] when it sets
+/// none.
 pub fn effective_resources(r: &stockade_core::Resources) -> stockade_core::Resources {
     let mut r = r.clone();
-    r.pids = Some(r.pids.unwrap_or(DEFAULT_PIDS));
+    r.pids = Some(r.pids.unwrap_or(stockade_core::sandbox::DEFAULT_PIDS));
     r
 }
 
