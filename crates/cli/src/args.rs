@@ -333,7 +333,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// Stop the agent after this long.
-    #[arg(long, default_value = "30m")]
+    #[arg(long, default_value = stockade_tasks::DEFAULT_TIMEOUT)]
     pub timeout: String,
     /// MCP servers file (JSON) for agents that take one.
     #[arg(long)]

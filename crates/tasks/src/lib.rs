@@ -18,6 +18,14 @@ use stockade_core::{Driver, Error, ExecEvent, ExecRequest, NetworkMode, OutputSt
 
 pub use agents::{AgentChoice, Harness};
 
+/// How long a task's agent may run when the task does not say, as users write it (`--timeout`,
+/// the API's `timeout`): parsed by `stockade_core::parse::duration` like theirs.
+pub const DEFAULT_TIMEOUT: &str = "30m";
+
+/// How long installing the agent in the sandbox may take (npm, pip); a task's service runs
+/// through the install and the agent's own timeout.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct TaskSpec {
@@ -299,7 +307,7 @@ async fn run_in_sandbox(
         Some(cmd) => {
             let mut req = ExecRequest::new(["sh", "-c", cmd]);
             req.cwd = Some(workdir.clone());
-            req.timeout = Some(spec.timeout + Duration::from_secs(900));
+            req.timeout = Some(spec.timeout + INSTALL_TIMEOUT);
             progress(&format!("starting service: {cmd}"));
             Some(Service::start(driver.exec(&info.id, req).await?, dir)?)
         }
@@ -484,7 +492,7 @@ async fn install(
     );
     let mut req = ExecRequest::new(["sh", "-c", &script]);
     req.env.insert("PATH".into(), path.to_owned());
-    req.timeout = Some(Duration::from_secs(900));
+    req.timeout = Some(INSTALL_TIMEOUT);
     let out = driver.exec(id, req).await?.output().await?;
     if !out.exit.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -573,6 +581,13 @@ async fn stream_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_timeout_parses() {
+        // The daemon parses it as it parses a client's: a bad one would blame the client.
+        let t = stockade_core::parse::duration("timeout", DEFAULT_TIMEOUT).unwrap();
+        assert!(!t.is_zero());
+    }
 
     #[test]
     fn stat_lines_parse() {

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -41,13 +40,14 @@ pub struct CreateTask {
     pub agent: String,
     #[serde(default)]
     pub prompt: String,
-    /// `native` (default), `docker` or `podman`.
+    /// A registered driver (`GET /api/drivers`); the first registered when absent.
     #[serde(default)]
     pub driver: Option<String>,
     #[serde(default)]
     pub image: Option<String>,
-    /// e.g. `30m` (the default).
+    /// How long the agent may run, e.g. `1h` or `90s`.
     #[serde(default)]
+    #[schema(default = json!(stockade_tasks::DEFAULT_TIMEOUT))]
     pub timeout: Option<String>,
     /// `none` or `full`; agents that call a model API default to `full`.
     #[serde(default)]
@@ -132,10 +132,10 @@ impl Create {
         let driver = registry
             .check(body.driver.as_deref().unwrap_or_default())?
             .to_owned();
-        let timeout = match &body.timeout {
-            Some(t) => stockade_core::parse::duration("timeout", t)?,
-            None => Duration::from_secs(30 * 60),
-        };
+        let timeout = stockade_core::parse::duration(
+            "timeout",
+            body.timeout.as_deref().unwrap_or(stockade_tasks::DEFAULT_TIMEOUT),
+        )?;
         let network = body.network.as_deref().map(str::parse).transpose()?;
         if stockade_code::CodeSource::parse(&body.code)?.reads_host_paths() {
             state.check_host_path("code", "this code source")?;
