@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use stockade_core::{parse, Error, Result};
+use stockade_core::{parse, Error, Result, TaskStatus};
 use stockade_tasks::{matrix::Matrix, TaskResult, TaskSpec, TaskStore};
 
 use crate::args::{TaskAction, TaskArgs};
@@ -33,12 +33,12 @@ fn check(
 }
 
 /// The exit code for a task's status.
-fn code_for(status: &str) -> i32 {
+fn code_for(status: TaskStatus) -> i32 {
     match status {
-        "succeeded" => 0,
-        "failed" => 1,
-        "timed_out" => crate::exit::TIMEOUT,
-        _ => crate::exit::BACKEND,
+        TaskStatus::Succeeded => 0,
+        TaskStatus::Failed => 1,
+        TaskStatus::TimedOut => crate::exit::TIMEOUT,
+        TaskStatus::Running | TaskStatus::Error => crate::exit::BACKEND,
     }
 }
 
@@ -147,7 +147,7 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
     } else {
         println!("{}", summary(&result));
     }
-    Ok(code_for(&result.status))
+    Ok(code_for(result.status))
 }
 
 async fn matrix(
@@ -178,7 +178,7 @@ async fn matrix(
     } else {
         table(&results);
     }
-    Ok(if results.iter().all(|r| r.status == "succeeded") {
+    Ok(if results.iter().all(|r| r.status == TaskStatus::Succeeded) {
         0
     } else {
         1

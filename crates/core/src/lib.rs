@@ -24,6 +24,7 @@ pub use registry::{
     CircuitInfo, DriverAdmin, DriverConfig, DriverFactory, DriverFacts, ImageBuilder, ProgressSink, Registry,
 };
 pub use sandbox::{
-    Mount, NetworkMode, Resources, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, DEFAULT_WORKDIR,
+    Mount, NetworkMode, Resources, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, TaskStatus,
+    DEFAULT_WORKDIR,
 };
 pub use stats::Stats;

@@ -411,6 +411,40 @@ pub fn validate_env_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where a coding-agent task stands: `running` while it runs, then how it ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Running,
+    /// The agent exited 0.
+    Succeeded,
+    /// The agent exited non-zero.
+    Failed,
+    /// The task's timeout passed and the agent was killed.
+    TimedOut,
+    /// Stockade could not run it (a sandbox, an install, the code).
+    Error,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::TimedOut => "timed_out",
+            TaskStatus::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Lifecycle: creating → running ⇄ stopped → destroyed, and lost when the backend vanished.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,8 +22,7 @@ use crate::AppState;
 pub struct TaskView {
     pub id: String,
     pub name: Option<String>,
-    /// `running`, `succeeded`, `failed`, `timed_out` or `error`.
-    pub status: String,
+    pub status: stockade_core::TaskStatus,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub started_at: u64,
@@ -43,7 +42,7 @@ impl From<&TaskResult> for TaskView {
         TaskView {
             id: r.id.clone(),
             name: r.name.clone(),
-            status: r.status.clone(),
+            status: r.status,
             exit_code: r.exit_code,
             duration_ms: r.duration_ms,
             started_at: r.started_at,
@@ -101,7 +100,7 @@ pub fn start(state: &Arc<AppState>, mut spec: TaskSpec, checked: Checked) -> sto
     let view = TaskView {
         id: id.clone(),
         name: spec.name.clone(),
-        status: "running".into(),
+        status: stockade_core::TaskStatus::Running,
         exit_code: None,
         duration_ms: 0,
         started_at: stockade_store::now_secs(),
@@ -158,15 +157,15 @@ pub fn start(state: &Arc<AppState>, mut spec: TaskSpec, checked: Checked) -> sto
         let outcome =
             stockade_tasks::run(driver.as_ref(), spec, checked, &store, &scratch, &mut progress).await;
         let status = match &outcome {
-            Ok(result) => result.status.clone(),
+            Ok(result) => result.status,
             Err(e) => {
                 // Failed before its directory existed: record the error there now.
                 write_error_result(&store, &id, &view, e);
-                "error".into()
+                stockade_core::TaskStatus::Error
             }
         };
         bg.tasks.lock().remove(&id);
-        bg.events.publish(crate::events::task(&id, &status));
+        bg.events.publish(crate::events::task(&id, status.as_str()));
     });
     Ok(view)
 }
@@ -216,7 +215,7 @@ fn write_error_result(store: &TaskStore, id: &str, view: &TaskView, err: &Error)
     let result = TaskResult {
         id: id.to_owned(),
         name: view.name.clone(),
-        status: "error".into(),
+        status: stockade_core::TaskStatus::Error,
         exit_code: None,
         duration_ms: 0,
         started_at: view.started_at,

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use stockade_core::{Driver, Error, ExecEvent, ExecRequest, NetworkMode, OutputStream, Result, SandboxSpec};
+use stockade_core::{
+    Driver, Error, ExecEvent, ExecRequest, NetworkMode, OutputStream, Result, SandboxSpec, TaskStatus,
+};
 
 pub use agents::{AgentChoice, Harness};
 
@@ -89,8 +91,8 @@ pub struct TaskResult {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// `succeeded` (the agent exited 0), `failed`, `timed_out`, or `error` (Stockade could not run it).
-    pub status: String,
+    /// How it ended (`succeeded`, `failed`, `timed_out` or `error` on the wire).
+    pub status: TaskStatus,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub started_at: u64,
@@ -236,7 +238,7 @@ pub async fn run(
     let mut result = TaskResult {
         id: id.clone(),
         name: spec.name.clone(),
-        status: "error".into(),
+        status: TaskStatus::Error,
         exit_code: None,
         duration_ms: 0,
         started_at: stockade_store::now_secs(),
@@ -255,7 +257,7 @@ pub async fn run(
     };
     let outcome = run_in_sandbox(driver, &spec, &checked, &prepared, &dir, &mut result, progress).await;
     if let Err(e) = outcome {
-        result.status = "error".into();
+        result.status = TaskStatus::Error;
         result.error = Some(e.to_string());
     }
     if let (Some(sandbox), false) = (&result.sandbox, spec.keep) {
@@ -367,13 +369,12 @@ async fn run_in_sandbox(
     let exit = exit?;
     result.exit_code = exit.code.or(exit.signal.map(|s| 128 + s));
     result.status = if exit.timed_out {
-        "timed_out"
+        TaskStatus::TimedOut
     } else if exit.success() {
-        "succeeded"
+        TaskStatus::Succeeded
     } else {
-        "failed"
-    }
-    .into();
+        TaskStatus::Failed
+    };
 
     let patch = stockade_code::diff(driver, &info.id, &workdir, false).await?;
     let patch_path = dir.join("patch.diff");

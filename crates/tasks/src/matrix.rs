@@ -129,7 +129,7 @@ pub async fn run_all(
                     TaskResult {
                         id: String::new(),
                         name: spec.name.clone(),
-                        status: "error".into(),
+                        status: stockade_core::TaskStatus::Error,
                         exit_code: None,
                         duration_ms: 0,
                         started_at: stockade_store::now_secs(),
