@@ -13,29 +13,7 @@ use crate::{text, Harness, Sandbox};
 #[macro_export]
 macro_rules! isolation_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@cases $make; isolation;
-            fork_bomb_stops_at_the_pids_limit,
-            memory_past_the_limit_is_oom_killed,
-            file_past_the_size_limit_fails_with_efbig,
-            writes_past_the_disk_limit_fail_with_enospc,
-            spinning_tree_with_setsid_child_is_gone_after_timeout,
-            fd_exhaustion_hits_the_limit,
-            kernel_paths_are_masked_or_read_only,
-            host_pids_are_invisible_and_unkillable,
-            ptrace_fails,
-            mount_unshare_and_pivot_root_fail,
-            mknod_fails,
-            landlock_confines_writes,
-            no_capabilities_and_no_network_admin,
-            setuid_binaries_give_no_privilege,
-            network_none_has_only_loopback,
-            host_loopback_services_are_unreachable,
-            vsock_and_io_uring_are_denied,
-            tiocsti_is_denied,
-            host_environment_is_invisible,
-            sandboxes_cannot_see_each_other,
-            destroy_leaves_nothing_behind,
-        );
+        $crate::__with_cases!(__stamp!(isolation $make));
     };
 }
 

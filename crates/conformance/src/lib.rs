@@ -42,27 +42,7 @@ pub trait Harness: Send + Sync {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@cases $make; cases;
-            stdout_and_stderr_stay_apart_and_in_order,
-            exit_codes_and_signals,
-            env_and_cwd,
-            stdin_streams_in,
-            timeout_kills_tree_with_setsid_grandchild,
-            kill_ends_the_tree,
-            sequence_numbers_are_contiguous,
-            tty_mode,
-            command_not_found_is_an_error,
-            file_round_trips,
-            file_errors_name_the_path,
-            hundred_megabytes_of_output,
-            twenty_concurrent_execs,
-            fifty_sandboxes_at_once,
-            reattach_by_id_from_a_new_driver,
-            stop_start_keeps_files,
-            a_non_root_user_owns_the_workspace,
-            stats_report_usage,
-            kept_exec_outlives_its_caller_and_replays_from_seq,
-        );
+        $crate::__with_cases!(__stamp!(conformance $make));
     };
     (@cases $make:path; $module:ident; $($case:ident),* $(,)?) => {
         $(
@@ -93,54 +73,92 @@ macro_rules! conformance_suite {
     };
 }
 
-/// Every case of both suites, by name: what a harness excuses (`Harness::unsupported`) is one of
-/// these, so a typo or a case that no longer exists does not compile.
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Case {
-    // The conformance suite.
-    stdout_and_stderr_stay_apart_and_in_order,
-    exit_codes_and_signals,
-    env_and_cwd,
-    stdin_streams_in,
-    timeout_kills_tree_with_setsid_grandchild,
-    kill_ends_the_tree,
-    sequence_numbers_are_contiguous,
-    tty_mode,
-    command_not_found_is_an_error,
-    file_round_trips,
-    file_errors_name_the_path,
-    hundred_megabytes_of_output,
-    twenty_concurrent_execs,
-    fifty_sandboxes_at_once,
-    reattach_by_id_from_a_new_driver,
-    stop_start_keeps_files,
-    a_non_root_user_owns_the_workspace,
-    stats_report_usage,
-    kept_exec_outlives_its_caller_and_replays_from_seq,
-    // The isolation battery.
-    fork_bomb_stops_at_the_pids_limit,
-    memory_past_the_limit_is_oom_killed,
-    file_past_the_size_limit_fails_with_efbig,
-    writes_past_the_disk_limit_fail_with_enospc,
-    spinning_tree_with_setsid_child_is_gone_after_timeout,
-    fd_exhaustion_hits_the_limit,
-    kernel_paths_are_masked_or_read_only,
-    host_pids_are_invisible_and_unkillable,
-    ptrace_fails,
-    mount_unshare_and_pivot_root_fail,
-    mknod_fails,
-    landlock_confines_writes,
-    no_capabilities_and_no_network_admin,
-    setuid_binaries_give_no_privilege,
-    network_none_has_only_loopback,
-    host_loopback_services_are_unreachable,
-    vsock_and_io_uring_are_denied,
-    tiocsti_is_denied,
-    host_environment_is_invisible,
-    sandboxes_cannot_see_each_other,
-    destroy_leaves_nothing_behind,
+/// Every case of both suites, once: the [`Case`] enum and both stamping macros are made from
+/// these lists, so a case cannot be in one and not the other.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_cases {
+    ($then:ident!($($args:tt)*)) => {
+        $crate::$then!($($args)*;
+            // The conformance suite.
+            [
+                    stdout_and_stderr_stay_apart_and_in_order,
+                    exit_codes_and_signals,
+                    env_and_cwd,
+                    stdin_streams_in,
+                    timeout_kills_tree_with_setsid_grandchild,
+                    kill_ends_the_tree,
+                    sequence_numbers_are_contiguous,
+                    tty_mode,
+                    command_not_found_is_an_error,
+                    file_round_trips,
+                    file_errors_name_the_path,
+                    hundred_megabytes_of_output,
+                    twenty_concurrent_execs,
+                    fifty_sandboxes_at_once,
+                    reattach_by_id_from_a_new_driver,
+                    stop_start_keeps_files,
+                    a_non_root_user_owns_the_workspace,
+                    stats_report_usage,
+                    kept_exec_outlives_its_caller_and_replays_from_seq,
+            ];
+            // The isolation battery.
+            [
+                    fork_bomb_stops_at_the_pids_limit,
+                    memory_past_the_limit_is_oom_killed,
+                    file_past_the_size_limit_fails_with_efbig,
+                    writes_past_the_disk_limit_fail_with_enospc,
+                    spinning_tree_with_setsid_child_is_gone_after_timeout,
+                    fd_exhaustion_hits_the_limit,
+                    kernel_paths_are_masked_or_read_only,
+                    host_pids_are_invisible_and_unkillable,
+                    ptrace_fails,
+                    mount_unshare_and_pivot_root_fail,
+                    mknod_fails,
+                    landlock_confines_writes,
+                    no_capabilities_and_no_network_admin,
+                    setuid_binaries_give_no_privilege,
+                    network_none_has_only_loopback,
+                    host_loopback_services_are_unreachable,
+                    vsock_and_io_uring_are_denied,
+                    tiocsti_is_denied,
+                    host_environment_is_invisible,
+                    sandboxes_cannot_see_each_other,
+                    destroy_leaves_nothing_behind,
+            ]
+        );
+    };
 }
+
+/// Stamps one suite's cases (see [`__with_cases`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp {
+    (conformance $make:path; [$($c:ident),* $(,)?]; [$($i:ident),* $(,)?]) => {
+        $crate::conformance_suite!(@cases $make; cases; $($c),*);
+    };
+    (isolation $make:path; [$($c:ident),* $(,)?]; [$($i:ident),* $(,)?]) => {
+        $crate::conformance_suite!(@cases $make; isolation; $($i),*);
+    };
+}
+
+/// Makes [`Case`] from the lists.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_enum {
+    (; [$($c:ident),* $(,)?]; [$($i:ident),* $(,)?]) => {
+        /// Every case of both suites, by name: what a harness excuses (`Harness::unsupported`) is
+        /// one of these, so a typo or a case that no longer exists does not compile.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Case {
+            $($c,)*
+            $($i,)*
+        }
+    };
+}
+
+__with_cases!(__case_enum!());
 
 /// The file under a test binary's `CARGO_TARGET_TMPDIR` where excused cases are listed, one per
 /// line (`harness<TAB>case<TAB>reason`); `scripts/test` prints them with a count at the end of
