@@ -758,14 +758,7 @@ fn http_call(
 /// `stockade bench --api`: the daemon's exec round trip against the library's, interleaved.
 async fn run_api(router: Arc<stockade_router::Router>, a: &BenchArgs) -> Result<i32> {
     let home = router.registry().config().home.clone();
-    let config = stockade_server::ServerConfig {
-        listen: None,
-        socket: None,
-        home: home.clone(),
-        db: None,
-        retention: Duration::from_secs(3600),
-        allow_host_paths: false,
-    };
+    let config = stockade_server::ServerConfig::embedded(home.clone());
     let state = stockade_server::state(&config, Arc::clone(&router)).await?;
     state
         .access_log

@@ -50,14 +50,7 @@ async fn daemon() -> Daemon {
     let home = tempfile::tempdir().unwrap();
     let mut registry = Registry::new(DriverConfig::new(home.path()));
     stockade_fake::register(&mut registry);
-    let config = stockade_server::ServerConfig {
-        listen: None,
-        socket: None,
-        home: home.path().to_path_buf(),
-        db: None,
-        retention: std::time::Duration::from_secs(60),
-        allow_host_paths: false,
-    };
+    let config = stockade_server::ServerConfig::embedded(home.path());
     let state = stockade_server::state(&config, Arc::new(stockade_server::Drivers::new(registry)))
         .await
         .unwrap();

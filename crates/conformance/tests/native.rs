@@ -46,12 +46,8 @@ fn daemon_socket(home: &Path) -> PathBuf {
             std::fs::create_dir_all(home).unwrap();
             let socket = home.join("stockade.sock");
             let config = stockade_server::ServerConfig {
-                listen: None,
                 socket: Some(socket.clone()),
-                home: home.to_path_buf(),
-                db: None,
-                retention: std::time::Duration::from_secs(3600),
-                allow_host_paths: false,
+                ..stockade_server::ServerConfig::embedded(home)
             };
             let drivers = Arc::new(router(home));
             std::thread::spawn(move || {

@@ -58,6 +58,21 @@ pub struct ServerConfig {
     pub allow_host_paths: bool,
 }
 
+impl ServerConfig {
+    /// A daemon embedded in another program (a test, the benchmark): no listener yet, the
+    /// default database under `home`, an hour of retention, no host paths.
+    pub fn embedded(home: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: None,
+            socket: None,
+            home: home.into(),
+            db: None,
+            retention: Duration::from_secs(3600),
+            allow_host_paths: false,
+        }
+    }
+}
+
 /// The database `db` names (`postgres://...`, `sqlite://PATH` or a path), or the default
 /// SQLite file under `home`.
 pub fn db_url(home: &std::path::Path, db: Option<&str>) -> String {

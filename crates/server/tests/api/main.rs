@@ -437,14 +437,7 @@ pub async fn daemon_with(more: impl FnOnce(&mut Registry)) -> Daemon {
     let mut registry = Registry::new(DriverConfig::new(home.path()));
     stockade_fake::register(&mut registry);
     more(&mut registry);
-    let config = stockade_server::ServerConfig {
-        listen: None,
-        socket: None,
-        home: home.path().to_path_buf(),
-        db: None,
-        retention: Duration::from_secs(60),
-        allow_host_paths: false,
-    };
+    let config = stockade_server::ServerConfig::embedded(home.path());
     let state = stockade_server::state(&config, Arc::new(stockade_server::Drivers::new(registry)))
         .await
         .unwrap();
