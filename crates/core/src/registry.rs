@@ -210,11 +210,6 @@ impl Registry {
         self
     }
 
-    /// Adds a driver that is already built (tests, embedders).
-    pub fn register_driver(&mut self, driver: Arc<dyn Driver>, description: &'static str) -> &mut Self {
-        self.register(Prebuilt { driver, description })
-    }
-
     pub fn config(&self) -> &DriverConfig {
         &self.config
     }
@@ -282,23 +277,6 @@ impl Registry {
             .iter()
             .filter_map(|e| e.built.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect()
-    }
-}
-
-struct Prebuilt {
-    driver: Arc<dyn Driver>,
-    description: &'static str,
-}
-
-impl DriverFactory for Prebuilt {
-    fn name(&self) -> &'static str {
-        self.driver.name()
-    }
-    fn description(&self) -> &'static str {
-        self.description
-    }
-    fn build(&self, _: &DriverConfig) -> Result<Arc<dyn Driver>> {
-        Ok(Arc::clone(&self.driver))
     }
 }
 

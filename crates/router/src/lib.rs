@@ -73,15 +73,9 @@ impl Driver for Router {
 
     async fn create(&self, mut spec: SandboxSpec) -> Result<SandboxInfo> {
         spec.driver = self.registry.check(&spec.driver)?.to_owned();
-        let driver = self.registry.driver(&spec.driver)?;
-        // Names are unique across drivers, so `exec NAME` always means one sandbox (the index
-        // claims the name atomically when the driver saves its record).
-        if let Some(name) = &spec.name {
-            if self.index.by_name(name)?.is_some() {
-                return Err(Error::NameTaken(name.clone()));
-            }
-        }
-        driver.create(spec).await
+        // Names are unique across drivers, so `exec NAME` always means one sandbox: every driver's
+        // record store claims the name in the shared index when it saves the record.
+        self.registry.driver(&spec.driver)?.create(spec).await
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
