@@ -73,12 +73,16 @@ impl Index {
         }
         let path = self.id_path(id);
         let content = format!("{}\n{}\n", entry.driver, entry.name);
-        if fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
-            write_new_or_replace(&path, content.as_bytes())?;
+        match fs::read_to_string(&path) {
+            Ok(old) if old == content => {}
+            // A changed entry is replaced whole; a new one (the create path) is written in place:
+            // nobody can look up an id before its create returns.
+            Ok(_) => write_new_or_replace(&path, content.as_bytes())?,
+            Err(_) => write_new(&path, content.as_bytes())?,
         }
         let marker = self.driver_path(&entry.driver, id);
         if !marker.exists() {
-            write_new_or_replace(&marker, b"")?;
+            write_new(&marker, b"")?;
         }
         Ok(())
     }
@@ -208,6 +212,23 @@ fn create_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(data)
+}
+
+/// Makes `path` with `data` (its directory too, when missing); one that exists already is fine.
+fn write_new(path: &Path, data: &[u8]) -> Result<()> {
+    let made = match create_new(path, data) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                mkdir(dir)?;
+            }
+            create_new(path, data)
+        }
+        other => other,
+    };
+    match made {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(store_err("write", path, e)),
+        _ => Ok(()),
+    }
 }
 
 fn write_new_or_replace(path: &Path, data: &[u8]) -> Result<()> {
