@@ -24,6 +24,12 @@ fn main() {
         },
         #[cfg(feature = "native")]
         Some("supervise") => {
+            // The supervisor's log is its stderr (the sandbox's log file, once it is set up).
+            let _ = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .try_init();
             let home = std::env::var_os(stockade_native::supervisor::HOME_ENV);
             let id = std::env::var(stockade_native::supervisor::ID_ENV);
             match (home, id) {

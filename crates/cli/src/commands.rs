@@ -16,7 +16,13 @@ use stockade_router::Router;
 
 /// Runs a parsed command line over the drivers `register` adds; returns the exit code.
 pub async fn run(cli: Cli, register: fn(&mut stockade_core::Registry)) -> i32 {
-    let router = Arc::new(crate::drivers::router_from_env(register));
+    // A daemon logs its drivers' progress; a command shows it to the person at the terminal.
+    let progress: stockade_core::ProgressSink = if matches!(cli.command, Command::Serve(_)) {
+        Arc::new(|line: &str| tracing::info!("{line}"))
+    } else {
+        Arc::new(crate::progress::step)
+    };
+    let router = Arc::new(crate::drivers::router_from_env(register, progress));
     let result = match cli.command {
         Command::Info(a) => info(&router, a.json).await.map(|_| 0),
         Command::Bench(a) => stockade_bench::run(Arc::clone(&router), a).await,
@@ -139,14 +145,7 @@ fn image_driver(router: &Router, named: Option<&str>) -> Result<Arc<dyn Driver>>
             .find(|n| registry.factory(n).is_ok_and(|f| f.takes_images()))
             .ok_or_else(|| Error::invalid("driver", "no registered driver runs images"))?,
     };
-    let driver = registry.driver(name)?;
-    if driver.admin().and_then(|a| a.images()).is_none() {
-        return Err(Error::invalid(
-            "driver",
-            format!("{name:?} does not run images; use one of the drivers `stockade info` lists with images"),
-        ));
-    }
-    Ok(driver)
+    registry.driver(name)
 }
 
 async fn image(router: &Router, c: ImageCommand) -> Result<i32> {
@@ -156,29 +155,45 @@ async fn image(router: &Router, c: ImageCommand) -> Result<i32> {
     };
     let driver = image_driver(router, named)?;
     let Some(images) = driver.admin().and_then(|a| a.images()) else {
-        return Err(Error::invalid("driver", "this driver does not run images"));
+        return Err(Error::invalid(
+            "driver",
+            format!(
+                "{:?} does not run images; use one of the drivers `stockade info` lists with images",
+                driver.name()
+            ),
+        ));
     };
-    let mut progress = |line: &str| eprintln!("{line}");
+    let mut progress = crate::progress::sink();
+    let built = build_image(images, router, c, &mut progress).await;
+    // The spinner is down before the image's name goes to stdout.
+    crate::progress::finish();
+    println!("{}", built?);
+    Ok(0)
+}
+
+/// Builds, imports or finds the image `c` asks for; returns its name.
+async fn build_image(
+    images: &dyn stockade_core::registry::ImageBuilder,
+    router: &Router,
+    c: ImageCommand,
+    progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+) -> Result<String> {
     match c {
         ImageCommand::Base(_) => {
             let scratch = router.registry().config().home.join("cache");
-            let tag = images.base(&scratch, &mut progress).await?;
-            println!("{tag}");
+            images.base(&scratch, progress).await
         }
         ImageCommand::Build { dir, tag, .. } => {
-            images
-                .build(std::path::Path::new(&dir), &tag, &mut progress)
-                .await?;
-            println!("{tag}");
+            images.build(std::path::Path::new(&dir), &tag, progress).await?;
+            Ok(tag)
         }
         ImageCommand::Import { tarball, name, .. } => {
             images
-                .import(std::path::Path::new(&tarball), &name, &mut progress)
+                .import(std::path::Path::new(&tarball), &name, progress)
                 .await?;
-            println!("{name}");
+            Ok(name)
         }
     }
-    Ok(0)
 }
 
 /// `stockade gc`: every driver collects what it made for this home but has no record of. A
@@ -358,9 +373,11 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
 /// so a bad one fails before any sandbox exists; a load that fails destroys the sandbox.
 async fn create_with_code(d: &dyn Driver, a: &CreateArgs) -> Result<SandboxInfo> {
     let spec = spec_from(a)?;
-    let mut progress = |line: &str| eprintln!("stockade: {line}");
+    let mut progress = crate::progress::sink();
     let scratch = crate::drivers::home_from_env().join("cache");
-    stockade_code::create_with_code(d, spec, a.code.as_deref(), &scratch, &mut progress).await
+    let created = stockade_code::create_with_code(d, spec, a.code.as_deref(), &scratch, &mut progress).await;
+    crate::progress::finish();
+    created
 }
 
 fn secret(c: crate::args::SecretCommand) -> Result<i32> {

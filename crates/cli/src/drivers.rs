@@ -3,9 +3,8 @@
 //! [`DriverConfig`] every driver is built from.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use stockade_core::{DriverConfig, Registry};
+use stockade_core::{DriverConfig, ProgressSink, Registry};
 use stockade_router::Router;
 
 /// Every driver this binary ships, in the order `info` lists them; the first is the default.
@@ -31,20 +30,20 @@ pub fn home_from_env() -> PathBuf {
 }
 
 /// The drivers' config from this process's environment: the home, `STOCKADE_AGENT`, and the
-/// variables drivers consult (engine endpoints and the like). Progress goes to stderr.
-pub fn config_from_env() -> DriverConfig {
+/// variables drivers consult (engine endpoints and the like); slow steps report to `progress`.
+pub fn config_from_env(progress: ProgressSink) -> DriverConfig {
     let mut config = DriverConfig::new(home_from_env());
     config.agent = std::env::var_os("STOCKADE_AGENT")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
     config.env = std::env::vars().collect();
-    config.progress = Arc::new(|line: &str| eprintln!("stockade: {line}"));
+    config.progress = progress;
     config
 }
 
 /// The router over the drivers `register` adds, for this process's environment.
-pub fn router_from_env(register: fn(&mut Registry)) -> Router {
-    let mut registry = Registry::new(config_from_env());
+pub fn router_from_env(register: fn(&mut Registry), progress: ProgressSink) -> Router {
+    let mut registry = Registry::new(config_from_env(progress));
     register(&mut registry);
     Router::new(registry)
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod commands;
 pub mod drivers;
 pub mod exit;
+mod progress;
 mod task;
 mod terminal;
 

@@ -140,8 +140,10 @@ pub async fn run(router: &Router, a: TaskArgs) -> Result<i32> {
         service: a.service.clone(),
     };
     let checked = check(router, &mut spec, None)?;
-    let mut progress = |line: &str| eprintln!("stockade: {line}");
-    let result = stockade_tasks::run(router, spec, checked, &store, &scratch, &mut progress).await?;
+    let mut progress = crate::progress::sink();
+    let result = stockade_tasks::run(router, spec, checked, &store, &scratch, &mut progress).await;
+    crate::progress::finish();
+    let result = result?;
     if a.json {
         print_json(&result);
     } else {

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stockade_core::{
     Driver, DriverAdmin, DriverConfig, DriverFactory, DriverFacts, Error, ExecControl, ExecEvent, ExecExit,
-    ExecRequest, ExecSession, FileKind, FileOp, FileReply, FileStat, OutputStream, Registry, Result,
-    SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, Stats, TtySize,
+    ExecRequest, ExecSession, FileKind, FileOp, FileReply, FileStat, ImageBuilder, OutputStream, Registry,
+    Result, SandboxId, SandboxInfo, SandboxSpec, SandboxStatus, Stats, TtySize,
 };
 use stockade_store::{RecordStore, StoredRecord};
 use tokio::sync::mpsc;
@@ -174,6 +174,59 @@ impl DriverAdmin for FakeDriver {
             details: vec![("isolation".into(), "none (a test double)".into())],
             json: serde_json::json!({ "isolation": "none" }),
         })
+    }
+
+    fn images(&self) -> Option<&dyn ImageBuilder> {
+        Some(self)
+    }
+}
+
+/// Images that are only names: each step is reported and takes a moment, as a real build's do,
+/// so what shows progress can be tested without an engine.
+#[async_trait]
+impl ImageBuilder for FakeDriver {
+    async fn base(
+        &self,
+        _scratch: &std::path::Path,
+        progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<String> {
+        for step in ["resolving the recipe", "unpacking packages", "tagging fake/base"] {
+            progress(step);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        Ok("fake/base".to_owned())
+    }
+
+    async fn build(
+        &self,
+        dir: &std::path::Path,
+        tag: &str,
+        progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<()> {
+        if !dir.join("Dockerfile").is_file() {
+            return Err(Error::invalid(
+                "dir",
+                format!("{}: no Dockerfile in it", dir.display()),
+            ));
+        }
+        progress(&format!("building {tag}"));
+        Ok(())
+    }
+
+    async fn import(
+        &self,
+        tarball: &std::path::Path,
+        name: &str,
+        progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<()> {
+        if !tarball.is_file() {
+            return Err(Error::invalid(
+                "tarball",
+                format!("{}: no such file", tarball.display()),
+            ));
+        }
+        progress(&format!("importing {name}"));
+        Ok(())
     }
 }
 

@@ -66,7 +66,7 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
     let mut sandbox = match start(&layout, &record, run_agent) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("supervisor {}: {e}", record.id);
+            tracing::warn!(sandbox = %record.id, "{e}");
             let _ = writeln!(ready, "error {e}");
             return 1;
         }
@@ -88,13 +88,10 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
         // `start`) died before the sandbox was up, so it was never handed out, and a daemon's
         // restart may already have destroyed its record while we were starting. Running on
         // would leave a sandbox nobody owns: end it like a start that failed.
-        eprintln!(
-            "supervisor {}: nobody took the ready line ({e}): the start was abandoned; ending the sandbox",
-            record.id
-        );
+        tracing::warn!(sandbox = %record.id, "nobody took the ready line ({e}): the start was abandoned; ending the sandbox");
         let _ = nix::sys::signal::kill(sandbox.init, nix::sys::signal::SIGKILL);
     } else {
-        eprintln!("supervisor {}: ready after {:?}", record.id, began.elapsed());
+        tracing::info!(sandbox = %record.id, "ready after {:?}", began.elapsed());
     }
     // The driver is done listening; from here on stdout is the log too.
     let _ = nix::unistd::dup2(2, 1);
@@ -103,7 +100,7 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
     // thread starts: setns into a mount namespace needs a single-threaded process.)
     if let Some(host_ns) = &sandbox.host_mount_ns {
         if let Err(e) = nix::sched::setns(host_ns, CloneFlags::CLONE_NEWNS) {
-            eprintln!("supervisor {}: leave the private mount namespace: {e}", record.id);
+            tracing::warn!(sandbox = %record.id, "leave the private mount namespace: {e}");
         }
     }
 
@@ -126,32 +123,28 @@ pub fn main(home: &Path, id: &str, run_agent: AgentEntry) -> i32 {
             Err(nix::errno::Errno::EINTR) => continue,
             Ok(status) => {
                 ended = std::time::Instant::now();
-                eprintln!("supervisor {}: pid 1 ended: {status:?}", record.id);
+                tracing::info!(sandbox = %record.id, "pid 1 ended: {status:?}");
                 let mut late = String::new();
                 let _ = sandbox.late_errors.read_to_string(&mut late);
                 if let Some(msg) = late.strip_prefix('E') {
-                    eprintln!("supervisor {}: pid 1 failed: {msg}", record.id);
+                    tracing::warn!(sandbox = %record.id, "pid 1 failed: {msg}");
                 }
                 break;
             }
             Err(e) => {
-                eprintln!("supervisor {}: waitpid: {e}", record.id);
+                tracing::warn!(sandbox = %record.id, "waitpid: {e}");
                 break;
             }
         }
     }
     if let Err(e) = cgroup::remove(&sandbox.cgroups) {
-        eprintln!("supervisor {}: {e}", record.id);
+        tracing::warn!(sandbox = %record.id, "{e}");
     }
-    eprintln!(
-        "supervisor {}: cgroups removed {:?} after pid 1 ended",
-        record.id,
-        ended.elapsed()
-    );
+    tracing::info!(sandbox = %record.id, "cgroups removed {:?} after pid 1 ended", ended.elapsed());
     let _ = std::fs::remove_file(layout.socket(&record.id));
     let _ = std::fs::remove_file(layout.runtime(&record.id));
     if expired.load(Ordering::SeqCst) {
-        eprintln!("supervisor {}: ttl expired, destroying", record.id);
+        tracing::info!(sandbox = %record.id, "ttl expired, destroying");
         let _ = remove_tree(&layout.sandbox_dir(&record.id));
         let _ = store.remove(&record.id);
         let _ = std::fs::remove_file(layout.log(&record.id));

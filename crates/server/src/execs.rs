@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::db::Db;
 use crate::events::Events;
+use crate::metrics::Metrics;
 use crate::redact::Redactor;
 
 /// Events stored per transaction at most.
@@ -31,6 +32,7 @@ pub struct Execs {
     secrets: stockade_secrets::SecretStore,
     driver: Arc<dyn Driver>,
     events: Arc<Events>,
+    metrics: Arc<Metrics>,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -46,12 +48,14 @@ impl Execs {
         driver: Arc<dyn Driver>,
         events: Arc<Events>,
         secrets: stockade_secrets::SecretStore,
+        metrics: Arc<Metrics>,
     ) -> Arc<Execs> {
         Arc::new(Execs {
             db,
             secrets,
             driver,
             events,
+            metrics,
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -61,11 +65,13 @@ impl Execs {
     }
 
     /// Starts following a started (or re-attached) exec.
-    /// `redactor` takes the exec's secret values out of its output before anything is stored.
+    /// `redactor` takes the exec's secret values out of its output before anything is stored;
+    /// `driver` (the sandbox's) labels the exec's metrics.
     pub fn follow_session(
         self: &Arc<Self>,
         exec_id: &str,
         sandbox_id: SandboxId,
+        driver: String,
         session: ExecSession,
         redactor: Option<Redactor>,
     ) {
@@ -82,7 +88,10 @@ impl Execs {
         // One span per exec: its storing, re-attaching and loss are logged under it.
         let span = tracing::info_span!("exec", exec = %exec_id, sandbox = %sandbox_id);
         tokio::spawn(tracing::Instrument::instrument(
-            async move { this.pump(exec_id, sandbox_id, session, tx, redactor).await },
+            async move {
+                this.pump(exec_id, sandbox_id, driver, session, tx, redactor)
+                    .await
+            },
             span,
         ));
     }
@@ -91,6 +100,7 @@ impl Execs {
         self: Arc<Self>,
         exec_id: String,
         sandbox_id: SandboxId,
+        driver: String,
         mut session: ExecSession,
         tx: broadcast::Sender<ExecEvent>,
         mut redactor: Option<Redactor>,
@@ -132,7 +142,10 @@ impl Execs {
             }
             if !batch.is_empty() {
                 reattempts = 0;
-                let exited = batch.iter().any(|e| matches!(e, ExecEvent::Exited { .. }));
+                let exited = batch.iter().find_map(|e| match e {
+                    ExecEvent::Exited { exit, .. } => Some(*exit),
+                    _ => None,
+                });
                 if let Err(e) = self
                     .db
                     .append_events(&exec_id, &batch, stockade_store::now_secs())
@@ -141,11 +154,16 @@ impl Execs {
                     tracing::warn!("exec {exec_id}: storing output failed: {e}");
                 }
                 next_seq = batch.last().map(|e| e.seq() + 1).unwrap_or(next_seq);
+                if let Some(exit) = &exited {
+                    // Counted and no longer live before a follower hears the end, so a scrape
+                    // after it sees both. Its events are stored: a late subscriber reads them.
+                    self.metrics.exec_ended(&driver, Some(exit));
+                    self.live().remove(&exec_id);
+                }
                 for event in batch {
                     let _ = tx.send(event);
                 }
-                if exited {
-                    self.live().remove(&exec_id);
+                if exited.is_some() {
                     self.events
                         .publish(crate::events::exec(&exec_id, sandbox_id.as_str(), "exited"));
                     return;
@@ -170,6 +188,7 @@ impl Execs {
                     Err(e) if reattempts > 5 || gone(&e) => {
                         tracing::warn!("exec {exec_id} lost: {e}");
                         let _ = self.db.mark_lost(&exec_id, stockade_store::now_secs()).await;
+                        self.metrics.exec_ended(&driver, None);
                         self.live().remove(&exec_id);
                         self.events
                             .publish(crate::events::exec(&exec_id, sandbox_id.as_str(), "lost"));
@@ -214,7 +233,12 @@ impl Execs {
                             None
                         }
                     };
-                    self.follow_session(&exec.id, sandbox_id, session, redactor);
+                    // The driver only labels metrics: one that cannot say is `unknown`.
+                    let driver = match self.driver.get(sandbox_id.as_str()).await {
+                        Ok(info) => info.driver,
+                        Err(_) => "unknown".to_owned(),
+                    };
+                    self.follow_session(&exec.id, sandbox_id, driver, session, redactor);
                     recovered += 1;
                 }
                 // A sandbox none of this daemon's drivers holds belongs to another daemon sharing

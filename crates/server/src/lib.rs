@@ -8,13 +8,14 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod execs;
+pub mod metrics;
 pub mod redact;
 pub mod tasks;
 pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,52 +83,6 @@ pub fn db_url(home: &std::path::Path, db: Option<&str>) -> String {
     }
 }
 
-/// A monotonically rising count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// What `/metrics` counts.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub requests_2xx: Counter,
-    pub requests_4xx: Counter,
-    pub requests_5xx: Counter,
-    pub sandboxes_created: Counter,
-    pub execs_started: Counter,
-}
-
-impl Metrics {
-    fn render(&self) -> String {
-        format!(
-            "# HELP stockade_http_requests_total HTTP requests by status class.\n\
-             # TYPE stockade_http_requests_total counter\n\
-             stockade_http_requests_total{{class=\"2xx\"}} {}\n\
-             stockade_http_requests_total{{class=\"4xx\"}} {}\n\
-             stockade_http_requests_total{{class=\"5xx\"}} {}\n\
-             # HELP stockade_sandboxes_created_total Sandboxes created through the API.\n\
-             # TYPE stockade_sandboxes_created_total counter\n\
-             stockade_sandboxes_created_total {}\n\
-             # HELP stockade_execs_started_total Execs started through the API.\n\
-             # TYPE stockade_execs_started_total counter\n\
-             stockade_execs_started_total {}\n",
-            self.requests_2xx.get(),
-            self.requests_4xx.get(),
-            self.requests_5xx.get(),
-            self.sandboxes_created.get(),
-            self.execs_started.get(),
-        )
-    }
-}
-
 /// What every handler shares.
 pub struct AppState {
     pub driver: Arc<Drivers>,
@@ -135,7 +90,7 @@ pub struct AppState {
     pub execs: Arc<Execs>,
     pub events: Arc<Events>,
     pub secrets: stockade_secrets::SecretStore,
-    pub metrics: Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     /// Log one line per request to stderr (`stockade serve` does; an embedded server may not).
     pub access_log: std::sync::atomic::AtomicBool,
     /// Tasks running now.
@@ -220,15 +175,17 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
 async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
     // One span per request: whatever a handler logs carries its method and path.
     let span = tracing::info_span!("request", %method, %path);
     let response = tracing::Instrument::instrument(next.run(req), span).await;
     let status = response.status();
-    match status.as_u16() {
-        200..=399 => state.metrics.requests_2xx.inc(),
-        400..=499 => state.metrics.requests_4xx.inc(),
-        _ => state.metrics.requests_5xx.inc(),
-    }
+    state.metrics.request(
+        method.as_str(),
+        route.as_ref().map(|r| r.as_str()),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     if !state.access_log.load(Ordering::Relaxed) {
         return response;
     }
@@ -331,11 +288,13 @@ pub async fn state(config: &ServerConfig, drivers: Arc<Drivers>) -> stockade_cor
     );
     let events = Arc::new(Events::default());
     let secrets = stockade_secrets::SecretStore::new(&config.home);
+    let metrics = Arc::new(metrics::Metrics::default());
     let execs = Execs::new(
         Arc::clone(&db),
         Arc::clone(&drivers) as Arc<dyn Driver>,
         Arc::clone(&events),
         secrets.clone(),
+        Arc::clone(&metrics),
     );
     Ok(Arc::new(AppState {
         driver: drivers,
@@ -343,7 +302,7 @@ pub async fn state(config: &ServerConfig, drivers: Arc<Drivers>) -> stockade_cor
         execs,
         events,
         secrets,
-        metrics: Metrics::default(),
+        metrics,
         access_log: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks::Running::default(),
         home: config.home.clone(),

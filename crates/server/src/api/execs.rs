@@ -293,12 +293,12 @@ impl Start {
                 return Err(e.into());
             }
         };
-        state.metrics.execs_started.inc();
+        state.metrics.exec_started(&info.driver);
         // Following registers the exec as live before its pump runs, so a subscriber made right
         // after misses nothing.
         state
             .execs
-            .follow_session(&exec_id, info.id.clone(), session, redactor);
+            .follow_session(&exec_id, info.id.clone(), info.driver.clone(), session, redactor);
         let rx = wait.then(|| state.execs.subscribe(&exec_id, 0));
         state
             .events

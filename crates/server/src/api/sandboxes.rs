@@ -224,7 +224,7 @@ impl Create {
                 )
                 .await?;
         }
-        state.metrics.sandboxes_created.inc();
+        state.metrics.sandbox_created(&info.driver);
         state
             .events
             .publish(crate::events::sandbox(info.id.as_str(), "running"));

@@ -1,7 +1,6 @@
 //! The daemon itself: liveness, Prometheus metrics, the registered drivers, and the status
 //! changes of everything as server-sent events.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -41,7 +40,7 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = Scrape.run(&state).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// The registered drivers, their availability and how many sandboxes each holds.
@@ -77,7 +76,7 @@ pub async fn events(
 // ---------------------------------------------------------------------------------------------
 // Actions
 
-/// `GET /metrics`: the counters, then sandboxes by status and the execs followed now.
+/// `GET /metrics`: the counters, then sandboxes by driver and status and the execs followed now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scrape;
 
@@ -85,20 +84,7 @@ impl Scrape {
     /// The Prometheus text; a driver that cannot list counts no sandboxes.
     pub async fn run(self, state: &AppState) -> String {
         let sandboxes = state.driver.list().await.unwrap_or_default();
-        let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in &sandboxes {
-            *by_status.entry(s.status.as_str()).or_default() += 1;
-        }
-        let mut text = state.metrics.render();
-        text.push_str("# HELP stockade_sandboxes Sandboxes by status.\n# TYPE stockade_sandboxes gauge\n");
-        for (status, n) in by_status {
-            text.push_str(&format!("stockade_sandboxes{{status=\"{status}\"}} {n}\n"));
-        }
-        text.push_str(&format!(
-            "# HELP stockade_execs_running Execs the daemon follows.\n# TYPE stockade_execs_running gauge\nstockade_execs_running {}\n",
-            state.execs.running()
-        ));
-        text
+        state.metrics.render(&sandboxes, state.execs.running()).await
     }
 }
 

@@ -39,19 +39,30 @@ async fn metrics_count_what_the_api_did() {
     let id = d.create(json!({})).await;
     d.run(&id, &["true"]).await;
     d.get("/api/sandboxes/nope").await;
+    d.get("/no/such/route").await;
     let reply = d.get("/metrics").await;
     reply.ok(200);
-    assert_eq!(reply.content_type(), "text/plain; version=0.0.4");
+    assert_eq!(reply.content_type(), "text/plain; version=0.0.4; charset=utf-8");
     let text = reply.text();
     for line in [
-        "stockade_sandboxes_created_total 1\n",
-        "stockade_execs_started_total 1\n",
-        "stockade_sandboxes{status=\"running\"} 1\n",
-        "stockade_http_requests_total{class=\"4xx\"} 1\n",
-        "stockade_execs_running ",
+        "stockade_sandboxes_created_total{driver=\"fake\"} 1\n",
+        "stockade_execs_started_total{driver=\"fake\"} 1\n",
+        "stockade_execs_ended_total{driver=\"fake\",outcome=\"exited\"} 1\n",
+        "stockade_exec_duration_seconds_count{driver=\"fake\"} 1\n",
+        "stockade_sandboxes{driver=\"fake\",status=\"running\"} 1\n",
+        // Routes are the templates, never the ids in a path.
+        "stockade_http_requests_total{method=\"GET\",route=\"/api/sandboxes/{id}\",status=\"404\"} 1\n",
+        "stockade_http_requests_total{method=\"POST\",route=\"/api/sandboxes\",status=\"201\"} 1\n",
+        "stockade_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n",
+        "stockade_http_request_duration_seconds_count{method=\"POST\",route=\"/api/sandboxes\"} 1\n",
+        "stockade_execs_running 0\n",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
+    assert!(
+        !text.contains(id.as_str()),
+        "a sandbox id became a label:\n{text}"
+    );
 }
 
 #[tokio::test]
