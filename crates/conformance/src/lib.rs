@@ -669,30 +669,44 @@ pub mod cases {
         );
     }
 
+    /// Twenty execs are all running at the same moment: each marks itself started and waits
+    /// for the other nineteen before it prints and exits, so execs run one after another would
+    /// never finish (each gives up after two minutes with exit 99). A barrier, not a stopwatch:
+    /// a loaded host makes this slower, never wrong.
     pub async fn twenty_concurrent_execs(h: &dyn Harness) {
         let sb = Sandbox::new(h).await;
+        assert!(sb.sh("mkdir -p /tmp/started").await.exit.success());
         let runs = (0..20).map(|i| {
             let (d, id) = (Arc::clone(&sb.driver), sb.id.clone());
             async move {
-                let req = ExecRequest::new([
-                    "sh",
-                    "-c",
-                    &format!("sleep 0.3; echo {i}; echo e{i} >&2; exit {}", i % 7),
-                ]);
-                d.exec(&id, req).await.unwrap().output().await.unwrap()
+                let script = format!(
+                    ": > /tmp/started/{i}; n=0; \
+                     while set -- /tmp/started/*; [ $# -lt 20 ]; do \
+                       n=$((n+1)); [ $n -gt 1200 ] && exit 99; sleep 0.1; \
+                     done; echo {i}; echo e{i} >&2; exit {}",
+                    i % 7
+                );
+                d.exec(&id, ExecRequest::new(["sh", "-c", &script]))
+                    .await
+                    .unwrap()
+                    .output()
+                    .await
+                    .unwrap()
             }
         });
-        let started = std::time::Instant::now();
-        let outs = futures::future::join_all(runs).await;
+        let outs = tokio::time::timeout(Duration::from_secs(300), futures::future::join_all(runs))
+            .await
+            .expect("twenty execs did not finish");
         for (i, out) in outs.iter().enumerate() {
+            assert_ne!(
+                out.exit.code,
+                Some(99),
+                "exec {i} waited alone: execs ran one after another"
+            );
             assert_eq!(text(&out.stdout), format!("{i}\n"));
             assert_eq!(text(&out.stderr), format!("e{i}\n"));
             assert_eq!(out.exit.code, Some(i as i32 % 7));
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "execs ran one after another"
-        );
     }
 
     pub async fn fifty_sandboxes_at_once(h: &dyn Harness) {
