@@ -5,12 +5,13 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use stockade_core::{DirEntry, Error, FileKind, FileOp, FileReply, FileStat, Result};
+use stockade_core::{DirEntry, Error, FileEntry, FileKind, FileOp, FileReply, FileStat, Result};
 
 /// Runs one operation.
 pub fn apply(op: FileOp) -> Result<FileReply> {
     let path = op.path().to_owned();
-    if !path.starts_with('/') {
+    let names_a_path = !matches!(op, FileOp::WatchEvents { .. } | FileOp::WatchStop { .. });
+    if names_a_path && !path.starts_with('/') {
         return Err(Error::invalid(
             "path",
             format!("{path:?} must be an absolute path"),
@@ -55,8 +56,48 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
             }
             Ok(FileReply::Data { data })
         }
-        FileOp::Write { path, mode, data } => {
+        FileOp::Write {
+            path,
+            mode,
+            data,
+            in_place: false,
+        } => {
             write_atomic(Path::new(&path), &data, mode).map_err(err)?;
+            Ok(FileReply::Done)
+        }
+        FileOp::Write {
+            path,
+            mode,
+            data,
+            in_place: true,
+        } => {
+            write_in_place(Path::new(&path), &data, mode).map_err(err)?;
+            Ok(FileReply::Done)
+        }
+        FileOp::Entry { path } => Ok(FileReply::Entry {
+            entry: entry_of(Path::new(&path), &Names::read()).map_err(err)?,
+        }),
+        FileOp::Walk { path, depth } => {
+            let meta = fs::metadata(&path).map_err(err)?;
+            if !meta.is_dir() {
+                return Err(Error::File {
+                    path,
+                    reason: "not a directory".into(),
+                });
+            }
+            let mut entries = Vec::new();
+            walk(Path::new(&path), depth.max(1), &Names::read(), &mut entries).map_err(err)?;
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(FileReply::Walk { entries })
+        }
+        FileOp::WatchStart { path, recursive } => Ok(FileReply::Watcher {
+            watcher: crate::watch::start(&path, recursive)?,
+        }),
+        FileOp::WatchEvents { watcher } => Ok(FileReply::Events {
+            events: crate::watch::events(&watcher)?,
+        }),
+        FileOp::WatchStop { watcher } => {
+            crate::watch::stop(&watcher)?;
             Ok(FileReply::Done)
         }
         FileOp::List { path } => {
@@ -134,6 +175,109 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     result
 }
 
+/// Writes where the file is (`O_CREAT|O_TRUNC`), making missing parents, as E2B's envd does: a
+/// watcher sees the file created, its mode set, then written.
+fn write_in_place(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o7777)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+    f.write_all(data)
+}
+
+/// User and group names by id, from the sandbox's /etc/passwd and /etc/group.
+struct Names {
+    users: std::collections::HashMap<u32, String>,
+    groups: std::collections::HashMap<u32, String>,
+}
+
+impl Names {
+    fn read() -> Names {
+        let table = |file: &str| {
+            fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split(':');
+                    let name = fields.next()?;
+                    let id = fields.nth(1)?.parse().ok()?;
+                    Some((id, name.to_owned()))
+                })
+                .collect()
+        };
+        Names {
+            users: table("/etc/passwd"),
+            groups: table("/etc/group"),
+        }
+    }
+
+    fn user(&self, uid: u32) -> String {
+        self.users.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+    }
+
+    fn group(&self, gid: u32) -> String {
+        self.groups.get(&gid).cloned().unwrap_or_else(|| gid.to_string())
+    }
+}
+
+/// One entry in full. A symlink is described by its target (kind, mode, size), with the target's
+/// absolute path; a dangling one as a symlink.
+fn entry_of(path: &Path, names: &Names) -> std::io::Result<FileEntry> {
+    let link = fs::symlink_metadata(path)?;
+    let (meta, symlink_target) = if link.file_type().is_symlink() {
+        match (fs::metadata(path), fs::canonicalize(path)) {
+            (Ok(meta), Ok(target)) => (meta, Some(target.to_string_lossy().into_owned())),
+            _ => (
+                link,
+                fs::read_link(path).ok().map(|t| t.to_string_lossy().into_owned()),
+            ),
+        }
+    } else {
+        (link, None)
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    Ok(FileEntry {
+        name,
+        path: path.to_string_lossy().into_owned(),
+        kind: stat_of(&meta).kind,
+        size: meta.len(),
+        mode: meta.mode(),
+        owner: names.user(meta.uid()),
+        group: names.group(meta.gid()),
+        modified_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        symlink_target,
+    })
+}
+
+/// A directory's entries, and theirs down to `depth` levels; symlinked directories are listed,
+/// not entered.
+fn walk(dir: &Path, depth: u32, names: &Names, out: &mut Vec<FileEntry>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        // Gone between the listing and the look: not there.
+        let Ok(info) = entry_of(&path, names) else {
+            continue;
+        };
+        let descend = depth > 1 && info.symlink_target.is_none() && info.kind == FileKind::Dir;
+        out.push(info);
+        if descend {
+            // A subdirectory that cannot be read is listed without its contents.
+            let _ = walk(&path, depth - 1, names, out);
+        }
+    }
+    Ok(())
+}
+
 fn stat_of(meta: &fs::Metadata) -> FileStat {
     let ft = meta.file_type();
     let kind = if ft.is_symlink() {
@@ -179,6 +323,7 @@ mod tests {
             path: p("a/b/f"),
             mode: 0o640,
             data: vec![0, 1, 2],
+            in_place: false,
         })
         .unwrap();
         let FileReply::Data { data } = apply(FileOp::Read { path: p("a/b/f") }).unwrap() else {

@@ -403,6 +403,14 @@ pub struct ServeArgs {
     /// file:// repository, a push to a local repository. Off by default.
     #[arg(long)]
     pub allow_host_paths: bool,
+    /// The driver sandboxes made through the E2B-compatible API run on (`stockade info` lists
+    /// them); the default driver when absent.
+    #[arg(long, env = "STOCKADE_E2B_DRIVER")]
+    pub e2b_driver: Option<String>,
+    /// Give sandboxes made through the E2B-compatible API outbound network unless a create
+    /// refuses it (`allow_internet_access: false`). Off by default: loopback only.
+    #[arg(long)]
+    pub e2b_allow_internet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,6 +75,10 @@ async fn serve(router: Arc<Router>, a: crate::args::ServeArgs) -> Result<i32> {
         db: a.db,
         retention: parse::duration("retention", &a.retention)?,
         allow_host_paths: a.allow_host_paths,
+        e2b: stockade_server::e2b::E2bConfig {
+            driver: a.e2b_driver,
+            allow_internet: a.e2b_allow_internet,
+        },
         home,
     };
     let shutdown = async {

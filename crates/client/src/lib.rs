@@ -386,7 +386,7 @@ impl Driver for RemoteDriver {
                     .await?;
                 Ok(FileReply::Data { data: data.to_vec() })
             }
-            FileOp::Write { path, mode, data } => {
+            FileOp::Write { path, mode, data, .. } => {
                 let uri = format!("{base}/files?path={}&mode={mode:o}", path_query(&path));
                 self.call(Method::PUT, &uri, Some(("application/octet-stream", data)))
                     .await?;
@@ -437,6 +437,16 @@ impl Driver for RemoteDriver {
                 .await?;
                 Ok(FileReply::Done)
             }
+            // Not in the daemon's API: its E2B surface serves them to E2B's SDKs.
+            op @ (FileOp::Entry { .. }
+            | FileOp::Walk { .. }
+            | FileOp::WatchStart { .. }
+            | FileOp::WatchEvents { .. }
+            | FileOp::WatchStop { .. }) => Err(Error::Unsupported {
+                driver: "remote".into(),
+                feature: format!("file operation {}", op.name()),
+                reason: "the daemon's API has no route for it".into(),
+            }),
         }
     }
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {

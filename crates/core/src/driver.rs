@@ -154,6 +154,7 @@ pub trait Driver: Send + Sync {
                 path: path.into(),
                 mode,
                 data,
+                in_place: false,
             },
         )
         .await

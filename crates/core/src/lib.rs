@@ -18,7 +18,7 @@ pub mod stats;
 pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream};
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
-pub use files::{DirEntry, FileKind, FileOp, FileReply, FileStat};
+pub use files::{DirEntry, FileEntry, FileKind, FileOp, FileReply, FileStat, WatchEvent, WatchEventKind};
 pub use flags::SpecFlags;
 pub use registry::{
     CircuitInfo, DriverAdmin, DriverConfig, DriverFactory, DriverFacts, ImageBuilder, ProgressSink, Registry,

@@ -487,6 +487,11 @@ impl Driver for FakeDriver {
                 files.insert(key(&to), data);
                 Ok(FileReply::Done)
             }
+            op => Err(Error::Unsupported {
+                driver: NAME.into(),
+                feature: format!("file operation {}", op.name()),
+                reason: "the fake keeps only file contents".into(),
+            }),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod db;
+pub mod e2b;
 pub mod error;
 pub mod events;
 pub mod execs;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     /// or a `file://` repository, a push to a local repository. Off by default: a token then
     /// reaches only what sandboxes hold.
     pub allow_host_paths: bool,
+    /// The E2B-compatible surface's settings.
+    pub e2b: e2b::E2bConfig,
 }
 
 impl ServerConfig {
@@ -70,6 +73,7 @@ impl ServerConfig {
             db: None,
             retention: Duration::from_secs(3600),
             allow_host_paths: false,
+            e2b: e2b::E2bConfig::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct AppState {
     pub home: PathBuf,
     /// See [`ServerConfig::allow_host_paths`].
     pub allow_host_paths: bool,
+    /// See [`ServerConfig::e2b`].
+    pub e2b: e2b::E2bConfig,
 }
 
 impl AppState {
@@ -152,6 +158,7 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
     let doc = openapi.clone();
     let router = router
         .merge(ui::router(Arc::clone(&state)))
+        .merge(e2b::control::routes().with_state(Arc::clone(&state)))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -166,6 +173,11 @@ pub fn routes(state: Arc<AppState>) -> (axum::Router, utoipa::openapi::OpenApi) 
                 "this route does not take that method",
             )
         })
+        // envd's requests (an `E2b-Sandbox-Id` header) are answered before any route.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            e2b::envd::dispatch,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state, access_log));
     (router, openapi)
@@ -218,8 +230,12 @@ fn is_public(path: &str) -> bool {
 /// TCP: a bearer token from `stockade token create` (header, or the `stockade_token` cookie
 /// for browsers, whose WebSockets cannot send headers).
 async fn bearer_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if is_public(req.uri().path()) {
+    // envd's requests carry the sandbox's access token instead, checked by `e2b::envd`.
+    if is_public(req.uri().path()) || req.headers().contains_key("e2b-sandbox-id") {
         return next.run(req).await;
+    }
+    if e2b::control::is_control_path(req.uri().path()) {
+        return e2b_key_auth(state, req, next).await;
     }
     let headers = req.headers();
     let from_header = headers
@@ -250,6 +266,29 @@ async fn bearer_auth(State(state): State<Arc<AppState>>, req: Request, next: Nex
     match state.db.token_valid(token.trim()).await {
         Ok(true) => next.run(req).await,
         Ok(false) => ApiError::unauthorized("the token is not valid").into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// E2B's control plane: its SDKs send the key as `X-API-Key` (a Stockade token); a bearer
+/// token works as well. Refusals are E2B-shaped.
+async fn e2b_key_auth(state: Arc<AppState>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let token = e2b::control::api_key(headers).or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    });
+    let refuse = |message: &str| {
+        e2b::control::E2bError::new(axum::http::StatusCode::UNAUTHORIZED, message).into_response()
+    };
+    let Some(token) = token else {
+        return refuse("an API key is required (X-API-Key: a token from `stockade token create`)");
+    };
+    match state.db.token_valid(token.trim()).await {
+        Ok(true) => next.run(req).await,
+        Ok(false) => refuse("the API key is not valid"),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
@@ -307,6 +346,7 @@ pub async fn state(config: &ServerConfig, drivers: Arc<Drivers>) -> stockade_cor
         tasks: tasks::Running::default(),
         home: config.home.clone(),
         allow_host_paths: config.allow_host_paths,
+        e2b: config.e2b.clone(),
     }))
 }
 
@@ -417,6 +457,7 @@ async fn reaper(state: Arc<AppState>, retention: Duration) {
     let mut last_prune = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        e2b::reap(&state).await;
         let now = stockade_store::now_secs();
         let Ok(sandboxes) = state.driver.list().await else {
             continue;

@@ -187,4 +187,15 @@ impl Db {
     pub async fn token_valid(&self, token: &str) -> Result<bool> {
         both!(self, db => db.token_valid(token))
     }
+    /// Stores the E2B surface's record of a sandbox (JSON), replacing any.
+    pub async fn put_e2b(&self, sandbox_id: &str, data: &str) -> Result<()> {
+        both!(self, db => db.put_e2b(sandbox_id, data))
+    }
+    pub async fn e2b(&self, sandbox_id: &str) -> Result<Option<String>> {
+        both!(self, db => db.e2b(sandbox_id))
+    }
+    /// Every E2B record: (sandbox id, JSON).
+    pub async fn all_e2b(&self) -> Result<Vec<(String, String)>> {
+        both!(self, db => db.all_e2b())
+    }
 }

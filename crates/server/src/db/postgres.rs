@@ -10,7 +10,8 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use super::{event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, Result, TokenInfo};
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE execs (
         id TEXT PRIMARY KEY,
         ord BIGSERIAL,
         sandbox_id TEXT NOT NULL,
@@ -39,7 +40,12 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
         sandbox_id TEXT PRIMARY KEY,
         idle_secs BIGINT NOT NULL,
         last_active BIGINT NOT NULL
-     );"];
+     );",
+    "CREATE TABLE e2b_sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+     );",
+];
 
 /// An arbitrary constant for `pg_advisory_xact_lock`: two daemons starting at once migrate one
 /// after the other.
@@ -272,7 +278,43 @@ impl PostgresDb {
         client
             .execute("DELETE FROM idle_timeouts WHERE sandbox_id = $1", &[&sandbox_id])
             .await?;
+        client
+            .execute("DELETE FROM e2b_sandboxes WHERE sandbox_id = $1", &[&sandbox_id])
+            .await?;
         Ok(())
+    }
+
+    pub async fn put_e2b(&self, sandbox_id: &str, data: &str) -> Result<()> {
+        self.lock()
+            .await
+            .execute(
+                "INSERT INTO e2b_sandboxes (sandbox_id, data) VALUES ($1, $2)
+                 ON CONFLICT (sandbox_id) DO UPDATE SET data = EXCLUDED.data",
+                &[&sandbox_id, &data],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn e2b(&self, sandbox_id: &str) -> Result<Option<String>> {
+        let row = self
+            .lock()
+            .await
+            .query_opt(
+                "SELECT data FROM e2b_sandboxes WHERE sandbox_id = $1",
+                &[&sandbox_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn all_e2b(&self) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .lock()
+            .await
+            .query("SELECT sandbox_id, data FROM e2b_sandboxes", &[])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub async fn prune_output(&self, before: u64) -> Result<usize> {

@@ -12,7 +12,8 @@ use stockade_core::ExecEvent;
 use super::{event_data, event_from_row, event_kind, token_hash, DbError, ExecRecord, Result, TokenInfo};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE execs (
         id TEXT PRIMARY KEY,
         sandbox_id TEXT NOT NULL,
         request TEXT NOT NULL,
@@ -40,7 +41,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE execs (
         sandbox_id TEXT PRIMARY KEY,
         idle_secs INTEGER NOT NULL,
         last_active INTEGER NOT NULL
-     );"];
+     );",
+    // The E2B surface's record of each sandbox it made or adopted (template, access token,
+    // end time, metadata), as JSON.
+    "CREATE TABLE e2b_sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+     );",
+];
 
 /// The daemon's database.
 pub struct SqliteDb {
@@ -251,7 +259,37 @@ impl SqliteDb {
             "DELETE FROM idle_timeouts WHERE sandbox_id = ?1",
             params![sandbox_id],
         )?;
+        conn.execute(
+            "DELETE FROM e2b_sandboxes WHERE sandbox_id = ?1",
+            params![sandbox_id],
+        )?;
         Ok(())
+    }
+
+    pub fn put_e2b(&self, sandbox_id: &str, data: &str) -> Result<()> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO e2b_sandboxes (sandbox_id, data) VALUES (?1, ?2)",
+            params![sandbox_id, data],
+        )?;
+        Ok(())
+    }
+
+    pub fn e2b(&self, sandbox_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT data FROM e2b_sandboxes WHERE sandbox_id = ?1",
+                params![sandbox_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn all_e2b(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT sandbox_id, data FROM e2b_sandboxes")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Drops the output of execs that finished before `before` (unix seconds).

@@ -1,0 +1,153 @@
+//! envd on the daemon: a request carrying `E2b-Sandbox-Id` is for the envd of that sandbox
+//! (E2B's proxy routes the same way), whatever its path. It never reaches Stockade's API: the
+//! sandbox's access token (`X-Access-Token`) is its credential, not an API token.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use stockade_core::{Driver, SandboxInfo, SandboxStatus};
+
+use super::connect::{Code, RpcError};
+use super::{Record, ENVD_PORT};
+use crate::AppState;
+
+/// The sandbox a request is for, found and authorised.
+#[derive(Debug, Clone)]
+pub struct Envd {
+    pub record: Record,
+    pub info: SandboxInfo,
+    /// The user the request runs as: Basic auth's (`user:`), else the template's.
+    pub user: String,
+}
+
+impl Envd {
+    /// The home of the request's user (relative paths resolve against it).
+    pub fn home(&self) -> String {
+        if self.user == self.record.user {
+            self.record.home.clone()
+        } else if self.user == "root" {
+            "/root".into()
+        } else {
+            format!("/home/{}", self.user)
+        }
+    }
+
+    pub fn resolve(&self, path: &str) -> String {
+        super::resolve_in(&self.home(), path)
+    }
+}
+
+/// The middleware: envd requests are answered here, others go on to the daemon's routes.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(id) = header(req.headers(), "e2b-sandbox-id") else {
+        return next.run(req).await;
+    };
+    let id = id.to_owned();
+    let port = header(req.headers(), "e2b-sandbox-port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(ENVD_PORT);
+    let Some((record, info)) = find(&state, &id).await else {
+        return sandbox_not_found(&id);
+    };
+    if port != ENVD_PORT {
+        // What E2B's proxy answers for a port nothing listens on.
+        let body = json!({
+            "sandboxId": id,
+            "message": format!("The sandbox is running but port {port} is not open: Stockade does not forward sandbox ports yet"),
+            "port": port,
+            "code": 502,
+        });
+        return (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+    }
+    let path = req.uri().path().to_owned();
+    if path == "/health" {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let token = header(req.headers(), "x-access-token");
+    if token != Some(record.access_token.as_str()) {
+        return unauthenticated(token.is_some());
+    }
+    let user = match basic_user(req.headers()) {
+        Ok(user) => user.unwrap_or_else(|| record.user.clone()),
+        Err(e) => return super::connect::unary_reply::<()>(Err(e)),
+    };
+    let envd = Envd { record, info, user };
+    if path == "/files" {
+        return super::files::handle(&state, envd, req).await;
+    }
+    if let Some(method) = path.strip_prefix("/process.Process/") {
+        return super::process::call(&state, envd, method.to_owned(), req).await;
+    }
+    if let Some(method) = path.strip_prefix("/filesystem.Filesystem/") {
+        return super::filesystem::call(&state, envd, method.to_owned(), req).await;
+    }
+    super::connect::unary_reply::<()>(Err(RpcError::new(
+        Code::Unimplemented,
+        format!("envd has no {path}"),
+    )))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The record and sandbox with exactly this id, if it is running.
+async fn find(state: &AppState, id: &str) -> Option<(Record, SandboxInfo)> {
+    let record = Record::load(state, id).await?;
+    let info = state.driver.get(id).await.ok()?;
+    (info.id.as_str() == id && info.status == SandboxStatus::Running).then_some((record, info))
+}
+
+/// E2B's proxy's answer for a sandbox that is not there (or not running): the SDKs match its
+/// message and raise their "sandbox not running" error.
+pub fn sandbox_not_found(id: &str) -> Response {
+    let body = json!({ "sandboxId": id, "message": "The sandbox was not found", "code": 502 });
+    (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+}
+
+fn unauthenticated(sent: bool) -> Response {
+    let message = if sent {
+        "the access token is not this sandbox's (X-Access-Token)"
+    } else {
+        "an access token is required (X-Access-Token: the envdAccessToken the create answered with)"
+    };
+    super::connect::unary_reply::<()>(Err(RpcError::new(Code::Unauthenticated, message)))
+}
+
+/// The user of `Authorization: Basic base64("user:")`, if sent.
+fn basic_user(headers: &HeaderMap) -> Result<Option<String>, RpcError> {
+    use base64::Engine as _;
+    let Some(value) = header(headers, "authorization") else {
+        return Ok(None);
+    };
+    let bad = || {
+        RpcError::new(
+            Code::InvalidArgument,
+            "the Authorization header must be `Basic base64(USER:)`",
+        )
+    };
+    let encoded = value.strip_prefix("Basic ").ok_or_else(bad)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let user = text.split(':').next().unwrap_or("").to_owned();
+    if user.is_empty() {
+        return Ok(None);
+    }
+    if user.len() > 32
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(RpcError::new(
+            Code::InvalidArgument,
+            format!("user {user:?} is not a user name"),
+        ));
+    }
+    Ok(Some(user))
+}

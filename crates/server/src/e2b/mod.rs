@@ -1,0 +1,221 @@
+//! E2B's wire protocol on the daemon, so E2B's own SDKs drive Stockade sandboxes unmodified
+//! (`E2B_API_URL` and `E2B_SANDBOX_URL` both set to the daemon): the control plane
+//! ([`control`]: `/sandboxes`, `/v2/sandboxes`, with E2B's status codes and error bodies) and
+//! envd, the in-sandbox daemon E2B's SDKs talk to ([`envd`]: Connect-RPC `process.Process` and
+//! `filesystem.Filesystem`, `/health`, `/files`), chosen per request by the `E2b-Sandbox-Id`
+//! header as E2B's own proxy does. Processes are kept execs, files are the driver's file
+//! operations: every driver that runs the agent serves E2B's SDKs.
+//!
+//! What E2B keeps about a sandbox that Stockade's spec does not (template, access token, end
+//! time, metadata) is a [`Record`] in the daemon's database.
+
+pub mod connect;
+pub mod control;
+pub mod envd;
+pub mod files;
+pub mod filesystem;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use stockade_core::{Driver, SandboxId};
+
+use crate::AppState;
+
+/// The envd version advertised to the SDKs, which unlock features by it: 0.5.7 has `stdin`,
+/// `close_stdin`, octet-stream and gzip uploads; metadata (0.6.2) and entries in watch
+/// events (0.6.3) are not served yet.
+pub const ENVD_VERSION: &str = "0.5.7";
+
+/// envd's port inside an E2B sandbox: requests for it are envd's, others a sandbox port's.
+pub const ENVD_PORT: u16 = 49983;
+
+/// How the E2B surface makes sandboxes.
+#[derive(Debug, Clone, Default)]
+pub struct E2bConfig {
+    /// The driver templates' sandboxes are made on; the registry's default when absent.
+    pub driver: Option<String>,
+    /// Give sandboxes outbound network when a create does not refuse it (E2B's default). Off
+    /// by default: a daemon opts in (`stockade serve --e2b-allow-internet`).
+    pub allow_internet: bool,
+}
+
+/// A template: what a sandbox made from it runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub id: String,
+    /// The user processes run as, and the one home and relative paths resolve against.
+    pub user: String,
+    pub home: String,
+}
+
+impl Template {
+    /// The templates this daemon knows. `base` is the driver's default image (or the host's
+    /// root on native), run as root with home `/root`.
+    pub fn find(id: &str) -> Option<Template> {
+        match id {
+            "base" => Some(Template {
+                id: "base".into(),
+                user: "root".into(),
+                home: "/root".into(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the E2B surface keeps about a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub sandbox_id: String,
+    pub template_id: String,
+    /// The envd access token the SDK sends as `X-Access-Token`.
+    pub access_token: String,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Unix milliseconds: the sandbox is killed at this time (the E2B `timeout`).
+    pub end_at_ms: u64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    pub user: String,
+    pub home: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// Paused at the end of its timeout instead of killed.
+    #[serde(default)]
+    pub auto_pause: bool,
+}
+
+impl Record {
+    pub async fn load(state: &AppState, sandbox_id: &str) -> Option<Record> {
+        let data = state.db.e2b(sandbox_id).await.ok().flatten()?;
+        serde_json::from_str(&data).ok()
+    }
+
+    pub async fn save(&self, state: &AppState) -> Result<(), crate::error::ApiError> {
+        let data = serde_json::to_string(self).map_err(crate::error::ApiError::internal)?;
+        Ok(state.db.put_e2b(&self.sandbox_id, &data).await?)
+    }
+
+    pub async fn all(state: &AppState) -> Vec<Record> {
+        state
+            .db
+            .all_e2b()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, data)| serde_json::from_str(&data).ok())
+            .collect()
+    }
+
+    /// A path as envd takes it: absolute as given, `~` and relative ones against the home.
+    pub fn resolve(&self, path: &str) -> String {
+        resolve_in(&self.home, path)
+    }
+}
+
+fn resolve_in(home: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else if path == "~" {
+        home.to_owned()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        format!("{}/{rest}", home.trim_end_matches('/'))
+    } else {
+        format!("{}/{path}", home.trim_end_matches('/'))
+    };
+    // Lexically clean: `a/./b`, `a//b` and `a/../b` as a shell would see them.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A fresh envd access token.
+pub fn access_token() -> stockade_core::Result<String> {
+    Ok((0..3)
+        .map(|_| stockade_store::random_id().map(|r| r.to_string()))
+        .collect::<stockade_core::Result<Vec<_>>>()?
+        .concat())
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339_ms(ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Kills (or, with auto-pause, stops) E2B sandboxes past their end time; forgets records whose
+/// sandbox is gone. The daemon's reaper calls this every tick.
+pub async fn reap(state: &Arc<AppState>) {
+    let now = now_ms();
+    for record in Record::all(state).await {
+        let Ok(id) = SandboxId::parse(&record.sandbox_id) else {
+            continue;
+        };
+        let info = match state.driver.get(id.as_str()).await {
+            Ok(info) => info,
+            Err(stockade_core::Error::NotFound(_)) => {
+                let _ = state.db.forget_sandbox(id.as_str()).await;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if record.end_at_ms > now {
+            continue;
+        }
+        if record.auto_pause {
+            if info.status == stockade_core::SandboxStatus::Running {
+                tracing::info!("e2b: sandbox {id} reached its end time, pausing");
+                let _ = state.driver.stop(&id).await;
+            }
+            continue;
+        }
+        tracing::info!("e2b: sandbox {id} reached its end time, killing");
+        if state.driver.destroy(&id).await.is_ok() {
+            let _ = state.db.forget_sandbox(id.as_str()).await;
+            state
+                .events
+                .publish(crate::events::sandbox(id.as_str(), "destroyed"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_home() {
+        assert_eq!(resolve_in("/root", "a.txt"), "/root/a.txt");
+        assert_eq!(resolve_in("/root", "~/d/../e"), "/root/e");
+        assert_eq!(resolve_in("/root", "~"), "/root");
+        assert_eq!(resolve_in("/root", "/tmp//x/./y"), "/tmp/x/y");
+        assert_eq!(resolve_in("/root", "/../.."), "/");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
