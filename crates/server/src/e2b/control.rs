@@ -199,7 +199,8 @@ async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> E2bResult<R
     };
     let spec = SandboxSpec {
         driver: state.e2b.driver.clone().unwrap_or_default(),
-        workdir: template.home.clone(),
+        // The home is where E2B's processes start (each exec names it); the workdir stays
+        // Stockade's, where code is loaded and diffs are taken.
         env: req.env_vars.clone(),
         labels: req.metadata.clone(),
         network,
@@ -287,7 +288,11 @@ pub async fn known(state: &AppState, id: &str) -> E2bResult<(Record, SandboxInfo
         metadata: info.spec.labels.clone(),
         env_vars: info.spec.env.clone(),
         user: info.spec.user.clone().unwrap_or_else(|| "root".into()),
-        home: info.spec.workdir.clone(),
+        home: if info.spec.user.as_deref().is_none_or(|u| u == "root") {
+            "/root".into()
+        } else {
+            info.spec.workdir.clone()
+        },
         cpu_count: cpus(&info),
         memory_mb: memory_mb(&info),
         disk_mb: info.spec.resources.disk_bytes.map(|b| b >> 20).unwrap_or(0),

@@ -79,6 +79,18 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     if path == "/files" {
         return super::files::handle(&state, envd, req).await;
     }
+    let content_type = header(req.headers(), "content-type").unwrap_or("");
+    if content_type.contains("proto") {
+        let e = RpcError::new(
+            Code::Unimplemented,
+            "only Connect's JSON codec is served (application/json, application/connect+json)",
+        );
+        return if content_type.contains("connect+") {
+            super::connect::stream_error(e)
+        } else {
+            super::connect::unary_reply::<()>(Err(e))
+        };
+    }
     if let Some(method) = path.strip_prefix("/process.Process/") {
         return super::process::call(&state, envd, method.to_owned(), req).await;
     }

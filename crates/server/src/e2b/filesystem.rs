@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,21 +27,21 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         }
     };
     if method == "WatchDir" {
-        return match connect::stream_request::<WatchRequest>(&headers, &body) {
+        return match connect::stream_request::<WatchRequest>(&body) {
             Ok(r) => watch_dir(Arc::clone(state), envd, r, super::process::keepalive(&headers)).await,
             Err(e) => connect::stream_error(e),
         };
     }
     let fs = Fs { state, envd: &envd };
     let result = match method.as_str() {
-        "Stat" => fs.stat(&headers, &body).await,
-        "ListDir" => fs.list_dir(&headers, &body).await,
-        "MakeDir" => fs.make_dir(&headers, &body).await,
-        "Move" => fs.rename(&headers, &body).await,
-        "Remove" => fs.remove(&headers, &body).await,
-        "CreateWatcher" => fs.create_watcher(&headers, &body).await,
-        "GetWatcherEvents" => fs.watcher_events(&headers, &body).await,
-        "RemoveWatcher" => fs.remove_watcher(&headers, &body).await,
+        "Stat" => fs.stat(&body).await,
+        "ListDir" => fs.list_dir(&body).await,
+        "MakeDir" => fs.make_dir(&body).await,
+        "Move" => fs.rename(&body).await,
+        "Remove" => fs.remove(&body).await,
+        "CreateWatcher" => fs.create_watcher(&body).await,
+        "GetWatcherEvents" => fs.watcher_events(&body).await,
+        "RemoveWatcher" => fs.remove_watcher(&body).await,
         other => Err(RpcError::new(
             Code::Unimplemented,
             format!("filesystem.Filesystem has no method {other}"),
@@ -107,14 +106,14 @@ impl Fs<'_> {
         }
     }
 
-    async fn stat(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: PathRequest = connect::unary_request(headers, body)?;
+    async fn stat(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: PathRequest = connect::unary_request(body)?;
         let entry = self.entry(&self.envd.resolve(&r.path)).await?;
         Ok(json!({ "entry": entry_json(&entry) }))
     }
 
-    async fn list_dir(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: ListRequest = connect::unary_request(headers, body)?;
+    async fn list_dir(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: ListRequest = connect::unary_request(body)?;
         if r.depth > MAX_DEPTH {
             return Err(RpcError::new(
                 Code::InvalidArgument,
@@ -135,8 +134,8 @@ impl Fs<'_> {
         Ok(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() }))
     }
 
-    async fn make_dir(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: PathRequest = connect::unary_request(headers, body)?;
+    async fn make_dir(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: PathRequest = connect::unary_request(body)?;
         let path = self.envd.resolve(&r.path);
         match self.entry(&path).await {
             Ok(e) if e.kind == FileKind::Dir => {
@@ -158,8 +157,8 @@ impl Fs<'_> {
         Ok(json!({ "entry": entry_json(&self.entry(&path).await?) }))
     }
 
-    async fn rename(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: MoveRequest = connect::unary_request(headers, body)?;
+    async fn rename(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: MoveRequest = connect::unary_request(body)?;
         let (from, to) = (self.envd.resolve(&r.source), self.envd.resolve(&r.destination));
         // The source must be there before the destination's parents are made for it.
         self.entry(&from).await?;
@@ -173,8 +172,8 @@ impl Fs<'_> {
         Ok(json!({ "entry": entry_json(&self.entry(&to).await?) }))
     }
 
-    async fn remove(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: PathRequest = connect::unary_request(headers, body)?;
+    async fn remove(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: PathRequest = connect::unary_request(body)?;
         let path = self.envd.resolve(&r.path);
         match self
             .op(FileOp::Remove {
@@ -190,20 +189,20 @@ impl Fs<'_> {
         }
     }
 
-    async fn create_watcher(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: WatchRequest = connect::unary_request(headers, body)?;
+    async fn create_watcher(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: WatchRequest = connect::unary_request(body)?;
         let watcher = start_watch(self.state, self.envd, &r).await?;
         Ok(json!({ "watcherId": watcher }))
     }
 
-    async fn watcher_events(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: WatcherRequest = connect::unary_request(headers, body)?;
+    async fn watcher_events(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: WatcherRequest = connect::unary_request(body)?;
         let events = watch_events(self.state, self.envd, &r.watcher_id).await?;
         Ok(json!({ "events": events.iter().map(event_json).collect::<Vec<_>>() }))
     }
 
-    async fn remove_watcher(&self, headers: &HeaderMap, body: &Bytes) -> Result<Value, RpcError> {
-        let r: WatcherRequest = connect::unary_request(headers, body)?;
+    async fn remove_watcher(&self, body: &Bytes) -> Result<Value, RpcError> {
+        let r: WatcherRequest = connect::unary_request(body)?;
         self.op(FileOp::WatchStop {
             watcher: r.watcher_id,
         })

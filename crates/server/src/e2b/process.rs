@@ -37,18 +37,18 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         }
     };
     match method.as_str() {
-        "Start" => match connect::stream_request::<StartRequest>(&headers, &body) {
+        "Start" => match connect::stream_request::<StartRequest>(&body) {
             Ok(r) => start(state, &envd, &headers, r).await,
             Err(e) => connect::stream_error(e),
         },
-        "Connect" => match connect::stream_request::<ConnectRequest>(&headers, &body) {
+        "Connect" => match connect::stream_request::<ConnectRequest>(&body) {
             Ok(r) => attach(state, &envd, &headers, r).await,
             Err(e) => connect::stream_error(e),
         },
         "List" => connect::unary_reply(list(state, &envd).await),
         "SendInput" => connect::unary_reply(
             async {
-                let r: SendInputRequest = connect::unary_request(&headers, &body)?;
+                let r: SendInputRequest = connect::unary_request(&body)?;
                 let control = control(state, &envd, &r.process).await?;
                 control.write_stdin(&r.input.bytes()?).await?;
                 Ok(json!({}))
@@ -57,7 +57,7 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         ),
         "CloseStdin" => connect::unary_reply(
             async {
-                let r: ProcessOnly = connect::unary_request(&headers, &body)?;
+                let r: ProcessOnly = connect::unary_request(&body)?;
                 control(state, &envd, &r.process).await?.close_stdin().await?;
                 Ok(json!({}))
             }
@@ -65,7 +65,7 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         ),
         "SendSignal" => connect::unary_reply(
             async {
-                let r: SendSignalRequest = connect::unary_request(&headers, &body)?;
+                let r: SendSignalRequest = connect::unary_request(&body)?;
                 let control = control(state, &envd, &r.process).await?;
                 // SIGKILL and SIGTERM alike end the process's whole tree: Stockade's execs have one
                 // way to be stopped.
@@ -77,7 +77,7 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         ),
         "Update" => connect::unary_reply(
             async {
-                let r: UpdateRequest = connect::unary_request(&headers, &body)?;
+                let r: UpdateRequest = connect::unary_request(&body)?;
                 let control = control(state, &envd, &r.process).await?;
                 if let Some(pty) = r.pty {
                     control.resize(pty.size.checked()?).await?;

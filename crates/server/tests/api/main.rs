@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod code;
+mod e2b;
 mod execs;
 mod files;
 mod sandboxes;
