@@ -378,6 +378,11 @@ pub async fn serve(
             "listening on http://{}",
             listener.local_addr().map_err(|e| io("listen", e))?
         );
+        // No Nagle: a stream's small frames (an exec's events, Connect envelopes) would
+        // otherwise wait for the client's delayed ACK, 40 ms each.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
