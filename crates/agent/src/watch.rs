@@ -74,6 +74,24 @@ impl Watcher {
         Ok(())
     }
 
+    /// A create event for everything under `dir`, depth first.
+    fn created_under(&self, dir: &Path, out: &mut Vec<WatchEvent>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            out.push(WatchEvent {
+                name: relative(&self.root, &path),
+                kind: WatchEventKind::Create,
+            });
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                self.created_under(&path, out);
+            }
+        }
+    }
+
     fn drain(&mut self) -> Result<Vec<WatchEvent>> {
         let mut out = Vec::new();
         loop {
@@ -107,16 +125,19 @@ impl Watcher {
                 } else {
                     continue;
                 };
-                if self.recursive
-                    && kind == WatchEventKind::Create
-                    && event.mask.contains(AddWatchFlags::IN_ISDIR)
-                {
-                    let _ = self.add(&path);
-                }
                 out.push(WatchEvent {
                     name: relative(&self.root, &path),
                     kind,
                 });
+                if self.recursive
+                    && kind == WatchEventKind::Create
+                    && event.mask.contains(AddWatchFlags::IN_ISDIR)
+                {
+                    // Watched from now on; what was made in it before this read is reported as
+                    // created, so nothing made in a new directory goes unseen.
+                    let _ = self.add(&path);
+                    self.created_under(&path, &mut out);
+                }
             }
         }
     }

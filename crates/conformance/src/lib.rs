@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use stockade_core::{
-    Driver, ErrorKind, ExecEvent, ExecOutput, ExecRequest, FileKind, OutputStream, SandboxId, SandboxSpec,
-    SandboxStatus, TtySize,
+    Driver, ErrorKind, ExecEvent, ExecOutput, ExecRequest, FileKind, FileOp, FileReply, OutputStream,
+    SandboxId, SandboxSpec, SandboxStatus, TtySize,
 };
 
 /// What a driver's test file provides.
@@ -93,6 +93,8 @@ macro_rules! __with_cases {
                     command_not_found_is_an_error,
                     file_round_trips,
                     file_errors_name_the_path,
+                    entries_and_walks_describe_files_in_full,
+                    watchers_see_create_write_and_remove,
                     hundred_megabytes_of_output,
                     twenty_concurrent_execs,
                     fifty_sandboxes_at_once,
@@ -619,6 +621,139 @@ pub mod cases {
             assert!(err.to_string().contains("not a regular file"), "{path}: {err}");
         }
         assert_eq!(text(&sb.sh("echo alive").await.stdout), "alive\n");
+    }
+
+    pub async fn entries_and_walks_describe_files_in_full(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let d = &sb.driver;
+        let made = sb
+            .sh("mkdir -p /workspace/w/d && printf abc > /workspace/w/f && chmod 640 /workspace/w/f && ln -s f /workspace/w/l && ln -s gone /workspace/w/dangling && : > /workspace/w/d/inner")
+            .await;
+        assert!(made.exit.success(), "{}", text(&made.stderr));
+        let entry = |path: &str| {
+            let (d, id, path) = (Arc::clone(d), sb.id.clone(), path.to_owned());
+            async move {
+                match d.file(&id, FileOp::Entry { path }).await.unwrap() {
+                    FileReply::Entry { entry } => entry,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let f = entry("/workspace/w/f").await;
+        assert_eq!((f.name.as_str(), f.path.as_str()), ("f", "/workspace/w/f"));
+        assert_eq!((f.kind, f.size, f.mode & 0o7777), (FileKind::File, 3, 0o640));
+        assert!(!f.owner.is_empty() && !f.group.is_empty(), "{f:?}");
+        assert_eq!(f.symlink_target, None);
+        // A symlink is described by what it points at, and says where that is.
+        let l = entry("/workspace/w/l").await;
+        assert_eq!((l.kind, l.size), (FileKind::File, 3), "{l:?}");
+        assert_eq!(l.symlink_target.as_deref(), Some("/workspace/w/f"));
+        let dangling = entry("/workspace/w/dangling").await;
+        assert_eq!(dangling.kind, FileKind::Symlink, "{dangling:?}");
+        let walk = |depth: u32| {
+            let (d, id) = (Arc::clone(d), sb.id.clone());
+            async move {
+                let op = FileOp::Walk {
+                    path: "/workspace/w".into(),
+                    depth,
+                };
+                match d.file(&id, op).await.unwrap() {
+                    FileReply::Walk { entries } => entries.into_iter().map(|e| e.path).collect::<Vec<_>>(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let top = [
+            "/workspace/w/d",
+            "/workspace/w/dangling",
+            "/workspace/w/f",
+            "/workspace/w/l",
+        ];
+        assert_eq!(walk(1).await, top);
+        let deep = walk(2).await;
+        assert_eq!(deep.len(), 5, "{deep:?}");
+        assert!(deep.contains(&"/workspace/w/d/inner".to_owned()), "{deep:?}");
+        let missing = d
+            .file(
+                &sb.id,
+                FileOp::Entry {
+                    path: "/workspace/nope".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::File, "{missing}");
+        assert!(missing.to_string().contains("/workspace/nope"), "{missing}");
+        let not_dir = d
+            .file(
+                &sb.id,
+                FileOp::Walk {
+                    path: "/workspace/w/f".into(),
+                    depth: 1,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(not_dir.to_string().contains("not a directory"), "{not_dir}");
+    }
+
+    pub async fn watchers_see_create_write_and_remove(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let d = &sb.driver;
+        d.mkdir(&sb.id, "/workspace/watched").await.unwrap();
+        let start = FileOp::WatchStart {
+            path: "/workspace/watched".into(),
+            recursive: true,
+        };
+        let FileReply::Watcher { watcher } = d.file(&sb.id, start).await.unwrap() else {
+            panic!("no watcher id");
+        };
+        let events = || {
+            let (d, id, watcher) = (Arc::clone(d), sb.id.clone(), watcher.clone());
+            async move {
+                match d.file(&id, FileOp::WatchEvents { watcher }).await.unwrap() {
+                    FileReply::Events { events } => {
+                        events.into_iter().map(|e| (e.name, e.kind)).collect::<Vec<_>>()
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        use stockade_core::WatchEventKind::*;
+        // Written in place, as E2B's envd writes: created, its mode set, written.
+        let write = FileOp::Write {
+            path: "/workspace/watched/new".into(),
+            mode: 0o644,
+            data: b"x".to_vec(),
+            in_place: true,
+        };
+        d.file(&sb.id, write).await.unwrap();
+        assert_eq!(
+            events().await,
+            [
+                ("new".to_owned(), Create),
+                ("new".to_owned(), Chmod),
+                ("new".to_owned(), Write)
+            ]
+        );
+        assert!(sb.sh("mkdir /workspace/watched/sub && echo y > /workspace/watched/sub/f && rm /workspace/watched/new").await.exit.success());
+        let seen = events().await;
+        assert_eq!(seen.first(), Some(&("sub".to_owned(), Create)), "{seen:?}");
+        assert!(seen.contains(&("new".to_owned(), Remove)), "{seen:?}");
+        // A directory made after the start is watched too: what was made in it before the
+        // watcher saw the directory is reported as created.
+        assert!(seen.contains(&("sub/f".to_owned(), Create)), "{seen:?}");
+        assert_eq!(events().await, [], "events are taken once");
+        d.file(
+            &sb.id,
+            FileOp::WatchStop {
+                watcher: watcher.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let stopped = d.file(&sb.id, FileOp::WatchEvents { watcher }).await.unwrap_err();
+        assert!(stopped.to_string().contains("no such watcher"), "{stopped}");
     }
 
     pub async fn hundred_megabytes_of_output(h: &dyn Harness) {
