@@ -438,7 +438,8 @@ async fn list_v1(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) 
     Ok(axum::Json(all.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response())
 }
 
-/// `GET /v2/sandboxes`: filtered, ordered by start time, paged with `X-Next-Token`.
+/// `GET /v2/sandboxes`: filtered, ordered by start time (newest first by default), paged with
+/// `X-Next-Token`.
 async fn list_v2(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> E2bResult<Response> {
     let q = ListQuery::parse(query.as_deref().unwrap_or(""))?;
     let all = listed(&state, &q).await?;
@@ -478,7 +479,11 @@ struct ListQuery {
 
 impl ListQuery {
     fn parse(raw: &str) -> E2bResult<ListQuery> {
-        let mut q = ListQuery::default();
+        // Newest first unless asked otherwise, as E2B lists.
+        let mut q = ListQuery {
+            descending: true,
+            ..ListQuery::default()
+        };
         for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
             match key.as_ref() {
                 // A query string of its own, whose keys and values are percent-encoded again.

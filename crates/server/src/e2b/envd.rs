@@ -51,7 +51,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(ENVD_PORT);
     let Some((record, info)) = find(&state, &id).await else {
-        return sandbox_not_found(&id);
+        return refused(req, sandbox_not_found(&id)).await;
     };
     if port != ENVD_PORT {
         // What E2B's proxy answers for a port nothing listens on.
@@ -61,7 +61,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
             "port": port,
             "code": 502,
         });
-        return (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+        return refused(req, (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()).await;
     }
     let path = req.uri().path().to_owned();
     if path == "/health" {
@@ -69,11 +69,12 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     }
     let token = header(req.headers(), "x-access-token");
     if token != Some(record.access_token.as_str()) {
-        return unauthenticated(token.is_some());
+        let sent = token.is_some();
+        return refused(req, unauthenticated(sent)).await;
     }
     let user = match basic_user(req.headers()) {
         Ok(user) => user.unwrap_or_else(|| record.user.clone()),
-        Err(e) => return super::connect::unary_reply::<()>(Err(e)),
+        Err(e) => return refused(req, super::connect::unary_reply::<()>(Err(e))).await,
     };
     let envd = Envd { record, info, user };
     if path == "/files" {
@@ -101,6 +102,14 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
         Code::Unimplemented,
         format!("envd has no {path}"),
     )))
+}
+
+/// Answers a request refused before its body was read: the body is read first (up to the
+/// largest upload), so the connection stays usable for the client's next request. A client
+/// that pools connections (the SDKs do) would otherwise find it closed under its next call.
+async fn refused(req: Request, response: Response) -> Response {
+    let _ = axum::body::to_bytes(req.into_body(), crate::MAX_BODY).await;
+    response
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

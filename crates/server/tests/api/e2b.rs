@@ -147,8 +147,8 @@ async fn the_list_pages_with_x_next_token() {
     let mut next: Option<String> = None;
     for _ in 0..4 {
         let uri = match &next {
-            Some(token) => format!("/v2/sandboxes?limit=1&metadata=page%3Dyes&nextToken={token}"),
-            None => "/v2/sandboxes?limit=1&metadata=page%3Dyes".to_owned(),
+            Some(token) => format!("/v2/sandboxes?order=asc&limit=1&metadata=page%3Dyes&nextToken={token}"),
+            None => "/v2/sandboxes?order=asc&limit=1&metadata=page%3Dyes".to_owned(),
         };
         let page = d.get(&uri).await;
         page.ok(200);
@@ -164,7 +164,8 @@ async fn the_list_pages_with_x_next_token() {
         }
     }
     assert_eq!(seen, made, "three pages, oldest first, then no next token");
-    let newest_first = d.get("/v2/sandboxes?order=desc&metadata=page%3Dyes").await.json();
+    // Newest first unless asked otherwise, as E2B lists.
+    let newest_first = d.get("/v2/sandboxes?metadata=page%3Dyes").await.json();
     assert_eq!(newest_first[0]["sandboxID"], made[2].as_str());
 }
 
