@@ -104,11 +104,16 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     )))
 }
 
-/// Answers a request refused before its body was read: the body is read first (up to the
-/// largest upload), so the connection stays usable for the client's next request. A client
-/// that pools connections (the SDKs do) would otherwise find it closed under its next call.
+/// Answers a request refused before its body was read, at once, and reads the rest of the body
+/// meanwhile (up to the largest upload, for at most 30 s), as envd does: the connection stays
+/// usable for the client's next request. A client that pools connections (the SDKs do) would
+/// otherwise find it closed under its next call.
 async fn refused(req: Request, response: Response) -> Response {
-    let _ = axum::body::to_bytes(req.into_body(), crate::MAX_BODY).await;
+    let body = req.into_body();
+    tokio::spawn(async move {
+        let drain = axum::body::to_bytes(body, crate::MAX_BODY);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
+    });
     response
 }
 

@@ -372,12 +372,11 @@ fn stream_events(
     connect::stream_reply(body)
 }
 
-/// envd's end event: Go's `ProcessState` as it prints it.
+/// envd's end event: Go's `ProcessState` as it prints it; a failure also carries it as `error`
+/// (envd's `cmd.Wait()` error), which the SDKs put in their exit exception.
 fn end_event(exit: &ExecExit) -> Value {
-    match (exit.code, exit.signal) {
-        (Some(code), _) => {
-            json!({"event": {"end": {"exitCode": code, "exited": true, "status": format!("exit status {code}")}}})
-        }
+    let (code, exited, status) = match (exit.code, exit.signal) {
+        (Some(code), _) => (code, true, format!("exit status {code}")),
         (None, Some(signal)) => {
             let name = match signal {
                 1 => "hangup".to_owned(),
@@ -389,14 +388,19 @@ fn end_event(exit: &ExecExit) -> Value {
                 15 => "terminated".to_owned(),
                 n => format!("signal {n}"),
             };
-            let mut end = json!({"exitCode": -1, "exited": false, "status": format!("signal: {name}")});
-            if exit.oom {
-                end["error"] = json!("killed by the out-of-memory killer");
-            }
-            json!({"event": {"end": end}})
+            (-1, false, format!("signal: {name}"))
         }
-        (None, None) => json!({"event": {"end": {"exitCode": -1, "exited": false, "status": "unknown"}}}),
+        (None, None) => (-1, false, "unknown".to_owned()),
+    };
+    let mut end = json!({"exitCode": code, "exited": exited, "status": status});
+    if code != 0 {
+        end["error"] = json!(if exit.oom {
+            format!("{status} (by the out-of-memory killer)")
+        } else {
+            status
+        });
     }
+    json!({"event": {"end": end}})
 }
 
 /// The running exec a selector names in this sandbox.
@@ -521,12 +525,16 @@ mod tests {
     #[test]
     fn end_events_read_as_go_prints_a_process_state() {
         assert_eq!(
+            end_event(&exit(Some(0), None))["event"]["end"],
+            json!({"exitCode": 0, "exited": true, "status": "exit status 0"})
+        );
+        assert_eq!(
             end_event(&exit(Some(3), None))["event"]["end"],
-            json!({"exitCode": 3, "exited": true, "status": "exit status 3"})
+            json!({"exitCode": 3, "exited": true, "status": "exit status 3", "error": "exit status 3"})
         );
         assert_eq!(
             end_event(&exit(None, Some(9)))["event"]["end"],
-            json!({"exitCode": -1, "exited": false, "status": "signal: killed"})
+            json!({"exitCode": -1, "exited": false, "status": "signal: killed", "error": "signal: killed"})
         );
     }
 }
