@@ -263,6 +263,21 @@ impl E2bDriver {
         Ok((session(Some(started), reader, control.clone()), control))
     }
 
+    /// Makes the spec's workdir, as root: a template's default user may not write where it goes.
+    async fn make_workdir(&self, record: &Record, remote: &Remote) -> Result<()> {
+        let envd = self.envd(remote);
+        Files {
+            envd: &envd,
+            user: Some("root"),
+        }
+        .run(FileOp::Mkdir {
+            path: record.spec.workdir.clone(),
+        })
+        .await
+        .map(drop)
+        .map_err(|e| Error::backend(format!("making the workdir {}", record.spec.workdir), e))
+    }
+
     /// Under the store lock: `f` on the record of `id`, saved after.
     fn update<T>(&self, id: &SandboxId, f: impl FnOnce(&mut Record) -> Result<T>) -> Result<T> {
         let _lock = self.records.lock()?;
@@ -391,17 +406,7 @@ impl Driver for E2bDriver {
         record.status = SandboxStatus::Running;
         let made = async {
             self.records.save(&record)?;
-            // The workdir, made by root: a template's default user may not write where it goes.
-            let envd = self.envd(&remote);
-            Files {
-                envd: &envd,
-                user: Some("root"),
-            }
-            .run(FileOp::Mkdir {
-                path: record.spec.workdir.clone(),
-            })
-            .await
-            .map_err(|e| Error::backend(format!("making the workdir {}", record.spec.workdir), e))
+            self.make_workdir(&record, &remote).await
         }
         .await;
         if let Err(e) = made {
@@ -479,7 +484,7 @@ impl Driver for E2bDriver {
         let Some(connected) = api.connect(&remote.sandbox_id, timeout).await? else {
             return Err(wrong_state(id, SandboxStatus::Lost, "start", "stopped"));
         };
-        self.update(id, |r| {
+        let remote = self.update(id, |r| {
             r.status = SandboxStatus::Running;
             if let Some(remote) = &mut r.remote {
                 if connected.envd_access_token.is_some() {
@@ -489,8 +494,10 @@ impl Driver for E2bDriver {
                     remote.domain = connected.domain.clone();
                 }
             }
-            Ok(())
-        })
+            Ok(r.remote.clone().unwrap_or(remote))
+        })?;
+        // A workdir on a file system that does not outlive a pause (a tmpfs) is made again.
+        self.make_workdir(&record, &remote).await
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

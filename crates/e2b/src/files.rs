@@ -329,6 +329,22 @@ impl Files<'_> {
     }
 
     async fn write(&self, path: &str, mode: u32, data: Vec<u8>, in_place: bool) -> Result<()> {
+        // envd makes missing parents for an upload; a Stockade write into a directory that is
+        // not there fails, naming the path.
+        let parent = match path.rsplit_once('/') {
+            Some(("", _)) | None => "/",
+            Some((dir, _)) => dir,
+        };
+        match self.stat_entry(parent).await {
+            Ok(entry) if entry.kind() == FileKind::Dir => {}
+            Ok(_) => {
+                return Err(Error::File {
+                    path: path.to_owned(),
+                    reason: format!("{parent} is not a directory"),
+                })
+            }
+            Err(e) => return Err(rename_path(e, parent, path)),
+        }
         if in_place {
             self.envd
                 .upload(path, data, self.user)
