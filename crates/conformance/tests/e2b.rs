@@ -201,3 +201,60 @@ fn e2b() -> Option<E2b> {
 }
 
 conformance_suite!(e2b);
+
+/// What E2B's attach does give, in place of the excused replay case: a kept exec runs on when
+/// its caller goes, and an attach follows it live, numbered from the caller's sequence number,
+/// and steers it.
+#[test]
+fn kept_exec_is_followed_live_after_its_caller_goes() {
+    use futures::StreamExt;
+    use stockade_core::{ExecEvent, ExecRequest};
+    let Some(h) = e2b() else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sb = stockade_conformance::Sandbox::new(&h).await;
+        let mut req = ExecRequest::new(["sh", "-c", "echo one; read x; echo got $x; exit 7"]);
+        req.stdin = true;
+        let first = sb.driver.exec_kept(&sb.id, req.clone(), "kept-1").await.unwrap();
+        let mut events = first.events;
+        let started = events.next().await.unwrap().unwrap();
+        assert!(
+            matches!(started, ExecEvent::Started { seq: 0, .. }),
+            "{started:?}"
+        );
+        let one = events.next().await.unwrap().unwrap();
+        assert!(
+            matches!(&one, ExecEvent::Output { seq: 1, data, .. } if data == b"one\n"),
+            "{one:?}"
+        );
+        drop(events);
+        drop(first.control);
+        let err = sb.driver.exec_kept(&sb.id, req, "kept-1").await.err().unwrap();
+        assert!(err.to_string().contains("already in use"), "{err}");
+        let err = sb.driver.attach(&sb.id, "no-such-exec", 0).await.err().unwrap();
+        assert_eq!(err.to_string(), "no such exec: no-such-exec");
+        let again = h.driver();
+        let rest = again.attach(&sb.id, "kept-1", 2).await.unwrap();
+        rest.control.write_stdin(b"hi\n").await.unwrap();
+        let mut events = rest.events;
+        let mut next_seq = 2;
+        let mut stdout = Vec::new();
+        let exit = loop {
+            let event = events.next().await.unwrap().unwrap();
+            assert_eq!(event.seq(), next_seq, "{event:?}");
+            next_seq += 1;
+            match event {
+                ExecEvent::Output { data, .. } => stdout.extend(data),
+                ExecEvent::Exited { exit, .. } => break exit,
+                ExecEvent::Started { .. } => panic!("Started after seq 0"),
+            }
+        };
+        assert_eq!(stdout, b"got hi\n");
+        assert_eq!(exit.code, Some(7));
+        let gone = again.attach(&sb.id, "kept-1", 0).await.err().unwrap();
+        assert_eq!(gone.kind(), stockade_core::ErrorKind::ExecNotFound, "{gone}");
+    });
+}
