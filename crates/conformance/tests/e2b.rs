@@ -147,27 +147,9 @@ impl Harness for E2b {
                 "E2B's metrics are memory in use and CPU as a percentage per sample: no CPU time and no \
                  process count to report"
             }
-            _ => return server_gap(case).map(|why| format!("{SERVER_GAP}: {why}")),
+            _ => return None,
         };
         Some(why.into())
-    }
-}
-
-/// What the cases below meet in Stockade's E2B surface, not in E2B: remove each when the
-/// daemon is fixed.
-const SERVER_GAP: &str = "Stockade's E2B surface, not E2B: a sandbox made by POST /v2/sandboxes gets the \
-     template's home (/root) as its Stockade workdir, and the native driver's landlock ruleset then lets \
-     processes write only under /root, /tmp and /dev/shm, so a command's write to /workspace (which the \
-     driver makes with MakeDir, a file operation landlock does not confine) fails with EACCES; on E2B, \
-     root writes anywhere in its VM";
-
-fn server_gap(case: Case) -> Option<&'static str> {
-    match case {
-        Case::file_round_trips => Some("`printf ... > /workspace/made-by-exec` is refused"),
-        Case::fifty_sandboxes_at_once => Some("`echo N > /workspace/n` is refused"),
-        Case::reattach_by_id_from_a_new_driver => Some("`echo kept > /workspace/state` is refused"),
-        Case::stop_start_keeps_files => Some("`echo persisted > /workspace/f` is refused"),
-        _ => None,
     }
 }
 

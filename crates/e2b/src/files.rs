@@ -121,7 +121,8 @@ pub fn file_error(e: EnvdError, path: &str) -> Error {
         EnvdError::Http { status, message } => (status == 404, message),
         other => return process::call_error(other, "file operations"),
     };
-    if missing {
+    // A missing watcher is said as the server says it; anything else missing is a file.
+    if missing && !message.contains("no such watcher") {
         return Error::File {
             path: path.to_owned(),
             reason: NO_SUCH_FILE.into(),
@@ -183,7 +184,10 @@ impl Files<'_> {
 
     /// Runs one operation.
     pub async fn run(&self, op: FileOp) -> Result<FileReply> {
-        absolute(op.path())?;
+        // A watcher's id is not a path.
+        if !matches!(op, FileOp::WatchEvents { .. } | FileOp::WatchStop { .. }) {
+            absolute(op.path())?;
+        }
         match op {
             FileOp::Read { path } => self
                 .envd
