@@ -447,3 +447,31 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Templates (the E2B-compatible API's)
+
+/// What a sandbox made through the E2B-compatible API from this template runs on and as. `base`
+/// is built in (the default driver's default image, as root); one registered under that name
+/// replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct E2bTemplate {
+    /// The E2B `templateID`: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
+    pub name: String,
+    /// The driver (`stockade info` lists them); the daemon's E2B driver when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The image (container drivers); the driver's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The OCI runtime (container drivers), e.g. `runsc` for gVisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The user processes run as (a name the image knows); `root` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Where processes start and relative paths resolve; `/root` for root, else `/home/USER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+}

@@ -63,6 +63,9 @@ pub enum Command {
     /// API tokens for the daemon's TCP listener.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Templates for the daemon's E2B-compatible API: what a create's `templateID` runs on and as.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Measure Stockade against baselines run beside it.
     Bench(stockade_bench::BenchArgs),
 }
@@ -411,6 +414,34 @@ pub struct ServeArgs {
     /// refuses it (`allow_internet_access: false`). Off by default: loopback only.
     #[arg(long)]
     pub e2b_allow_internet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Register a template (or replace the one of that name; `base` replaces the built-in).
+    Add {
+        /// The E2B `templateID`.
+        name: String,
+        /// Driver its sandboxes run on (the daemon's --e2b-driver when absent).
+        #[arg(long)]
+        driver: Option<String>,
+        /// Image (container drivers; their default when absent).
+        #[arg(long)]
+        image: Option<String>,
+        /// OCI runtime (container drivers), e.g. runsc.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// User processes run as (root when absent; the image must know it).
+        #[arg(long)]
+        user: Option<String>,
+        /// Home: where processes start (/root for root, else /home/USER).
+        #[arg(long)]
+        home: Option<String>,
+    },
+    /// List templates, the built-in `base` included.
+    Ls(JsonArgs),
+    /// Remove a registered template.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

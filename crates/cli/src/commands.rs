@@ -32,6 +32,7 @@ pub async fn run(cli: Cli, register: fn(&mut stockade_core::Registry)) -> i32 {
         Command::Secret(c) => secret(c),
         Command::Serve(a) => serve(Arc::clone(&router), a).await,
         Command::Token(c) => token(c).await,
+        Command::Template(c) => template(&router, c).await,
         command => match stockade_client::RemoteDriver::from_env() {
             // A daemon is named: sandbox commands go through its API, with the same output.
             Ok(Some(remote)) => {
@@ -88,6 +89,72 @@ async fn serve(router: Arc<Router>, a: crate::args::ServeArgs) -> Result<i32> {
         }
     };
     stockade_server::serve(config, router, shutdown).await?;
+    Ok(0)
+}
+
+/// `stockade template add|ls|rm`, on the daemon's database directly (as `token`), checked as the
+/// API checks them.
+async fn template(router: &Router, c: crate::args::TemplateCommand) -> Result<i32> {
+    use crate::args::TemplateCommand;
+    let home = crate::drivers::home_from_env();
+    let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
+    let db = stockade_server::db::Db::open(&url)
+        .await
+        .map_err(|e| Error::backend("database", e))?;
+    let db_err = |e| Error::backend("database", e);
+    match c {
+        TemplateCommand::Add {
+            name,
+            driver,
+            image,
+            runtime,
+            user,
+            home,
+        } => {
+            let t = stockade_server::e2b::E2bTemplate {
+                name,
+                driver,
+                image,
+                runtime,
+                user,
+                home,
+            };
+            stockade_server::e2b::validate_template(&t, &router.registry().names())?;
+            let data = serde_json::to_string(&t).map_err(|e| Error::backend("template", e))?;
+            db.put_template(&t.name, &data).await.map_err(db_err)?;
+            eprintln!("stockade: template {} registered", t.name);
+        }
+        TemplateCommand::Ls(a) => {
+            let all = stockade_server::e2b::listed(&db.templates().await.map_err(db_err)?);
+            if a.json {
+                print_json(&all);
+            } else {
+                println!(
+                    "{:<16} {:<10} {:<28} {:<8} USER",
+                    "NAME", "DRIVER", "IMAGE", "RUNTIME"
+                );
+                let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_owned());
+                for t in all {
+                    println!(
+                        "{:<16} {:<10} {:<28} {:<8} {}",
+                        t.name,
+                        or(&t.driver, "-"),
+                        or(&t.image, "-"),
+                        or(&t.runtime, "-"),
+                        or(&t.user, "root")
+                    );
+                }
+            }
+        }
+        TemplateCommand::Rm { name } => {
+            if !db.remove_template(&name).await.map_err(db_err)? {
+                return Err(Error::invalid(
+                    "name",
+                    format!("no template named {name:?} is registered"),
+                ));
+            }
+        }
+    }
     Ok(0)
 }
 
@@ -369,7 +436,8 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
         | Command::Task(_)
         | Command::Secret(_)
         | Command::Serve(_)
-        | Command::Token(_) => Ok(0),
+        | Command::Token(_)
+        | Command::Template(_) => Ok(0),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod files;
 pub mod sandboxes;
 pub mod system;
 pub mod tasks;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -37,7 +38,8 @@ pub fn routes(router: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppStat
     let router = execs::routes(router);
     let router = files::routes(router);
     let router = code::routes(router);
-    tasks::routes(router)
+    let router = tasks::routes(router);
+    templates::routes(router)
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s.

@@ -194,6 +194,18 @@ impl Db {
     pub async fn e2b(&self, sandbox_id: &str) -> Result<Option<String>> {
         both!(self, db => db.e2b(sandbox_id))
     }
+    /// Stores an E2B template (JSON) under its name, replacing any.
+    pub async fn put_template(&self, name: &str, data: &str) -> Result<()> {
+        both!(self, db => db.put_template(name, data))
+    }
+    /// Every registered E2B template (JSON), by name.
+    pub async fn templates(&self) -> Result<Vec<String>> {
+        both!(self, db => db.templates())
+    }
+    /// False when no template had the name.
+    pub async fn remove_template(&self, name: &str) -> Result<bool> {
+        both!(self, db => db.remove_template(name))
+    }
     /// Every E2B record: (sandbox id, JSON).
     pub async fn all_e2b(&self) -> Result<Vec<(String, String)>> {
         both!(self, db => db.all_e2b())

@@ -45,6 +45,10 @@ const MIGRATIONS: &[&str] = &[
         sandbox_id TEXT PRIMARY KEY,
         data TEXT NOT NULL
      );",
+    "CREATE TABLE e2b_templates (
+        name TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+     );",
 ];
 
 /// An arbitrary constant for `pg_advisory_xact_lock`: two daemons starting at once migrate one
@@ -306,6 +310,36 @@ impl PostgresDb {
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn put_template(&self, name: &str, data: &str) -> Result<()> {
+        self.lock()
+            .await
+            .execute(
+                "INSERT INTO e2b_templates (name, data) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data",
+                &[&name, &data],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn templates(&self) -> Result<Vec<String>> {
+        let rows = self
+            .lock()
+            .await
+            .query("SELECT data FROM e2b_templates ORDER BY name", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn remove_template(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .await
+            .execute("DELETE FROM e2b_templates WHERE name = $1", &[&name])
+            .await?
+            > 0)
     }
 
     pub async fn all_e2b(&self) -> Result<Vec<(String, String)>> {

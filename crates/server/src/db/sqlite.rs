@@ -48,6 +48,11 @@ const MIGRATIONS: &[&str] = &[
         sandbox_id TEXT PRIMARY KEY,
         data TEXT NOT NULL
      );",
+    // Templates registered for the E2B surface (`stockade template add`), as JSON.
+    "CREATE TABLE e2b_templates (
+        name TEXT PRIMARY KEY,
+        data TEXT NOT NULL
+     );",
 ];
 
 /// The daemon's database.
@@ -283,6 +288,28 @@ impl SqliteDb {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    pub fn put_template(&self, name: &str, data: &str) -> Result<()> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO e2b_templates (name, data) VALUES (?1, ?2)",
+            params![name, data],
+        )?;
+        Ok(())
+    }
+
+    pub fn templates(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT data FROM e2b_templates ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn remove_template(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .execute("DELETE FROM e2b_templates WHERE name = ?1", params![name])?
+            > 0)
     }
 
     pub fn all_e2b(&self) -> Result<Vec<(String, String)>> {

@@ -183,12 +183,20 @@ async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> E2bResult<R
         .template_id
         .filter(|t| !t.is_empty())
         .ok_or_else(|| E2bError::bad("templateID is required"))?;
-    let template = Template::find(&template_id).ok_or_else(|| {
-        E2bError::new(
+    let Some(template) = Template::find(&state, &template_id).await else {
+        let names: Vec<String> = super::templates(&state)
+            .await
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        return Err(E2bError::new(
             StatusCode::NOT_FOUND,
-            format!("template '{template_id}' not found (this daemon has: base)"),
-        )
-    })?;
+            format!(
+                "template '{template_id}' not found (this daemon has: {})",
+                names.join(", ")
+            ),
+        ));
+    };
     let timeout = check_timeout("timeout", req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
     // Outbound network is the daemon's to allow: `allow_internet_access: false` always takes
     // it away; true (which older SDKs always send) gives it only where the daemon opted in.
@@ -198,7 +206,13 @@ async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> E2bResult<R
         _ => NetworkMode::None,
     };
     let spec = SandboxSpec {
-        driver: state.e2b.driver.clone().unwrap_or_default(),
+        driver: template
+            .driver
+            .clone()
+            .or_else(|| state.e2b.driver.clone())
+            .unwrap_or_default(),
+        image: template.image.clone(),
+        runtime: template.runtime.clone(),
         // The home is where E2B's processes start (each exec names it); the workdir stays
         // Stockade's, where code is loaded and diffs are taken.
         env: req.env_vars.clone(),
@@ -277,7 +291,9 @@ pub async fn known(state: &AppState, id: &str) -> E2bResult<(Record, SandboxInfo
     if let Some(record) = Record::load(state, id).await {
         return Ok((record, info));
     }
-    let template = Template::find("base").ok_or_else(|| E2bError::not_found(id))?;
+    let template = Template::find(state, "base")
+        .await
+        .ok_or_else(|| E2bError::not_found(id))?;
     let now = now_ms();
     let record = Record {
         sandbox_id: id.to_owned(),

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+pub use stockade_api::E2bTemplate;
 use stockade_core::{Driver, SandboxId};
 
 use crate::AppState;
@@ -42,28 +43,127 @@ pub struct E2bConfig {
     pub allow_internet: bool,
 }
 
-/// A template: what a sandbox made from it runs as.
+/// A template as a create uses it: what the sandbox runs on and as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pub id: String,
+    pub driver: Option<String>,
+    pub image: Option<String>,
+    pub runtime: Option<String>,
     /// The user processes run as, and the one home and relative paths resolve against.
     pub user: String,
     pub home: String,
 }
 
 impl Template {
-    /// The templates this daemon knows. `base` is the driver's default image (or the host's
-    /// root on native), run as root with home `/root`.
-    pub fn find(id: &str) -> Option<Template> {
-        match id {
-            "base" => Some(Template {
-                id: "base".into(),
-                user: "root".into(),
-                home: "/root".into(),
-            }),
-            _ => None,
+    /// The template named `id`: one registered under it, else the built-in `base`.
+    pub async fn find(state: &AppState, id: &str) -> Option<Template> {
+        templates(state)
+            .await
+            .into_iter()
+            .find(|t| t.name == id)
+            .map(Template::from)
+    }
+}
+
+impl From<E2bTemplate> for Template {
+    fn from(t: E2bTemplate) -> Template {
+        let user = t.user.unwrap_or_else(|| "root".into());
+        let home = t.home.unwrap_or_else(|| {
+            if user == "root" {
+                "/root".into()
+            } else {
+                format!("/home/{user}")
+            }
+        });
+        Template {
+            id: t.name,
+            driver: t.driver,
+            image: t.image,
+            runtime: t.runtime,
+            user,
+            home,
         }
     }
+}
+
+/// The built-in template: the E2B driver's default image, as root.
+pub fn base_template() -> E2bTemplate {
+    E2bTemplate {
+        name: "base".into(),
+        driver: None,
+        image: None,
+        runtime: None,
+        user: None,
+        home: None,
+    }
+}
+
+/// Every template: the registered ones, and `base` unless one replaces it; by name.
+pub async fn templates(state: &AppState) -> Vec<E2bTemplate> {
+    listed(&state.db.templates().await.unwrap_or_default())
+}
+
+/// The templates stored as `rows` (JSON), with the built-in `base` unless one replaces it.
+pub fn listed(rows: &[String]) -> Vec<E2bTemplate> {
+    let mut all: Vec<E2bTemplate> = rows
+        .iter()
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect();
+    if !all.iter().any(|t| t.name == "base") {
+        all.push(base_template());
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+/// Checks a template before it is stored: each field named with what it must be. `drivers`
+/// are the registered drivers' names.
+pub fn validate_template(t: &E2bTemplate, drivers: &[&str]) -> Result<(), stockade_core::Error> {
+    let invalid = |field: &str, reason: String| Err(stockade_core::Error::invalid(field, reason));
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    };
+    if !name_ok(&t.name) {
+        return invalid(
+            "name",
+            format!("{:?} must be 1 to 64 of a-z, 0-9, '.', '_', '-'", t.name),
+        );
+    }
+    if let Some(d) = &t.driver {
+        if !drivers.contains(&d.as_str()) {
+            return invalid(
+                "driver",
+                format!("{d:?} is not a registered driver ({})", drivers.join(", ")),
+            );
+        }
+    }
+    for (field, value) in [("image", &t.image), ("runtime", &t.runtime)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > 256 || v.chars().any(char::is_whitespace))
+        {
+            return invalid(field, "must be 1 to 256 characters without spaces".into());
+        }
+    }
+    if let Some(u) = &t.user {
+        let ok = !u.is_empty()
+            && u.len() <= 32
+            && u.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !u.starts_with('-');
+        if !ok {
+            return invalid("user", format!("{u:?} is not a user name"));
+        }
+    }
+    if let Some(h) = &t.home {
+        if !h.starts_with('/') || h.len() > 4096 {
+            return invalid("home", format!("{h:?} must be an absolute path"));
+        }
+    }
+    Ok(())
 }
 
 /// What the E2B surface keeps about a sandbox.
@@ -212,6 +312,27 @@ mod tests {
         assert_eq!(resolve_in("/root", "~"), "/root");
         assert_eq!(resolve_in("/root", "/tmp//x/./y"), "/tmp/x/y");
         assert_eq!(resolve_in("/root", "/../.."), "/");
+    }
+
+    #[test]
+    fn templates_are_checked_field_by_field() {
+        let t = |f: fn(&mut E2bTemplate)| {
+            let mut t = base_template();
+            t.name = "py".into();
+            f(&mut t);
+            validate_template(&t, &["native", "docker"]).map_err(|e| e.field().map(str::to_owned))
+        };
+        assert_eq!(t(|_| {}), Ok(()));
+        assert_eq!(t(|t| t.name = "Has Space".into()), Err(Some("name".into())));
+        assert_eq!(t(|t| t.driver = Some("vm".into())), Err(Some("driver".into())));
+        assert_eq!(t(|t| t.image = Some(String::new())), Err(Some("image".into())));
+        assert_eq!(t(|t| t.user = Some("-x".into())), Err(Some("user".into())));
+        assert_eq!(t(|t| t.home = Some("rel".into())), Err(Some("home".into())));
+        let user = Template::from(E2bTemplate {
+            user: Some("user".into()),
+            ..base_template()
+        });
+        assert_eq!((user.user.as_str(), user.home.as_str()), ("user", "/home/user"));
     }
 
     #[test]

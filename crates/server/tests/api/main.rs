@@ -12,6 +12,7 @@ mod files;
 mod sandboxes;
 mod system;
 mod tasks;
+mod templates;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -348,6 +349,27 @@ const COVERAGE: &[(&str, &str, Covered, &[&str])] = &[
             "tasks::a_missing_or_malformed_task_is_named",
         ],
     ),
+    (
+        "GET",
+        "/api/templates",
+        Covered::Fully,
+        &["templates::a_registered_template_is_listed_used_and_removed"],
+    ),
+    (
+        "POST",
+        "/api/templates",
+        Covered::Fully,
+        &[
+            "templates::a_registered_template_is_listed_used_and_removed",
+            "templates::bad_templates_are_400s_naming_the_field",
+        ],
+    ),
+    (
+        "DELETE",
+        "/api/templates/{name}",
+        Covered::Fully,
+        &["templates::a_registered_template_is_listed_used_and_removed"],
+    ),
 ];
 
 /// The test modules' sources, to check that the tests [`COVERAGE`] names exist.
@@ -358,6 +380,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("sandboxes", include_str!("sandboxes.rs")),
     ("system", include_str!("system.rs")),
     ("tasks", include_str!("tasks.rs")),
+    ("templates", include_str!("templates.rs")),
 ];
 
 #[tokio::test]
