@@ -519,6 +519,38 @@ def test_envd_early_error_leaves_connection_reusable(daemon, sandbox, case):
     )
 
 
+def test_a_sandbox_port_is_forwarded_with_the_access_token(daemon, sandbox):
+    """A request for another port than envd's (the code interpreter's 49999) reaches the server
+    listening there inside the sandbox; it needs the sandbox's access token, and a port nothing
+    listens on is E2B's 502 naming the port."""
+    sandbox.commands.run("mkdir -p /tmp/www && echo hello-port > /tmp/www/index.html")
+    server = sandbox.commands.run(
+        "cd /tmp/www && exec python3 -m http.server 49999 --bind 127.0.0.1", background=True
+    )
+    headers = {
+        "E2b-Sandbox-Id": sandbox.sandbox_id,
+        "E2b-Sandbox-Port": "49999",
+        "X-Access-Token": sandbox._envd_access_token,
+    }
+    deadline = time.time() + 20
+    while True:
+        r = httpx.get(f"{daemon.url}/index.html", headers=headers, timeout=10)
+        if r.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert (r.status_code, r.text) == (200, "hello-port\n"), r.text
+    # The request's own headers and query arrive; the answer's headers come back.
+    r = httpx.get(f"{daemon.url}/missing?x=1", headers=headers, timeout=10)
+    assert r.status_code == 404 and "text/html" in r.headers["content-type"], r.text
+    wrong = httpx.get(f"{daemon.url}/index.html", headers={**headers, "X-Access-Token": "nope"}, timeout=10)
+    assert wrong.status_code == 401, wrong.text
+    closed = httpx.get(f"{daemon.url}/", headers={**headers, "E2b-Sandbox-Port": "49998"}, timeout=10)
+    assert closed.status_code == 502, closed.text
+    body = closed.json()
+    assert body["code"] == 502 and body["sandboxId"] == sandbox.sandbox_id and "49998" in body["message"], body
+    sandbox.commands.kill(server.pid)
+
+
 def test_envd_unknown_sandbox_is_502_sandbox_not_found(daemon):
     r = httpx.post(
         f"{daemon.url}/process.Process/List",

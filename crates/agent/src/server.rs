@@ -152,6 +152,42 @@ async fn serve_connection(state: Arc<State>, stream: UnixStream) -> Result<()> {
                     Err(e) => write_frame(&mut wr, &Reply::from_error(&e), &[]).await?,
                 }
             }
+            Request::Connect { port } => {
+                let mut tcp =
+                    match tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await {
+                        Ok(tcp) => tcp,
+                        Err(e) => {
+                            let e = Error::Backend {
+                                context: format!("port {port} in the sandbox"),
+                                reason: e.to_string(),
+                            };
+                            write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
+                            wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
+                            continue;
+                        }
+                    };
+                let _ = tcp.set_nodelay(true);
+                write_frame(&mut wr, &Reply::Connected, &[]).await?;
+                wr.flush().await.map_err(|e| Error::backend("agent write", e))?;
+                let (mut tcp_rd, mut tcp_wr) = tcp.split();
+                let to_host = async {
+                    let _ = tokio::io::copy(&mut tcp_rd, &mut wr).await;
+                    let _ = wr.shutdown().await;
+                };
+                let to_port = async {
+                    let _ = tokio::io::copy(&mut rd, &mut tcp_wr).await;
+                    let _ = tcp_wr.shutdown().await;
+                    // The host is done sending; its answer may still be coming.
+                    std::future::pending::<()>().await
+                };
+                // The port's side ending ends the connection: closed, not half-closed, since a
+                // half-close does not cross every transport (gVisor's host-backed sockets).
+                tokio::select! {
+                    () = to_host => {}
+                    () = to_port => {}
+                }
+                return Ok(());
+            }
             Request::Stats => {
                 write_frame(
                     &mut wr,

@@ -95,6 +95,7 @@ macro_rules! __with_cases {
                     file_errors_name_the_path,
                     entries_and_walks_describe_files_in_full,
                     watchers_see_create_write_and_remove,
+                    a_port_inside_is_reachable,
                     hundred_megabytes_of_output,
                     twenty_concurrent_execs,
                     fifty_sandboxes_at_once,
@@ -754,6 +755,54 @@ pub mod cases {
         .unwrap();
         let stopped = d.file(&sb.id, FileOp::WatchEvents { watcher }).await.unwrap_err();
         assert!(stopped.to_string().contains("no such watcher"), "{stopped}");
+    }
+
+    /// A server on the sandbox's loopback is reached through the driver (what the daemon's E2B
+    /// surface forwards a sandbox port over), whatever the sandbox's network mode.
+    pub async fn a_port_inside_is_reachable(h: &dyn Harness) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sb = Sandbox::new(h).await;
+        let server = "import socket\n\
+            s = socket.socket()\n\
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+            s.bind(('127.0.0.1', 7171))\n\
+            s.listen(1)\n\
+            print('listening', flush=True)\n\
+            c, _ = s.accept()\n\
+            c.sendall(b'hello ' + c.recv(100))\n\
+            c.close()\n";
+        let mut session = sb
+            .driver
+            .exec(&sb.id, ExecRequest::new(["python3", "-c", server]))
+            .await
+            .unwrap();
+        loop {
+            match session.events.next().await {
+                Some(Ok(ExecEvent::Output { data, .. })) if text(&data).contains("listening") => break,
+                Some(Ok(ExecEvent::Exited { exit, .. })) => panic!("the server exited: {exit:?}"),
+                None | Some(Err(_)) => panic!("the server's exec ended"),
+                Some(Ok(_)) => {}
+            }
+        }
+        let mut stream = sb.driver.connect_port(&sb.id, 7171).await.unwrap();
+        stream.write_all(b"port").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "the stream did not end when the server closed (read so far: {:?})",
+            text(&answer)
+        );
+        assert_eq!(text(&answer), "hello port");
+        let refused = sb
+            .driver
+            .connect_port(&sb.id, 7172)
+            .await
+            .err()
+            .expect("nothing listens on 7172");
+        assert!(refused.to_string().contains("7172"), "{refused}");
+        drop(session);
     }
 
     pub async fn hundred_megabytes_of_output(h: &dyn Harness) {

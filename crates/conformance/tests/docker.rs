@@ -107,6 +107,11 @@ fn gvisor_gap(case: Case) -> Option<&'static str> {
              spinning process under the ptrace platform starves the sandbox (passed in five CI runs, \
              hung in the sixth)"
         }
+        Case::a_port_inside_is_reachable => {
+            "a port's bytes reach the host but its close does not (the stream stays open after the \
+             server inside closes; not yet known whether the netstack or the host-backed socket keeps \
+             it), so a raw stream to a port never ends"
+        }
         _ => return None,
     })
 }

@@ -143,6 +143,10 @@ impl Harness for E2b {
                 "envd runs a process as a user of the template named in Basic auth: a uid:gid user is not one, \
                  and E2B's create has no way to give the workdir to a user"
             }
+            Case::a_port_inside_is_reachable => {
+                "envd's port routing carries HTTP requests, not a raw TCP stream: the driver has no byte \
+                 stream to a sandbox's port to give"
+            }
             Case::stats_report_usage => {
                 "E2B's metrics are memory in use and CPU as a percentage per sample: no CPU time and no \
                  process count to report"

@@ -92,6 +92,11 @@ impl Harness for Native {
                  from a sequence number and re-attaching after a restart"
                     .into(),
             ),
+            (Via::Daemon, Case::a_port_inside_is_reachable) => Some(
+                "through the daemon: its API has no route to a sandbox's port (its E2B surface forwards them, \
+                 which scripts/e2b-sdk-test checks)"
+                    .into(),
+            ),
             (Via::Daemon, Case::entries_and_walks_describe_files_in_full | Case::watchers_see_create_write_and_remove) => Some(
                 "through the daemon: its API has no route for full entries, walks or watchers (its E2B surface \
                  serves them to E2B's SDKs, which scripts/e2b-sdk-test runs)"

@@ -87,6 +87,11 @@ impl ExecSession {
     }
 }
 
+/// A byte stream to a port inside a sandbox ([`Driver::connect_port`]).
+pub trait PortStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PortStream for T {}
+
 /// A sandbox backend. Required methods are the lifecycle, `exec`, `file` and `stats`; the file
 /// helpers are default methods over `file`.
 #[async_trait]
@@ -138,6 +143,17 @@ pub trait Driver: Send + Sync {
     async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply>;
     /// Resource usage.
     async fn stats(&self, id: &SandboxId) -> Result<Stats>;
+
+    /// A byte stream to TCP `port` on the sandbox's own loopback (what a server inside listens
+    /// on, whatever its network mode), for drivers that can reach it.
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<Box<dyn PortStream>> {
+        let _ = (id, port);
+        Err(Error::Unsupported {
+            driver: "this".into(),
+            feature: "reaching a port inside the sandbox".into(),
+            reason: "the driver has no way to it".into(),
+        })
+    }
 
     /// Reads a whole file.
     async fn read_file(&self, id: &SandboxId, path: &str) -> Result<Vec<u8>> {

@@ -15,7 +15,7 @@ pub mod resilience;
 pub mod sandbox;
 pub mod stats;
 
-pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream};
+pub use driver::{Driver, ExecControl, ExecOutput, ExecSession, ExecStream, PortStream};
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{ExecEvent, ExecExit, ExecRequest, OutputStream, TtySize};
 pub use files::{DirEntry, FileEntry, FileKind, FileOp, FileReply, FileStat, WatchEvent, WatchEventKind};

@@ -1044,6 +1044,14 @@ impl Driver for DockerDriver {
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {
         self.engine_stats(id).await
     }
+
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<Box<dyn stockade_core::PortStream>> {
+        let record = self.records.load(id)?;
+        Ok(match self.connect(&record).await? {
+            AgentConnection::Socket(c) => Box::new(stockade_proto::client::connect_port(c, port).await?),
+            AgentConnection::Exec(c) => Box::new(stockade_proto::client::connect_port(c, port).await?),
+        })
+    }
 }
 
 impl DockerDriver {

@@ -626,6 +626,11 @@ impl Driver for NativeDriver {
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {
         self.stats_of(id).await
     }
+
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<Box<dyn stockade_core::PortStream>> {
+        let conn = self.connect(id).await?;
+        Ok(Box::new(stockade_proto::client::connect_port(conn, port).await?))
+    }
 }
 
 impl NativeDriver {

@@ -41,6 +41,28 @@ where
     }
 }
 
+/// Asks the agent to connect to TCP `port` on the sandbox's loopback; the connection, returned,
+/// then carries that stream's bytes.
+pub async fn connect_port<S>(mut conn: S, port: u16) -> Result<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    write_frame(&mut conn, &Request::Connect { port }, &[]).await?;
+    conn.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
+    let frame: Frame<Reply> = read_frame(&mut conn).await?;
+    match frame.header {
+        Reply::Connected => Ok(conn),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => Err(error_from_wire(&kind, message, subject)),
+        other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
+    }
+}
+
 /// Asks the agent for procfs-based stats.
 pub async fn stats<S>(mut conn: S) -> Result<Stats>
 where

@@ -51,6 +51,11 @@ pub enum Request {
     },
     Stats,
     Ping,
+    /// Connect to TCP `port` on the sandbox's loopback; after [`Reply::Connected`] the
+    /// connection carries that stream's bytes both ways, unframed.
+    Connect {
+        port: u16,
+    },
 }
 
 /// Agent → host.
@@ -83,6 +88,8 @@ pub enum Reply {
     },
     /// The kept exec was found; its events from the requested sequence number follow.
     Attached,
+    /// The port answered; raw bytes follow.
+    Connected,
     /// `subject` is the path of a file error or the field of an invalid-input error, so the host
     /// rebuilds the same typed error (and the CLI picks the same exit code) as the agent had.
     Error {

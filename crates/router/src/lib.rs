@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stockade_core::{
-    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, Registry, Result, SandboxId, SandboxInfo,
-    SandboxSpec, Stats,
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, PortStream, Registry, Result, SandboxId,
+    SandboxInfo, SandboxSpec, Stats,
 };
 use stockade_store::Index;
 
@@ -122,5 +122,9 @@ impl Driver for Router {
     }
     async fn stats(&self, id: &SandboxId) -> Result<Stats> {
         self.holding(id.as_str())?.stats(id).await
+    }
+
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<Box<dyn PortStream>> {
+        self.holding(id.as_str())?.connect_port(id, port).await
     }
 }

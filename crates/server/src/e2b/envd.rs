@@ -53,24 +53,19 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let Some((record, info)) = find(&state, &id).await else {
         return refused(req, sandbox_not_found(&id)).await;
     };
-    if port != ENVD_PORT {
-        // What E2B's proxy answers for a port nothing listens on.
-        let body = json!({
-            "sandboxId": id,
-            "message": format!("The sandbox is running but port {port} is not open: Stockade does not forward sandbox ports yet"),
-            "port": port,
-            "code": 502,
-        });
-        return refused(req, (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()).await;
-    }
     let path = req.uri().path().to_owned();
-    if path == "/health" {
+    if path == "/health" && port == ENVD_PORT {
         return StatusCode::NO_CONTENT.into_response();
     }
+    // Every request but envd's health check, a sandbox port's included, needs the sandbox's
+    // access token: a port is not public on Stockade.
     let token = header(req.headers(), "x-access-token");
     if token != Some(record.access_token.as_str()) {
         let sent = token.is_some();
         return refused(req, unauthenticated(sent)).await;
+    }
+    if port != ENVD_PORT {
+        return forward(&state, &info, port, req).await;
     }
     let user = match basic_user(req.headers()) {
         Ok(user) => user.unwrap_or_else(|| record.user.clone()),
@@ -119,6 +114,40 @@ async fn refused(req: Request, response: Response) -> Response {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A request for another port of the sandbox: sent there over the driver's stream to it
+/// (HTTP/1.1; the E2B headers are left out), the answer streamed back. Nothing listening is
+/// E2B's 502 for a closed port.
+async fn forward(state: &AppState, info: &SandboxInfo, port: u16, mut req: Request) -> Response {
+    let closed = |why: String| {
+        let body = json!({
+            "sandboxId": info.id.as_str(),
+            "message": format!("The sandbox is running but port {port} is not open: {why}"),
+            "port": port,
+            "code": 502,
+        });
+        (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+    };
+    let stream = match state.driver.connect_port(&info.id, port).await {
+        Ok(s) => s,
+        Err(e) => return refused(req, closed(e.to_string())).await,
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(e) => return refused(req, closed(e.to_string())).await,
+        };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    for name in ["e2b-sandbox-id", "e2b-sandbox-port", "x-access-token"] {
+        req.headers_mut().remove(name);
+    }
+    match sender.send_request(req).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => closed(e.to_string()),
+    }
 }
 
 /// The record and sandbox with exactly this id, if it is running.
