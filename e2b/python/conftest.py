@@ -21,9 +21,10 @@ from stockade_daemon import Daemon  # noqa: E402
 
 DRIVER = os.environ.get("E2B_TEST_DRIVER", "native")
 
-# The `base` template Stockade builds today runs as root with home /root. E2B's own base runs as
-# `user` with home /home/user; tests of that are written and skipped with this reason.
-USER_TEMPLATE_REASON = "template base with user `user` not yet built"
+# Stockade's `base` template runs as root with home /root. E2B's own base runs as `user` with
+# home /home/user: on docker that is a registered template (Stockade's base image has the user;
+# test_a_template_with_user_user_runs_as_user_in_home_user); base itself is not switched yet.
+USER_TEMPLATE_REASON = "Stockade's base template runs as root (a registered template with user `user` is tested instead)"
 
 _daemon: Daemon | None = None
 

@@ -42,7 +42,7 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import WriteEntry, WriteInfo
 
-from conftest import USER_TEMPLATE_REASON
+from conftest import DRIVER, USER_TEMPLATE_REASON
 
 SDK_VERSION = Version(importlib.metadata.version("e2b"))
 NEW_SDK = SDK_VERSION >= Version("2.55.0")
@@ -1173,6 +1173,33 @@ def test_watch_missing_dir_and_file(shared_sandbox, workdir):
 
 # =============================================================================================
 # E2B's own base template runs as `user` in /home/user; Stockade's does not yet.
+
+
+@pytest.mark.skipif(DRIVER == "native", reason="the native driver's base is the host's root, which has no user `user`")
+def test_a_template_with_user_user_runs_as_user_in_home_user(daemon, test_id):
+    """E2B's base template runs as `user` in /home/user. On docker, Stockade's base image has
+    that user, and a template registered through the API makes sandboxes that run as it: the
+    home is theirs and writable, relative paths resolve there, `user="root"` is root."""
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    name = f"as-user-{test_id}"[:64].lower()
+    r = httpx.post(f"{daemon.url}/api/templates", json={"name": name, "user": "user"}, headers=auth, timeout=10)
+    assert r.status_code == 201, r.text
+    listed = httpx.get(f"{daemon.url}/api/templates", headers=auth, timeout=10).json()
+    assert {"name": name, "user": "user"} in listed, listed
+    sbx = Sandbox.create(template=name, timeout=120)
+    try:
+        r = sbx.commands.run("whoami; pwd; echo $HOME")
+        assert r.stdout == "user\n/home/user\n/home/user\n"
+        info = sbx.files.write("notes.txt", "x")
+        assert info.path == "/home/user/notes.txt"
+        e = sbx.files.get_info("notes.txt")
+        assert (e.owner, e.group) == ("user", "user")
+        assert sbx.commands.run("echo made > made.txt && stat -c %U made.txt").stdout == "user\n"
+        assert sbx.commands.run("whoami", user="root").stdout == "root\n"
+        assert sbx.get_info().template_id == name
+    finally:
+        sbx.kill()
+        httpx.delete(f"{daemon.url}/api/templates/{name}", headers=auth, timeout=10)
 
 
 @pytest.mark.skip(reason=USER_TEMPLATE_REASON)

@@ -61,6 +61,7 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
             mode,
             data,
             in_place: false,
+            ..
         } => {
             write_atomic(Path::new(&path), &data, mode).map_err(err)?;
             Ok(FileReply::Done)
@@ -70,8 +71,15 @@ pub fn apply(op: FileOp) -> Result<FileReply> {
             mode,
             data,
             in_place: true,
+            owner,
         } => {
-            write_in_place(Path::new(&path), &data, mode).map_err(err)?;
+            let owner = match owner.as_deref().filter(|o| *o != "root") {
+                Some(name) => Some(Names::read().id_of(name).ok_or_else(|| {
+                    Error::invalid("user", format!("{name:?} is not a user of this sandbox"))
+                })?),
+                None => None,
+            };
+            write_in_place(Path::new(&path), &data, mode, owner).map_err(err)?;
             Ok(FileReply::Done)
         }
         FileOp::Entry { path } => Ok(FileReply::Entry {
@@ -177,9 +185,21 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// Writes where the file is (`O_CREAT|O_TRUNC`), making missing parents, as E2B's envd does: a
 /// watcher sees the file created, its mode set, then written.
-fn write_in_place(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+fn write_in_place(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
+        // The directories made for it are the owner's too.
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.exists()) {
+            missing.push(d.to_owned());
+            at = d.parent();
+        }
         fs::create_dir_all(dir)?;
+        if let Some((uid, gid)) = owner {
+            for d in missing {
+                std::os::unix::fs::chown(&d, Some(uid), Some(gid))?;
+            }
+        }
     }
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -187,7 +207,11 @@ fn write_in_place(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
         .truncate(true)
         .mode(mode & 0o7777)
         .open(path)?;
-    f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+    match owner {
+        // envd's order: created, given to the user, written.
+        Some((uid, gid)) => std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?,
+        None => f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?,
+    }
     f.write_all(data)
 }
 
@@ -215,6 +239,15 @@ impl Names {
             users: table("/etc/passwd"),
             groups: table("/etc/group"),
         }
+    }
+
+    /// The uid and primary gid of user `name`, from /etc/passwd.
+    fn id_of(&self, name: &str) -> Option<(u32, u32)> {
+        let passwd = fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
     }
 
     fn user(&self, uid: u32) -> String {
@@ -324,6 +357,7 @@ mod tests {
             mode: 0o640,
             data: vec![0, 1, 2],
             in_place: false,
+            owner: None,
         })
         .unwrap();
         let FileReply::Data { data } = apply(FileOp::Read { path: p("a/b/f") }).unwrap() else {

@@ -727,6 +727,7 @@ pub mod cases {
             mode: 0o644,
             data: b"x".to_vec(),
             in_place: true,
+            owner: None,
         };
         d.file(&sb.id, write).await.unwrap();
         assert_eq!(

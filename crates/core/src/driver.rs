@@ -171,6 +171,7 @@ pub trait Driver: Send + Sync {
                 mode,
                 data,
                 in_place: false,
+                owner: None,
             },
         )
         .await

@@ -20,6 +20,10 @@ pub enum FileOp {
         data: Vec<u8>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         in_place: bool,
+        /// With `in_place`, the user (a name the sandbox knows) the file and the parents made
+        /// for it belong to, as envd gives a written file to the request's user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     List {
         path: String,

@@ -52,7 +52,8 @@ impl Default for BaseRecipe {
             ]
             .map(String::from)
             .to_vec(),
-            revision: 1,
+            // 2: the unprivileged user `user` (uid 1000, home /home/user), as E2B's base has.
+            revision: 2,
         }
     }
 }
@@ -334,6 +335,7 @@ pub async fn base(
         }
         // The workspace mount point, owned by nobody in particular.
         let _ = std::fs::create_dir_all(rootfs.join("workspace"));
+        add_user(&rootfs).map_err(|e| Error::backend("base image: add user `user`", e))?;
         let _ = std::fs::remove_dir_all(rootfs.join("var/cache/apt/archives"));
         progress(&format!("importing {tag}"));
         let mut tar = tokio::process::Command::new("tar")
@@ -361,6 +363,43 @@ pub async fn base(
     result?;
     tag_latest(engine, &tag).await?;
     Ok(tag)
+}
+
+/// The unprivileged user templates run as: `user`, uid and gid 1000, home `/home/user` with
+/// the skeleton files, bash. Written into the root filesystem's account files directly (minbase
+/// has no `useradd`). No sudo: the agent's `no_new_privs` would refuse it anyway; root is one
+/// `user=` away through the API.
+fn add_user(rootfs: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let append = |file: &str, line: &str| -> std::io::Result<()> {
+        let path = rootfs.join(file);
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        if existing.lines().any(|l| l.starts_with("user:")) {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?
+            .write_all(line.as_bytes())
+    };
+    append("etc/passwd", "user:x:1000:1000:user:/home/user:/bin/bash\n")?;
+    append("etc/group", "user:x:1000:\n")?;
+    if rootfs.join("etc/shadow").exists() {
+        append("etc/shadow", "user:*:19000:0:99999:7:::\n")?;
+    }
+    let home = rootfs.join("home/user");
+    std::fs::create_dir_all(&home)?;
+    if let Ok(skel) = std::fs::read_dir(rootfs.join("etc/skel")) {
+        for entry in skel.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let to = home.join(entry.file_name());
+                std::fs::copy(entry.path(), &to)?;
+                std::os::unix::fs::chown(&to, Some(1000), Some(1000))?;
+            }
+        }
+    }
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000))
 }
 
 async fn tag_latest(engine: &Engine, tag: &str) -> Result<()> {

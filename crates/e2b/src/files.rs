@@ -195,11 +195,13 @@ impl Files<'_> {
                 .await
                 .map(|data| FileReply::Data { data })
                 .map_err(|e| file_error(e, &path)),
+            // envd gives an upload to the request's user: `owner` is that user already.
             FileOp::Write {
                 path,
                 mode,
                 data,
                 in_place,
+                ..
             } => self
                 .write(&path, mode, data, in_place)
                 .await

@@ -205,7 +205,7 @@ async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> E2bResult<R
         _ if state.e2b.allow_internet => NetworkMode::Full,
         _ => NetworkMode::None,
     };
-    let spec = SandboxSpec {
+    let mut spec = SandboxSpec {
         driver: template
             .driver
             .clone()
@@ -221,6 +221,11 @@ async fn create(State(state): State<Arc<AppState>>, bytes: Bytes) -> E2bResult<R
         user: Some(template.user.clone()),
         ..SandboxSpec::default()
     };
+    // A user's home is where the driver puts the sandbox's writable workdir, given to that
+    // user (images' own directories are read-only in a container); root keeps /root.
+    if template.user != "root" {
+        spec.workdir = template.home.clone();
+    }
     spec.validate().map_err(|e| E2bError::bad(e.to_string()))?;
     let action = crate::api::sandboxes::Create {
         spec,

@@ -161,6 +161,7 @@ async fn upload(state: &AppState, envd: &Envd, q: FilesQuery, req: Request) -> R
             mode: 0o644,
             data,
             in_place: true,
+            owner: Some(envd.user.clone()),
         };
         if let Err(e) = state.driver.file(&envd.info.id, op).await {
             return file_error(e);
