@@ -1,7 +1,8 @@
 // The real E2B JavaScript SDK (npm `e2b`, unmodified) against Stockade's E2B-compatible surface.
 // Run by scripts/e2b-sdk-test once per driver (E2B_TEST_DRIVER, native by default):
 //   node --test --test-concurrency=1 sdk.test.mjs
-// The `base` template runs as root with home /root; tests write under /root or /tmp only.
+// The `base` template runs as E2B's `user` in /home/user on docker, as root in /root on native
+// (the host's root has no `user`); tests write under that home or /tmp only.
 
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
@@ -22,6 +23,7 @@ import {
 import { Daemon } from './daemon.mjs'
 
 const driver = process.env.E2B_TEST_DRIVER || 'native'
+const [USER, HOME] = driver === 'native' ? ['root', '/root'] : ['user', '/home/user']
 const daemon = new Daemon(driver)
 const made = []
 const runId = crypto.randomBytes(4).toString('hex')
@@ -126,9 +128,9 @@ it('commands.run foreground: output, exit code, CommandExitError, callbacks, cwd
   r = await sbx.commands.run('pwd; echo $A', { cwd: '/tmp', envs: { A: 'one two' } })
   assert.equal(r.stdout, '/tmp\none two\n')
   r = await sbx.commands.run('pwd; whoami')
-  assert.equal(r.stdout, '/root\nroot\n')
+  assert.equal(r.stdout, `${HOME}\n${USER}\n`)
 
-  await assert.rejects(sbx.commands.run('pwd', { cwd: '/root/no-such-dir' }), InvalidArgumentError)
+  await assert.rejects(sbx.commands.run('pwd', { cwd: `${HOME}/no-such-dir` }), InvalidArgumentError)
 })
 
 it('background + connect + wait, list, kill', async () => {
@@ -185,7 +187,7 @@ it('pty with resize', async () => {
 })
 
 it('files: write, read, list, exists, getInfo, rename, makeDir, remove', async () => {
-  const d = `/root/js-${runId}`
+  const d = `${HOME}/js-${runId}`
   const fs = sbx.files
   assert.equal(await fs.makeDir(d), true)
   assert.equal(await fs.makeDir(d), false)
@@ -215,7 +217,7 @@ it('files: write, read, list, exists, getInfo, rename, makeDir, remove', async (
   assert.equal(await fs.exists(`${d}/a.txt`), true)
   assert.equal(await fs.exists(`${d}/nope`), false)
   const gi = await fs.getInfo(`${d}/a.txt`)
-  assert.deepEqual([gi.name, gi.type, gi.path, gi.size, gi.mode, gi.permissions, gi.owner], ['a.txt', FileType.FILE, `${d}/a.txt`, 13, 0o644, '-rw-r--r--', 'root'])
+  assert.deepEqual([gi.name, gi.type, gi.path, gi.size, gi.mode, gi.permissions, gi.owner], ['a.txt', FileType.FILE, `${d}/a.txt`, 13, 0o644, '-rw-r--r--', USER])
   const di = await fs.getInfo(`${d}/sub`)
   assert.deepEqual([di.type, di.mode, di.permissions], [FileType.DIR, 0o755, 'drwxr-xr-x'])
 
@@ -238,7 +240,7 @@ it('files: write, read, list, exists, getInfo, rename, makeDir, remove', async (
 it('50 MiB upload and download', async () => {
   const data = crypto.randomBytes(50 * MiB)
   const digest = crypto.createHash('sha256').update(data).digest('hex')
-  const path = `/root/js-big-${runId}.bin`
+  const path = `${HOME}/js-big-${runId}.bin`
   await sbx.files.write(path, data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength))
   const r = await sbx.commands.run(`sha256sum ${path}`)
   assert.equal(r.stdout.split(/\s+/)[0], digest)
@@ -249,7 +251,7 @@ it('50 MiB upload and download', async () => {
 })
 
 it('watchDir sees create and write of a new file', async () => {
-  const d = `/root/jswatch-${runId}`
+  const d = `${HOME}/jswatch-${runId}`
   await sbx.files.makeDir(d)
   const events = []
   const handle = await sbx.files.watchDir(d, (e) => events.push([e.type, e.name]))
@@ -280,10 +282,10 @@ it('setTimeout and connect', async () => {
   info = await Sandbox.getInfo(s.sandboxId)
   assert.ok(Math.abs((info.endAt - Date.now()) / 1000 - 200) <= 5, `endAt ${info.endAt}`)
 
-  await s.files.write('/root/connected.txt', 'hi')
+  await s.files.write(`${HOME}/connected.txt`, 'hi')
   const again = await Sandbox.connect(s.sandboxId)
   assert.equal(again.sandboxId, s.sandboxId)
-  assert.equal(await again.files.read('/root/connected.txt'), 'hi')
+  assert.equal(await again.files.read(`${HOME}/connected.txt`), 'hi')
   assert.equal((await again.commands.run('echo ok')).stdout, 'ok\n')
 })
 

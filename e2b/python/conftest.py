@@ -20,11 +20,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stockade_daemon import Daemon  # noqa: E402
 
 DRIVER = os.environ.get("E2B_TEST_DRIVER", "native")
+# Who the base template runs as: E2B's `user` in /home/user where the driver runs Stockade's base
+# image (docker), root in /root on native (the host's root has no `user`).
+USER, HOME = ("root", "/root") if DRIVER == "native" else ("user", "/home/user")
 
 # Stockade's `base` template runs as root with home /root. E2B's own base runs as `user` with
 # home /home/user: on docker that is a registered template (Stockade's base image has the user;
 # test_a_template_with_user_user_runs_as_user_in_home_user); base itself is not switched yet.
-USER_TEMPLATE_REASON = "Stockade's base template runs as root (a registered template with user `user` is tested instead)"
+USER_TEMPLATE_REASON = "the native driver's base is the host's root, which has no user `user`"
 
 _daemon: Daemon | None = None
 
@@ -123,7 +126,7 @@ def shared_sandbox(daemon):
 
 @pytest.fixture()
 def workdir(shared_sandbox, test_id) -> str:
-    """A fresh directory under /root (the base template's home) for one test."""
-    path = f"/root/t-{test_id}"
+    """A fresh directory under the base template's home for one test."""
+    path = f"{HOME}/t-{test_id}"
     shared_sandbox.files.make_dir(path)
     return path

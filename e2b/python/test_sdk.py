@@ -1,9 +1,10 @@
 """The real E2B Python SDK (sync `Sandbox`) against Stockade's E2B-compatible surface.
 
 Each test asserts what a user of E2B would check, with the values E2B itself gives (its SDK's own
-tests and envd's behaviour are the reference). The `base` template here runs as root with home
-/root, so paths are under /root, /tmp or relative (resolved against /root); on the native driver
-the rest of / is the host's, read-only.
+tests and envd's behaviour are the reference). The `base` template runs as E2B's `user` in
+/home/user on docker and as root in /root on native (conftest's USER and HOME), so paths are under
+HOME, /tmp or relative (resolved against HOME); on the native driver the rest of / is the host's,
+read-only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from e2b import (
 )
 from e2b.sandbox.filesystem.filesystem import WriteEntry, WriteInfo
 
-from conftest import DRIVER, USER_TEMPLATE_REASON
+from conftest import DRIVER, HOME, USER, USER_TEMPLATE_REASON
 
 SDK_VERSION = Version(importlib.metadata.version("e2b"))
 NEW_SDK = SDK_VERSION >= Version("2.55.0")
@@ -233,11 +234,11 @@ def test_get_info_of_unknown_sandbox_raises():
 
 
 def test_connect_by_id(sandbox, test_id):
-    sandbox.files.write(f"/root/connect-{test_id}.txt", "from the first handle")
+    sandbox.files.write(f"{HOME}/connect-{test_id}.txt", "from the first handle")
     other = Sandbox.connect(sandbox.sandbox_id)
     assert other.sandbox_id == sandbox.sandbox_id
     assert other.is_running() is True
-    assert other.files.read(f"/root/connect-{test_id}.txt") == "from the first handle"
+    assert other.files.read(f"{HOME}/connect-{test_id}.txt") == "from the first handle"
     assert other.commands.run("echo ok").stdout == "ok\n"
 
 
@@ -341,7 +342,7 @@ def test_kill_then_everything_says_not_found(sandbox_factory, test_id):
 
         assert isinstance(e.value, SandboxNotRunningException), repr(e.value)
     with pytest.raises(SandboxException):
-        sbx.files.read("/root/anything")
+        sbx.files.read(f"{HOME}/anything")
     # The command running when the sandbox was killed ends with an error, not a result.
     with pytest.raises(SandboxException):
         h.wait()
@@ -454,12 +455,12 @@ def test_envd_wrong_access_token_is_401(daemon, sandbox):
     with pytest.raises(AuthenticationException):
         bad.commands.run("echo no")
     with pytest.raises(AuthenticationException):
-        bad.files.list("/root")
+        bad.files.list(HOME)
     with pytest.raises(AuthenticationException):
-        bad.files.read("/root/.bashrc")
+        bad.files.read(f"{HOME}/.bashrc")
     with pytest.raises(AuthenticationException):
-        bad.files.write("/root/nope.txt", "no")
-    assert not sandbox.files.exists("/root/nope.txt")
+        bad.files.write(f"{HOME}/nope.txt", "no")
+    assert not sandbox.files.exists(f"{HOME}/nope.txt")
 
 
 def _read_head(sock) -> bytes:
@@ -621,7 +622,7 @@ def test_run_cwd_envs_user_and_defaults(shared_sandbox):
     r = shared_sandbox.commands.run("pwd; echo $A-$B", cwd="/tmp", envs={"A": "1", "B": "two words"})
     assert r.stdout == "/tmp\n1-two words\n"
     r = shared_sandbox.commands.run("pwd; whoami; echo $HOME $USER")
-    assert r.stdout == "/root\nroot\n/root root\n"
+    assert r.stdout == f"{HOME}\n{USER}\n{HOME} {USER}\n"
     assert shared_sandbox.commands.run("whoami", user="root").stdout == "root\n"
     r = shared_sandbox.commands.run("command -v bash python3 curl git")
     assert len(r.stdout.split()) == 4, r.stdout
@@ -629,8 +630,8 @@ def test_run_cwd_envs_user_and_defaults(shared_sandbox):
 
 def test_run_with_missing_cwd_raises_invalid_argument(shared_sandbox):
     with pytest.raises(InvalidArgumentException) as e:
-        shared_sandbox.commands.run("pwd", cwd="/root/no-such-dir-for-cwd")
-    assert "/root/no-such-dir-for-cwd" in str(e.value)
+        shared_sandbox.commands.run("pwd", cwd=f"{HOME}/no-such-dir-for-cwd")
+    assert f"{HOME}/no-such-dir-for-cwd" in str(e.value)
 
 
 def test_run_broken_utf8_is_replaced(shared_sandbox):
@@ -840,8 +841,8 @@ def test_write_and_read_text(shared_sandbox, workdir):
 def test_write_relative_path_resolves_against_home(shared_sandbox, test_id):
     name = f"rel-{test_id}.txt"
     info = shared_sandbox.files.write(name, "rel")
-    assert info.path == f"/root/{name}"
-    assert shared_sandbox.commands.run(f"cat /root/{name}").stdout == "rel"
+    assert info.path == f"{HOME}/{name}"
+    assert shared_sandbox.commands.run(f"cat {HOME}/{name}").stdout == "rel"
     assert shared_sandbox.files.read(name) == "rel"
     shared_sandbox.files.remove(name)
 
@@ -951,17 +952,17 @@ def test_entry_info_details(shared_sandbox, workdir):
     f = entries["test.txt"]
     assert (f.type, f.path, f.size) == (FileType.FILE, f"{workdir}/test.txt", 13)
     assert (f.mode, f.permissions) == (0o644, "-rw-r--r--")
-    assert (f.owner, f.group) == ("root", "root")
+    assert (f.owner, f.group) == (USER, USER)
     assert f.modified_time is not None and f.modified_time.tzinfo is not None
     assert abs((now() - f.modified_time).total_seconds()) < 120
     assert f.symlink_target is None
     d = entries["sub"]
     assert (d.type, d.path, d.mode, d.permissions) == (FileType.DIR, f"{workdir}/sub", 0o755, "drwxr-xr-x")
-    assert (d.owner, d.group) == ("root", "root")
+    assert (d.owner, d.group) == (USER, USER)
 
     info = fs.get_info(f"{workdir}/test.txt")
     assert (info.name, info.type, info.path, info.size) == ("test.txt", FileType.FILE, f"{workdir}/test.txt", 13)
-    assert (info.mode, info.permissions, info.owner, info.group) == (0o644, "-rw-r--r--", "root", "root")
+    assert (info.mode, info.permissions, info.owner, info.group) == (0o644, "-rw-r--r--", USER, USER)
     dinfo = fs.get_info(f"{workdir}/sub")
     assert (dinfo.name, dinfo.type, dinfo.mode, dinfo.permissions) == ("sub", FileType.DIR, 0o755, "drwxr-xr-x")
     assert dinfo.size > 0
@@ -1202,13 +1203,13 @@ def test_a_template_with_user_user_runs_as_user_in_home_user(daemon, test_id):
         httpx.delete(f"{daemon.url}/api/templates/{name}", headers=auth, timeout=10)
 
 
-@pytest.mark.skip(reason=USER_TEMPLATE_REASON)
+@pytest.mark.skipif(DRIVER == "native", reason=USER_TEMPLATE_REASON)
 def test_default_user_is_user_with_home_user(shared_sandbox):
     r = shared_sandbox.commands.run("whoami; pwd; echo $HOME")
     assert r.stdout == "user\n/home/user\n/home/user\n"
 
 
-@pytest.mark.skip(reason=USER_TEMPLATE_REASON)
+@pytest.mark.skipif(DRIVER == "native", reason=USER_TEMPLATE_REASON)
 def test_relative_paths_resolve_against_home_user(shared_sandbox, test_id):
     info = shared_sandbox.files.write(f"u-{test_id}.txt", "x")
     assert info.path == f"/home/user/u-{test_id}.txt"
@@ -1216,7 +1217,7 @@ def test_relative_paths_resolve_against_home_user(shared_sandbox, test_id):
     assert (e.owner, e.group) == ("user", "user")
 
 
-@pytest.mark.skip(reason=USER_TEMPLATE_REASON)
+@pytest.mark.skipif(DRIVER == "native", reason=USER_TEMPLATE_REASON)
 def test_user_root_runs_as_root_and_user_as_user(shared_sandbox):
     assert shared_sandbox.commands.run("whoami", user="root").stdout == "root\n"
     assert shared_sandbox.commands.run("whoami", user="user").stdout == "user\n"
@@ -1251,10 +1252,10 @@ def test_no_5xx_answered_but_the_not_found_502(daemon):
 def test_sandbox_survives_daemon_kill9(daemon, test_id):
     sbx = Sandbox.create(timeout=600, metadata={"restart": test_id})
     try:
-        sbx.files.write("/root/before-restart.txt", "written before kill -9")
+        sbx.files.write(f"{HOME}/before-restart.txt", "written before kill -9")
         sleeper = sbx.commands.run("sleep 600", background=True)
         ticker = sbx.commands.run(
-            "while true; do date +%s%N >> /root/ticks; sleep 0.2; done", background=True
+            f"while true; do date +%s%N >> {HOME}/ticks; sleep 0.2; done", background=True
         )
         time.sleep(1)
 
@@ -1266,13 +1267,13 @@ def test_sandbox_survives_daemon_kill9(daemon, test_id):
         assert again.sandbox_id == sbx.sandbox_id
         assert again.is_running() is True
         assert again.commands.run("echo ok").stdout == "ok\n"
-        assert again.files.read("/root/before-restart.txt") == "written before kill -9"
+        assert again.files.read(f"{HOME}/before-restart.txt") == "written before kill -9"
         pids = [p.pid for p in again.commands.list()]
         assert sleeper.pid in pids and ticker.pid in pids, pids
 
-        n1 = int(again.commands.run("wc -l < /root/ticks").stdout)
+        n1 = int(again.commands.run(f"wc -l < {HOME}/ticks").stdout)
         time.sleep(1.5)
-        n2 = int(again.commands.run("wc -l < /root/ticks").stdout)
+        n2 = int(again.commands.run(f"wc -l < {HOME}/ticks").stdout)
         assert n2 > n1, "the background loop stopped"
 
         info = Sandbox.get_info(sbx.sandbox_id)

@@ -25,6 +25,8 @@ from e2b import (
     SandboxQuery,
 )
 
+from conftest import HOME
+
 MiB = 1024 * 1024
 
 
@@ -125,7 +127,7 @@ async def test_async_pty_with_resize(asbx):
 
 
 async def test_async_files(asbx, test_id):
-    d = f"/root/async-{test_id}"
+    d = f"{HOME}/async-{test_id}"
     fs = asbx.files
     assert await fs.make_dir(d) is True
     assert await fs.make_dir(d) is False
@@ -154,7 +156,7 @@ async def test_async_files(asbx, test_id):
 
 
 async def test_async_watch_dir_new_file(asbx, test_id):
-    d = f"/root/awatch-{test_id}"
+    d = f"{HOME}/awatch-{test_id}"
     await asbx.files.make_dir(d)
     events: list[FilesystemEvent] = []
     exits = []
@@ -187,7 +189,7 @@ async def test_async_watch_dir_new_file(asbx, test_id):
 
 
 async def test_async_watch_dir_recursive(asbx, test_id):
-    d = f"/root/arwatch-{test_id}"
+    d = f"{HOME}/arwatch-{test_id}"
     await asbx.files.make_dir(d)
     events: list[FilesystemEvent] = []
     handle = await asbx.files.watch_dir(d, on_event=events.append, recursive=True)
@@ -201,7 +203,7 @@ async def test_async_watch_dir_recursive(asbx, test_id):
 
 async def test_async_watch_missing_dir(asbx):
     with pytest.raises(FileNotFoundException):
-        await asbx.files.watch_dir("/root/no-such-dir", on_event=lambda e: None)
+        await asbx.files.watch_dir(f"{HOME}/no-such-dir", on_event=lambda e: None)
 
 
 async def test_async_sandbox_api(asbx, test_id):

@@ -153,7 +153,29 @@ impl Fs<'_> {
             Err(e) if e.code == Code::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.op(FileOp::Mkdir { path: path.clone() }).await?;
+        if self.envd.user == "root" {
+            self.op(FileOp::Mkdir { path: path.clone() }).await?;
+        } else {
+            // Made by the user, so the directories are theirs, as envd makes them.
+            let mut req = stockade_core::ExecRequest::new(["mkdir", "-p", "--", path.as_str()]);
+            req.user = Some(self.envd.user.clone());
+            let out = self
+                .state
+                .driver
+                .exec(&self.envd.info.id, req)
+                .await?
+                .output()
+                .await?;
+            if !out.exit.success() {
+                let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                let code = if why.contains("Permission denied") {
+                    Code::PermissionDenied
+                } else {
+                    Code::InvalidArgument
+                };
+                return Err(RpcError::new(code, why));
+            }
+        }
         Ok(json!({ "entry": entry_json(&self.entry(&path).await?) }))
     }
 

@@ -56,13 +56,30 @@ pub struct Template {
 }
 
 impl Template {
-    /// The template named `id`: one registered under it, else the built-in `base`.
+    /// The template named `id`: one registered under it, else the built-in `base`. The
+    /// built-in runs as E2B's `user` in `/home/user` on a driver that runs images (Stockade's
+    /// base image has that user), as root in `/root` elsewhere (the native driver's base is the
+    /// host's root, which has no such user).
     pub async fn find(state: &AppState, id: &str) -> Option<Template> {
-        templates(state)
-            .await
-            .into_iter()
-            .find(|t| t.name == id)
-            .map(Template::from)
+        let registered = state.db.templates().await.unwrap_or_default();
+        let found = listed(&registered).into_iter().find(|t| t.name == id)?;
+        let builtin = found == base_template()
+            && !registered
+                .iter()
+                .any(|d| serde_json::from_str::<E2bTemplate>(d).is_ok_and(|t| t.name == "base"));
+        let mut template = Template::from(found);
+        if builtin {
+            let registry = state.driver.registry();
+            let driver = state.e2b.driver.as_deref().or(registry.default_name());
+            if driver
+                .and_then(|d| registry.factory(d).ok())
+                .is_some_and(|f| f.takes_images())
+            {
+                template.user = BASE_IMAGE_USER.into();
+                template.home = format!("/home/{BASE_IMAGE_USER}");
+            }
+        }
+        Some(template)
     }
 }
 
@@ -87,7 +104,10 @@ impl From<E2bTemplate> for Template {
     }
 }
 
-/// The built-in template: the E2B driver's default image, as root.
+/// The unprivileged user of Stockade's base image, as of E2B's base template.
+pub const BASE_IMAGE_USER: &str = "user";
+
+/// The built-in template: the E2B driver's default image (its user: see [`Template::find`]).
 pub fn base_template() -> E2bTemplate {
     E2bTemplate {
         name: "base".into(),
