@@ -198,7 +198,10 @@ async fn token(c: crate::args::TokenCommand) -> Result<i32> {
         }
         TokenCommand::Rm { id } => {
             if !db.remove_token(&id).await.map_err(db_err)? {
-                return Err(Error::NotFound(format!("token {id}")));
+                return Err(Error::invalid(
+                    "id",
+                    format!("no token with the id or name {id:?}"),
+                ));
             }
         }
     }

@@ -95,10 +95,12 @@ pub fn create_body(spec: &SandboxSpec, image: &str, host: &HostSide) -> Containe
         mounts.push(bind(&host.workspace, &spec.workdir, false));
         config.own_workdir = true;
     }
-    if !spec
-        .mounts
-        .iter()
-        .any(|m| m.sandbox == std::path::Path::new("/root"))
+    // Root's home, unless a mount (or the workdir itself) is already there.
+    if spec.workdir.trim_end_matches('/') != "/root"
+        && !spec
+            .mounts
+            .iter()
+            .any(|m| m.sandbox == std::path::Path::new("/root"))
     {
         mounts.push(bind(&host.root_home, "/root", false));
     }
@@ -214,6 +216,21 @@ mod tests {
         // The default 65536 open files is cut to what the host allows.
         let ulimits = hc.ulimits.unwrap();
         assert_eq!(ulimits[0].hard, Some(20000));
+    }
+
+    #[test]
+    fn a_workdir_at_roots_home_is_mounted_once() {
+        let spec = SandboxSpec {
+            workdir: "/root".into(),
+            ..Default::default()
+        };
+        let hc = create_body(&spec, "img", &host()).host_config.unwrap();
+        let targets: Vec<String> = hc.mounts.unwrap().into_iter().filter_map(|m| m.target).collect();
+        assert_eq!(
+            targets,
+            [AGENT_PATH, RUN_DIR, "/root"],
+            "the workspace is root's home"
+        );
     }
 
     #[test]
