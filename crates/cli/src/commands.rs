@@ -92,15 +92,20 @@ async fn serve(router: Arc<Router>, a: crate::args::ServeArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The daemon's database, as `serve --db` takes it (`STOCKADE_DB`, or the default SQLite file).
+async fn daemon_db() -> Result<stockade_server::db::Db> {
+    let home = crate::drivers::home_from_env();
+    let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
+    stockade_server::db::Db::open(&url)
+        .await
+        .map_err(|e| Error::backend("database", e))
+}
+
 /// `stockade template add|ls|rm`, on the daemon's database directly (as `token`), checked as the
 /// API checks them.
 async fn template(router: &Router, c: crate::args::TemplateCommand) -> Result<i32> {
     use crate::args::TemplateCommand;
-    let home = crate::drivers::home_from_env();
-    let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
-    let db = stockade_server::db::Db::open(&url)
-        .await
-        .map_err(|e| Error::backend("database", e))?;
+    let db = daemon_db().await?;
     let db_err = |e| Error::backend("database", e);
     match c {
         TemplateCommand::Add {
@@ -162,11 +167,7 @@ async fn template(router: &Router, c: crate::args::TemplateCommand) -> Result<i3
 /// --db` takes it, or the default SQLite file).
 async fn token(c: crate::args::TokenCommand) -> Result<i32> {
     use crate::args::TokenCommand;
-    let home = crate::drivers::home_from_env();
-    let url = stockade_server::db_url(&home, std::env::var("STOCKADE_DB").ok().as_deref());
-    let db = stockade_server::db::Db::open(&url)
-        .await
-        .map_err(|e| Error::backend("database", e))?;
+    let db = daemon_db().await?;
     let db_err = |e| Error::backend("database", e);
     match c {
         TokenCommand::Create { name } => {

@@ -12,7 +12,7 @@ use stockade_core::Error;
 
 use crate::config::ENVD_PORT;
 use crate::connect::{self, RpcError};
-use crate::http::{query_value, Http};
+use crate::http::{query_value, Answer, Http};
 
 /// How often envd is asked to send a keepalive on an idle stream, in seconds.
 pub const KEEPALIVE_SECS: u64 = 30;
@@ -137,14 +137,7 @@ impl Envd {
         let body = serde_json::to_vec(message)
             .map_err(|e| EnvdError::Transport(Error::backend(format!("encode {method}"), e)))?;
         let req = Http::request(Method::POST, &url, &headers, body).map_err(EnvdError::Transport)?;
-        let a = self
-            .http
-            .call(req, &self.what())
-            .await
-            .map_err(EnvdError::Transport)?;
-        if a.status != StatusCode::OK {
-            return Err(self.failure(a.status, &a.body));
-        }
+        let a = self.send(req).await?;
         serde_json::from_slice(if a.body.is_empty() { b"{}" } else { &a.body })
             .map_err(|e| EnvdError::Transport(Error::backend(self.what(), format!("{method}'s answer: {e}"))))
     }
@@ -186,11 +179,11 @@ impl Envd {
         Ok(res.into_body())
     }
 
-    /// `GET /files?path=`: the file's bytes.
-    pub async fn download(&self, path: &str, user: Option<&str>) -> std::result::Result<Vec<u8>, EnvdError> {
-        let url = format!("{}/files?path={}", self.base, query_value(path));
-        let headers = self.headers(user, "application/octet-stream");
-        let req = Http::request(Method::GET, &url, &headers, Vec::new()).map_err(EnvdError::Transport)?;
+    /// Sends a whole request; an answer other than 200 is envd's error.
+    async fn send(
+        &self,
+        req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> std::result::Result<Answer, EnvdError> {
         let a = self
             .http
             .call(req, &self.what())
@@ -199,6 +192,15 @@ impl Envd {
         if a.status != StatusCode::OK {
             return Err(self.failure(a.status, &a.body));
         }
+        Ok(a)
+    }
+
+    /// `GET /files?path=`: the file's bytes.
+    pub async fn download(&self, path: &str, user: Option<&str>) -> std::result::Result<Vec<u8>, EnvdError> {
+        let url = format!("{}/files?path={}", self.base, query_value(path));
+        let headers = self.headers(user, "application/octet-stream");
+        let req = Http::request(Method::GET, &url, &headers, Vec::new()).map_err(EnvdError::Transport)?;
+        let a = self.send(req).await?;
         Ok(a.body.to_vec())
     }
 
@@ -212,14 +214,7 @@ impl Envd {
         let url = format!("{}/files?path={}", self.base, query_value(path));
         let headers = self.headers(user, "application/octet-stream");
         let req = Http::request(Method::POST, &url, &headers, data).map_err(EnvdError::Transport)?;
-        let a = self
-            .http
-            .call(req, &self.what())
-            .await
-            .map_err(EnvdError::Transport)?;
-        if a.status != StatusCode::OK {
-            return Err(self.failure(a.status, &a.body));
-        }
+        self.send(req).await?;
         Ok(())
     }
 }

@@ -51,7 +51,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(ENVD_PORT);
     let Some((record, info)) = find(&state, &id).await else {
-        return refused(req, sandbox_not_found(&id)).await;
+        return refused(req, sandbox_not_found(&id));
     };
     let path = req.uri().path().to_owned();
     if path == "/health" && port == ENVD_PORT {
@@ -62,14 +62,14 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let token = header(req.headers(), "x-access-token");
     if token != Some(record.access_token.as_str()) {
         let sent = token.is_some();
-        return refused(req, unauthenticated(sent)).await;
+        return refused(req, unauthenticated(sent));
     }
     if port != ENVD_PORT {
         return forward(&state, &info, port, req).await;
     }
     let user = match basic_user(req.headers()) {
         Ok(user) => user.unwrap_or_else(|| record.user.clone()),
-        Err(e) => return refused(req, super::connect::unary_reply::<()>(Err(e))).await,
+        Err(e) => return refused(req, super::connect::unary_reply::<()>(Err(e))),
     };
     let envd = Envd { record, info, user };
     if path == "/files" {
@@ -103,7 +103,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request, next: Ne
 /// meanwhile (up to the largest upload, for at most 30 s), as envd does: the connection stays
 /// usable for the client's next request. A client that pools connections (the SDKs do) would
 /// otherwise find it closed under its next call.
-async fn refused(req: Request, response: Response) -> Response {
+fn refused(req: Request, response: Response) -> Response {
     let body = req.into_body();
     tokio::spawn(async move {
         let drain = axum::body::to_bytes(body, crate::MAX_BODY);
@@ -131,12 +131,12 @@ async fn forward(state: &AppState, info: &SandboxInfo, port: u16, mut req: Reque
     };
     let stream = match state.driver.connect_port(&info.id, port).await {
         Ok(s) => s,
-        Err(e) => return refused(req, closed(e.to_string())).await,
+        Err(e) => return refused(req, closed(e.to_string())),
     };
     let (mut sender, conn) =
         match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
             Ok(pair) => pair,
-            Err(e) => return refused(req, closed(e.to_string())).await,
+            Err(e) => return refused(req, closed(e.to_string())),
         };
     tokio::spawn(async move {
         let _ = conn.await;

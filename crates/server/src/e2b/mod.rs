@@ -61,23 +61,22 @@ impl Template {
     /// base image has that user), as root in `/root` elsewhere (the native driver's base is the
     /// host's root, which has no such user).
     pub async fn find(state: &AppState, id: &str) -> Option<Template> {
-        let registered = state.db.templates().await.unwrap_or_default();
-        let found = listed(&registered).into_iter().find(|t| t.name == id)?;
-        let builtin = found == base_template()
-            && !registered
-                .iter()
-                .any(|d| serde_json::from_str::<E2bTemplate>(d).is_ok_and(|t| t.name == "base"));
-        let mut template = Template::from(found);
-        if builtin {
-            let registry = state.driver.registry();
-            let driver = state.e2b.driver.as_deref().or(registry.default_name());
-            if driver
-                .and_then(|d| registry.factory(d).ok())
-                .is_some_and(|f| f.takes_images())
-            {
-                template.user = BASE_IMAGE_USER.into();
-                template.home = format!("/home/{BASE_IMAGE_USER}");
-            }
+        let registered = parsed(&state.db.templates().await.unwrap_or_default());
+        if let Some(t) = registered.into_iter().find(|t| t.name == id) {
+            return Some(t.into());
+        }
+        if id != "base" {
+            return None;
+        }
+        let mut template = Template::from(base_template());
+        let registry = state.driver.registry();
+        let driver = state.e2b.driver.as_deref().or(registry.default_name());
+        if driver
+            .and_then(|d| registry.factory(d).ok())
+            .is_some_and(|f| f.takes_images())
+        {
+            template.user = BASE_IMAGE_USER.into();
+            template.home = format!("/home/{BASE_IMAGE_USER}");
         }
         Some(template)
     }
@@ -135,6 +134,13 @@ pub fn listed(rows: &[String]) -> Vec<E2bTemplate> {
     }
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all
+}
+
+/// The templates stored as `rows` (JSON); a row that does not parse is left out.
+fn parsed(rows: &[String]) -> Vec<E2bTemplate> {
+    rows.iter()
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect()
 }
 
 /// Checks a template before it is stored: each field named with what it must be. `drivers`
@@ -231,11 +237,6 @@ impl Record {
             .into_iter()
             .filter_map(|(_, data)| serde_json::from_str(&data).ok())
             .collect()
-    }
-
-    /// A path as envd takes it: absolute as given, `~` and relative ones against the home.
-    pub fn resolve(&self, path: &str) -> String {
-        resolve_in(&self.home, path)
     }
 }
 

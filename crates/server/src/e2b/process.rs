@@ -66,11 +66,9 @@ pub async fn call(state: &Arc<AppState>, envd: Envd, method: String, req: Reques
         "SendSignal" => connect::unary_reply(
             async {
                 let r: SendSignalRequest = connect::unary_request(&body)?;
-                let control = control(state, &envd, &r.process).await?;
-                // SIGKILL and SIGTERM alike end the process's whole tree: Stockade's execs have one
-                // way to be stopped.
-                let _ = r.signal;
-                control.kill().await?;
+                // SIGKILL and SIGTERM alike (the request's `signal`) end the process's whole
+                // tree: Stockade's execs have one way to be stopped.
+                control(state, &envd, &r.process).await?.kill().await?;
                 Ok(json!({}))
             }
             .await,
@@ -189,8 +187,6 @@ impl Input {
 #[derive(Debug, Deserialize)]
 struct SendSignalRequest {
     process: Selector,
-    #[serde(default)]
-    signal: Value,
 }
 
 #[derive(Debug, Deserialize)]
