@@ -11,6 +11,7 @@ pub mod process_tree;
 pub mod server;
 pub mod session;
 pub mod spawn;
+pub mod vm;
 pub mod watch;
 
 pub mod hardening;

@@ -3,6 +3,9 @@
 //! ```text
 //! stockade-agent init --listen-fd N      serve the agent protocol on an inherited socket
 //! stockade-agent init --listen PATH      ... on a new socket at PATH (container drivers)
+//! stockade-agent init --vm-port NAME     ... over the virtio-serial port NAME (a VM guest's pid 1)
+//! stockade-agent vm-init                 a VM guest's first stage, as the initramfs's /init
+//!                                        (how the kernel starts it: argv[0] /init, no arguments)
 //! stockade-agent connect PATH           bridge stdin/stdout to the agent socket at PATH (how
 //!                                        container drivers reach the agent through `docker exec`)
 //! stockade-agent supervise              supervise the native sandbox named by STOCKADE_SUPERVISE_HOME
@@ -16,7 +19,21 @@ use stockade_agent::{AgentConfig, CONFIG_ENV};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.first().map(String::as_str) == Some("/init") && std::process::id() == 1 {
+        stockade_agent::vm::stage_one();
+    }
     let code = match args.get(1).map(String::as_str) {
+        Some("vm-init") => stockade_agent::vm::stage_one(),
+        Some("init") if args.get(2).map(String::as_str) == Some("--vm-port") => match &args[3..] {
+            [port] => match stockade_agent::vm::serve(port) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("stockade-agent: {e}");
+                    1
+                }
+            },
+            _ => usage(),
+        },
         Some("init") => init(&args[2..]),
         Some("connect") => match &args[2..] {
             [path] => connect(path),
@@ -46,7 +63,7 @@ fn main() {
 
 fn usage() -> i32 {
     eprintln!(
-        "usage: stockade-agent init (--listen-fd N | --listen PATH) | stockade-agent connect PATH | stockade-agent supervise"
+        "usage: stockade-agent init (--listen-fd N | --listen PATH | --vm-port NAME) | stockade-agent vm-init | stockade-agent connect PATH | stockade-agent supervise"
     );
     2
 }

@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use stockade_core::{Error, FileOp, FileReply, Result, Stats};
 use stockade_proto::{read_frame, write_frame, Frame, ProtoError, Reply, Request, PROTOCOL_VERSION};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedReadHalf;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::hardening::Prepared;
@@ -15,19 +14,25 @@ use crate::session::Sink;
 use stockade_proto::AgentConfig;
 
 /// What every connection shares.
-struct State {
+pub struct State {
     config: AgentConfig,
     hardening: Prepared,
     journals: Journals,
 }
 
+impl State {
+    pub fn new(config: AgentConfig, hardening: Prepared) -> Arc<State> {
+        Arc::new(State {
+            config,
+            hardening,
+            journals: Journals::default(),
+        })
+    }
+}
+
 /// Serves connections until the process is killed. Also reaps every child that reaches pid 1.
 pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepared) -> std::io::Result<()> {
-    let state = Arc::new(State {
-        config,
-        hardening,
-        journals: Journals::default(),
-    });
+    let state = State::new(config, hardening);
     tokio::spawn(reap_forever());
     // As a container's init the engine stops us with SIGTERM; pid 1 gets no default action, so
     // leave on it (the kernel then kills everything else in the pid namespace).
@@ -44,7 +49,8 @@ pub async fn serve(listener: UnixListener, config: AgentConfig, hardening: Prepa
     }
 }
 
-async fn reap_forever() {
+/// Reaps every child that reaches this process (pid 1 of a sandbox) for as long as it runs.
+pub async fn reap_forever() {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
         return;
@@ -62,7 +68,10 @@ async fn reap_forever() {
 }
 
 /// Forwards the connection's later frames (stdin, resize, kill) to an exec until it hangs up.
-fn forward_requests(mut rd: OwnedReadHalf, tx: mpsc::UnboundedSender<Frame<Request>>) {
+fn forward_requests<R>(mut rd: R, tx: mpsc::UnboundedSender<Frame<Request>>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         while let Ok(frame) = read_frame::<_, Request>(&mut rd).await {
             if tx.send(frame).is_err() {
@@ -72,9 +81,13 @@ fn forward_requests(mut rd: OwnedReadHalf, tx: mpsc::UnboundedSender<Frame<Reque
     });
 }
 
-async fn serve_connection(state: Arc<State>, stream: UnixStream) -> Result<()> {
+/// Serves one connection's requests until it hangs up or becomes an exec's.
+pub async fn serve_connection<S>(state: Arc<State>, stream: S) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (config, hardening) = (&state.config, &state.hardening);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     loop {
         let frame: Frame<Request> = match read_frame(&mut rd).await {
             Ok(f) => f,
@@ -208,6 +221,10 @@ async fn serve_connection(state: Arc<State>, stream: UnixStream) -> Result<()> {
                     &[],
                 )
                 .await?
+            }
+            Request::Configure { .. } => {
+                let e = Error::invalid("request", "this agent is configured already");
+                write_frame(&mut wr, &Reply::from_error(&e), &[]).await?;
             }
             other => {
                 let e = Error::invalid(

@@ -9,7 +9,7 @@ use stockade_core::{Error, ExecExit, ExecRequest, OutputStream, Result};
 use stockade_proto::{write_frame, Frame, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::net::unix::OwnedWriteHalf;
+
 use tokio::sync::mpsc;
 
 use crate::hardening::Prepared;
@@ -72,14 +72,14 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
 /// Where an exec's events go: straight to the connection that started it, or to the journal of
 /// a kept exec (which any connection follows).
 pub enum Sink<'a> {
-    Connection(&'a mut OwnedWriteHalf),
+    Connection(&'a mut (dyn tokio::io::AsyncWrite + Unpin + Send)),
     Journal(Arc<Journal>),
 }
 
 impl Sink<'_> {
     async fn send(&mut self, reply: Reply, payload: &[u8]) -> Result<()> {
         match self {
-            Sink::Connection(out) => Ok(write_frame(*out, &reply, payload).await?),
+            Sink::Connection(out) => Ok(write_frame(out, &reply, payload).await?),
             Sink::Journal(journal) => {
                 journal.push(reply, payload.to_vec()).await;
                 Ok(())

@@ -163,7 +163,7 @@ fn container(
         return None;
     }
     let agent =
-        match stockade_docker::agent_binary::find(&stockade_core::DriverConfig::new(std::env::temp_dir())) {
+        match stockade_proto::agent_binary::find(&stockade_core::DriverConfig::new(std::env::temp_dir()), "docker") {
             Ok(a) => a,
             Err(e) => {
                 skip(&e.to_string());

@@ -158,7 +158,7 @@ impl DockerDriver {
     /// discovery in its environment, and `STOCKADE_DOCKER_TRANSPORT` (`socket` or `engine-exec`)
     /// from there too.
     pub fn from_config(config: &stockade_core::DriverConfig, name: &'static str) -> Result<Self> {
-        let agent = crate::agent_binary::find(config)?;
+        let agent = stockade_proto::agent_binary::find(config, "docker")?;
         let mut driver =
             DockerDriver::new(&config.home, agent, name)?.with_progress(Arc::clone(&config.progress));
         driver.force_transport = match config.var("STOCKADE_DOCKER_TRANSPORT") {

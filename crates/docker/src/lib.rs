@@ -4,7 +4,6 @@
 //! protocol as the native driver and never pay for a `docker exec`.
 #![forbid(unsafe_code)]
 
-pub mod agent_binary;
 pub mod container;
 pub mod driver;
 pub mod engine;

@@ -240,3 +240,23 @@ impl ExecControl for AgentExecControl {
         self.send(Request::Kill, &[]).await
     }
 }
+
+/// Gives a VM guest's agent its config and identity: the first request of a session.
+pub async fn configure<S>(mut conn: S, config: crate::AgentConfig, identity: crate::GuestIdentity) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    write_frame(&mut conn, &Request::Configure { config, identity }, &[]).await?;
+    conn.flush()
+        .await
+        .map_err(|e| Error::backend("agent connection", e))?;
+    match read_frame::<_, Reply>(&mut conn).await?.header {
+        Reply::Configured => Ok(()),
+        Reply::Error {
+            kind,
+            message,
+            subject,
+        } => Err(error_from_wire(&kind, message, subject)),
+        other => Err(Error::backend("agent", format!("unexpected reply {other:?}"))),
+    }
+}

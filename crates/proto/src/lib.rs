@@ -1,5 +1,6 @@
 //! The agent protocol: how a host talks to the Stockade agent inside a sandbox over one stream
-//! (a unix socket for the native driver, the same socket bind-mounted for container drivers).
+//! (a unix socket for the native driver, the same socket bind-mounted for container drivers, a
+//! multiplexed stream over a virtio-serial port for VM guests).
 //!
 //! A frame is `u32 header_len, u32 payload_len` (little endian), a JSON header, then raw payload
 //! bytes. Headers are small and readable; bulk bytes (output chunks, file contents, stdin) travel
@@ -56,6 +57,23 @@ pub enum Request {
     Connect {
         port: u16,
     },
+    /// The first request a VM guest's agent takes, on the first stream of a session, and only
+    /// once: the sandbox's config and the guest's identity, which a VM restored from a snapshot
+    /// must not share with its siblings. Answered by [`Reply::Configured`].
+    Configure {
+        config: AgentConfig,
+        identity: GuestIdentity,
+    },
+}
+
+/// What makes one VM guest distinct from another started from the same snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    pub hostname: String,
+    /// 32 lowercase hex digits, written to `/etc/machine-id`.
+    pub machine_id: String,
+    /// Hex bytes mixed into the guest kernel's random pool.
+    pub random_seed: String,
 }
 
 /// Agent → host.
@@ -90,6 +108,8 @@ pub enum Reply {
     Attached,
     /// The port answered; raw bytes follow.
     Connected,
+    /// The guest took its config and identity.
+    Configured,
     /// `subject` is the path of a file error or the field of an invalid-input error, so the host
     /// rebuilds the same typed error (and the CLI picks the same exit code) as the agent had.
     Error {
@@ -308,6 +328,7 @@ mod tests {
     }
 }
 
+pub mod agent_binary;
 pub mod client;
 pub mod config;
 pub mod seccomp;

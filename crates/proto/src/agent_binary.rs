@@ -1,12 +1,15 @@
-//! Finding a statically linked `stockade-agent` to mount into containers: a dynamically linked
-//! one would need the image to carry a matching C library.
+//! Finding a statically linked `stockade-agent` for drivers that run it in a root filesystem of
+//! their own (containers, VM guests): a dynamically linked one would need that filesystem to
+//! carry a matching C library, and a VM's initramfs carries none.
 
 use std::path::{Path, PathBuf};
 
 use stockade_core::{Error, Result};
 
 /// The build target a static agent is built for (`cargo build --target <this>`).
-pub const HOST_TARGET: &str = concat!(std::env!("STOCKADE_BUILD_ARCH"), "-unknown-linux-gnu");
+pub fn host_target() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
 
 /// True when `path` is an ELF file with no program interpreter (static or static-pie).
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
@@ -46,15 +49,15 @@ pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
         .all(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) != PT_INTERP))
 }
 
-/// Finds the agent: `$STOCKADE_CONTAINER_AGENT`, then `$STOCKADE_AGENT`, beside the running
-/// executable, the static cargo build next to it (`target/<triple>/{debug,release}`), and `PATH`;
-/// the first static one wins.
-pub fn find(config: &stockade_core::DriverConfig) -> Result<PathBuf> {
+/// Finds the agent for `driver`: `$STOCKADE_CONTAINER_AGENT`, then `$STOCKADE_AGENT`, beside
+/// the running executable, the static cargo build next to it (`target/<triple>/{debug,release}`),
+/// and `PATH`; the first static one wins.
+pub fn find(config: &stockade_core::DriverConfig, driver: &'static str) -> Result<PathBuf> {
     if let Some(p) = config.var("STOCKADE_CONTAINER_AGENT") {
         let p = PathBuf::from(p);
         return match is_static_elf(&p) {
             Ok(true) => Ok(p),
-            Ok(false) => Err(not_static(&p)),
+            Ok(false) => Err(not_static(&p, driver)),
             Err(e) => Err(Error::invalid(
                 "STOCKADE_CONTAINER_AGENT",
                 format!("{}: {e}", p.display()),
@@ -73,7 +76,7 @@ pub fn find(config: &stockade_core::DriverConfig) -> Result<PathBuf> {
             .flatten()
         {
             for profile in ["debug", "release"] {
-                candidates.push(up.join(HOST_TARGET).join(profile).join("stockade-agent"));
+                candidates.push(up.join(host_target()).join(profile).join("stockade-agent"));
             }
         }
     }
@@ -89,25 +92,26 @@ pub fn find(config: &stockade_core::DriverConfig) -> Result<PathBuf> {
         }
     }
     match dynamic {
-        Some(p) => Err(not_static(&p)),
+        Some(p) => Err(not_static(&p, driver)),
         None => Err(Error::unsupported(
-            "docker",
+            driver,
             "sandboxes",
             "no stockade-agent binary was found beside stockade or in PATH (set STOCKADE_CONTAINER_AGENT)",
         )),
     }
 }
 
-fn not_static(p: &Path) -> Error {
+fn not_static(p: &Path, driver: &'static str) -> Error {
+    let target = host_target();
     Error::unsupported(
-        "docker",
+        driver,
         "sandboxes",
         format!(
-            "{} is dynamically linked; containers need a static agent: \
-             CARGO_TARGET_{}_RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {HOST_TARGET} -p stockade-agent \
+            "{} is dynamically linked; {driver} sandboxes need a static agent: \
+             CARGO_TARGET_{}_RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {target} -p stockade-agent \
              (scripts/setup does this)",
             p.display(),
-            HOST_TARGET.to_uppercase().replace('-', "_")
+            target.to_uppercase().replace('-', "_")
         ),
     )
 }

@@ -1,0 +1,295 @@
+//! The agent as a VM guest's init, in two stages.
+//!
+//! Stage one, `stockade-agent vm-init`, is the initramfs's `/init`: it mounts the kernel's
+//! filesystems, loads the modules the image builder listed (virtio, the block device, the serial
+//! port), mounts the root disk, copies itself onto a tmpfs there, moves the root and execs stage
+//! two. The kernel command line may name the root device (`stockade.root=`, default `/dev/vda`).
+//! Anything that fails powers the guest off, so the VMM exits and the host reads the console.
+//!
+//! Stage two, `stockade-agent init --vm-port NAME`, is pid 1 for the guest's life: the agent
+//! protocol over the virtio-serial port named NAME, with yamux carrying one stream per host
+//! connection (the host's supervisor opens one per connection it accepts). The first stream of
+//! the guest's life must bring [`Request::Configure`]: the sandbox's config and the guest's
+//! identity, which a guest restored from a snapshot must not share with its siblings. Hardening
+//! is installed then, as the other drivers' agents install it at start. When the host side goes
+//! away (a snapshot's VMM replaced by a restored one) the guest waits for the next session.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use nix::mount::{mount, MsFlags};
+use stockade_core::Error;
+use stockade_proto::{read_frame, write_frame, Frame, GuestIdentity, Reply, Request};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+
+use crate::hardening::Prepared;
+use crate::server::State;
+use stockade_proto::AgentConfig;
+
+/// The virtio-serial port the host's supervisor talks to.
+pub const PORT_NAME: &str = "stockade.agent";
+/// Where stage one finds its modules, and the file that lists them in load order.
+pub const MODULES_DIR: &str = "/modules";
+pub const MODULES_ORDER: &str = "/modules/order";
+/// Where stage two's binary lives in the guest's root.
+pub const AGENT_IN_GUEST: &str = "/.stockade/agent";
+
+/// Stage one. Never returns: it execs stage two, or powers the guest off.
+pub fn stage_one() -> ! {
+    let err = match setup_and_switch_root() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    eprintln!("stockade-agent vm-init: {err}");
+    power_off()
+}
+
+fn power_off() -> ! {
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot(2) only returns on failure; pid 1 must not exit (the kernel would panic).
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(target);
+    mount(Some(source), target, Some(fstype), flags, data).map_err(|e| format!("mount {fstype} on {target}: {e}"))
+}
+
+fn move_mount(from: &str, to: &str) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(to);
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| format!("move {from} to {to}: {e}"))
+}
+
+/// `key=value` words of the kernel command line.
+pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+fn setup_and_switch_root() -> Result<std::convert::Infallible, String> {
+    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", quiet, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", quiet, None)?;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    load_modules()?;
+    let root = cmdline_value(&cmdline, "stockade.root").unwrap_or("/dev/vda");
+    wait_for(Path::new(root), Duration::from_secs(10))?;
+    mount_fs(root, "/newroot", "ext4", MsFlags::MS_NOATIME, None)?;
+    mount_fs("tmpfs", "/newroot/.stockade", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    std::fs::copy("/init", format!("/newroot{AGENT_IN_GUEST}")).map_err(|e| format!("copy the agent: {e}"))?;
+    // The initramfs stays in memory under the new root: free what it no longer needs.
+    let _ = std::fs::remove_dir_all(MODULES_DIR);
+    for dir in ["/dev", "/proc", "/sys"] {
+        move_mount(dir, &format!("/newroot{dir}"))?;
+    }
+    std::env::set_current_dir("/newroot").map_err(|e| format!("chdir /newroot: {e}"))?;
+    move_mount(".", "/")?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0620,ptmxmode=0666"))?;
+    mount_fs("tmpfs", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    // For the agent's stats and a user's own limits; a kernel without cgroup2 still boots.
+    let _ = mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", quiet, None);
+    stockade_sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    let program = CString::new(AGENT_IN_GUEST).map_err(|e| e.to_string())?;
+    let args = ["stockade-agent", "init", "--vm-port", PORT_NAME].map(|a| CString::new(a).unwrap_or_default());
+    let env = [CString::new(format!("PATH={}", stockade_proto::DEFAULT_PATH)).unwrap_or_default()];
+    nix::unistd::execve(&program, &args, &env).map_err(|e| format!("exec {AGENT_IN_GUEST}: {e}"))
+}
+
+fn load_modules() -> Result<(), String> {
+    let order = std::fs::read_to_string(MODULES_ORDER).unwrap_or_default();
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = Path::new(MODULES_DIR).join(format!("{name}.ko"));
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("load module {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn wait_for(path: &Path, limit: Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    while !path.exists() {
+        if start.elapsed() > limit {
+            return Err(format!("{} did not appear within {limit:?}", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// The device node of the virtio-serial port named `name` (no udev: the name is in sysfs).
+fn find_port(name: &str) -> std::io::Result<PathBuf> {
+    for entry in std::fs::read_dir("/sys/class/virtio-ports")? {
+        let entry = entry?;
+        let port_name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if port_name.trim() == name {
+            return Ok(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    Err(std::io::Error::other(format!("no virtio-serial port named {name}")))
+}
+
+/// Stage two: serves the agent protocol over the port named `port_name` until powered off.
+pub fn serve(port_name: &str) -> std::io::Result<()> {
+    nix::sys::prctl::set_dumpable(false)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        tokio::spawn(crate::server::reap_forever());
+        let path = find_port(port_name)?;
+        let fd: OwnedFd = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| std::io::Error::other(format!("open {}: {e}", path.display())))?
+                .into()
+        };
+        let port = Arc::new(SerialPort {
+            fd: stockade_sys::async_fd(fd)?,
+        });
+        let state: Arc<OnceLock<Arc<State>>> = Arc::default();
+        loop {
+            let mut session = yamux::Connection::new(
+                PortHandle(Arc::clone(&port)).compat(),
+                yamux::Config::default(),
+                yamux::Mode::Server,
+            );
+            while let Some(Ok(stream)) = std::future::poll_fn(|cx| session.poll_next_inbound(cx)).await {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let _ = serve_stream(state, stream.compat()).await;
+                });
+            }
+            // The host went away; a new supervisor (or a restored VMM) starts the next session.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+async fn serve_stream<S>(state: Arc<OnceLock<Arc<State>>>, mut stream: S) -> stockade_core::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(ready) = state.get() {
+        return crate::server::serve_connection(Arc::clone(ready), stream).await;
+    }
+    let frame: Frame<Request> = read_frame(&mut stream).await?;
+    let reply = match frame.header {
+        Request::Configure { config, identity } => match configure(config, &identity) {
+            Ok(configured) => {
+                let _ = state.set(configured);
+                Reply::Configured
+            }
+            Err(e) => Reply::from_error(&e),
+        },
+        _ => Reply::from_error(&Error::invalid("request", "this guest's agent is not configured yet")),
+    };
+    write_frame(&mut stream, &reply, &[]).await?;
+    stream.flush().await.map_err(|e| Error::backend("agent write", e))?;
+    match state.get() {
+        Some(ready) => crate::server::serve_connection(Arc::clone(ready), stream).await,
+        None => Ok(()),
+    }
+}
+
+/// Takes on the identity, then installs the hardening every exec inherits.
+fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Result<Arc<State>> {
+    let valid_id = identity.machine_id.len() == 32 && identity.machine_id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid_id {
+        return Err(Error::invalid("machine_id", "expected 32 hex digits"));
+    }
+    nix::unistd::sethostname(&identity.hostname).map_err(|e| Error::backend("sethostname", e))?;
+    std::fs::write("/etc/machine-id", format!("{}\n", identity.machine_id))
+        .map_err(|e| Error::backend("write /etc/machine-id", e))?;
+    std::fs::write("/etc/hostname", format!("{}\n", identity.hostname))
+        .map_err(|e| Error::backend("write /etc/hostname", e))?;
+    // Mixed into the pool (not credited): siblings from one snapshot diverge from here on.
+    let seed: Vec<u8> = (0..identity.random_seed.len() / 2)
+        .filter_map(|i| u8::from_str_radix(identity.random_seed.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    std::fs::write("/dev/urandom", seed).map_err(|e| Error::backend("seed /dev/urandom", e))?;
+    let hardening = Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
+    hardening
+        .install_in_agent()
+        .map_err(|e| Error::backend("hardening", e))?;
+    Ok(State::new(config, hardening))
+}
+
+/// The guest's end of the virtio-serial port, non-blocking, in the reactor.
+struct SerialPort {
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// One session's handle on the port; the port outlives sessions.
+struct PortHandle(Arc<SerialPort>);
+
+impl AsyncRead for PortHandle {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.0.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), unfilled).map_err(std::io::Error::from)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PortHandle {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_values_are_found_by_whole_key() {
+        let line = "console=ttyS0 stockade.rootx=/dev/vdb stockade.root=/dev/vda quiet";
+        assert_eq!(cmdline_value(line, "stockade.root"), Some("/dev/vda"));
+        assert_eq!(cmdline_value(line, "console"), Some("ttyS0"));
+        assert_eq!(cmdline_value(line, "missing"), None);
+    }
+}
