@@ -10,6 +10,8 @@
 //!                                        container drivers reach the agent through `docker exec`)
 //! stockade-agent supervise              supervise the native sandbox named by STOCKADE_SUPERVISE_HOME
 //!                                        and STOCKADE_SUPERVISE_ID (set by the driver)
+//! stockade-agent vm-supervise           supervise the microvm sandbox named by STOCKADE_MICROVM_HOME
+//!                                        and STOCKADE_MICROVM_ID (set by the driver)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -53,6 +55,20 @@ fn main() {
                 (Some(home), Ok(id)) => {
                     stockade_native::supervisor::main(std::path::Path::new(&home), &id, stockade_agent::run)
                 }
+                _ => usage(),
+            }
+        }
+        #[cfg(feature = "microvm")]
+        Some("vm-supervise") => {
+            let _ = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .try_init();
+            let home = std::env::var_os(stockade_microvm::supervisor::HOME_ENV);
+            let id = std::env::var(stockade_microvm::supervisor::ID_ENV);
+            match (home, id) {
+                (Some(home), Ok(id)) => stockade_microvm::supervisor::main(std::path::Path::new(&home), &id),
                 _ => usage(),
             }
         }

@@ -34,7 +34,7 @@ use crate::server::State;
 use stockade_proto::AgentConfig;
 
 /// The virtio-serial port the host's supervisor talks to.
-pub const PORT_NAME: &str = "stockade.agent";
+pub use stockade_proto::VM_AGENT_PORT as PORT_NAME;
 /// Where stage one finds its modules, and the file that lists them in load order.
 pub const MODULES_DIR: &str = "/modules";
 pub const MODULES_ORDER: &str = "/modules/order";
@@ -59,14 +59,22 @@ fn power_off() -> ! {
     }
 }
 
-fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
-    mount(Some(source), target, Some(fstype), flags, data).map_err(|e| format!("mount {fstype} on {target}: {e}"))
+    mount(Some(source), target, Some(fstype), flags, data)
+        .map_err(|e| format!("mount {fstype} on {target}: {e}"))
 }
 
 fn move_mount(from: &str, to: &str) -> Result<(), String> {
     let _ = std::fs::create_dir_all(to);
-    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| format!("move {from} to {to}: {e}"))
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move {from} to {to}: {e}"))
 }
 
 /// `key=value` words of the kernel command line.
@@ -80,14 +88,34 @@ fn setup_and_switch_root() -> Result<std::convert::Infallible, String> {
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", quiet, None)?;
     mount_fs("sysfs", "/sys", "sysfs", quiet, None)?;
-    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     load_modules()?;
     let root = cmdline_value(&cmdline, "stockade.root").unwrap_or("/dev/vda");
     wait_for(Path::new(root), Duration::from_secs(10))?;
     mount_fs(root, "/newroot", "ext4", MsFlags::MS_NOATIME, None)?;
-    mount_fs("tmpfs", "/newroot/.stockade", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
-    std::fs::copy("/init", format!("/newroot{AGENT_IN_GUEST}")).map_err(|e| format!("copy the agent: {e}"))?;
+    mount_fs(
+        "tmpfs",
+        "/newroot/.stockade",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    // The agent stays where the initramfs has it (in memory once), bound read-only into the new root.
+    let agent = format!("/newroot{AGENT_IN_GUEST}");
+    std::fs::write(&agent, b"").map_err(|e| format!("create {agent}: {e}"))?;
+    let bind = |flags: MsFlags| {
+        mount(Some("/init"), agent.as_str(), None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("bind the agent: {e}"))
+    };
+    bind(MsFlags::MS_BIND)?;
+    bind(MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)?;
     // The initramfs stays in memory under the new root: free what it no longer needs.
     let _ = std::fs::remove_dir_all(MODULES_DIR);
     for dir in ["/dev", "/proc", "/sys"] {
@@ -97,14 +125,33 @@ fn setup_and_switch_root() -> Result<std::convert::Infallible, String> {
     move_mount(".", "/")?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0620,ptmxmode=0666"))?;
-    mount_fs("tmpfs", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
-    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0620,ptmxmode=0666"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
     // For the agent's stats and a user's own limits; a kernel without cgroup2 still boots.
     let _ = mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", quiet, None);
     stockade_sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     let program = CString::new(AGENT_IN_GUEST).map_err(|e| e.to_string())?;
-    let args = ["stockade-agent", "init", "--vm-port", PORT_NAME].map(|a| CString::new(a).unwrap_or_default());
+    let args =
+        ["stockade-agent", "init", "--vm-port", PORT_NAME].map(|a| CString::new(a).unwrap_or_default());
     let env = [CString::new(format!("PATH={}", stockade_proto::DEFAULT_PATH)).unwrap_or_default()];
     nix::unistd::execve(&program, &args, &env).map_err(|e| format!("exec {AGENT_IN_GUEST}: {e}"))
 }
@@ -142,7 +189,9 @@ fn find_port(name: &str) -> std::io::Result<PathBuf> {
             return Ok(Path::new("/dev").join(entry.file_name()));
         }
     }
-    Err(std::io::Error::other(format!("no virtio-serial port named {name}")))
+    Err(std::io::Error::other(format!(
+        "no virtio-serial port named {name}"
+    )))
 }
 
 /// Stage two: serves the agent protocol over the port named `port_name` until powered off.
@@ -203,10 +252,16 @@ where
             }
             Err(e) => Reply::from_error(&e),
         },
-        _ => Reply::from_error(&Error::invalid("request", "this guest's agent is not configured yet")),
+        _ => Reply::from_error(&Error::invalid(
+            "request",
+            "this guest's agent is not configured yet",
+        )),
     };
     write_frame(&mut stream, &reply, &[]).await?;
-    stream.flush().await.map_err(|e| Error::backend("agent write", e))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| Error::backend("agent write", e))?;
     match state.get() {
         Some(ready) => crate::server::serve_connection(Arc::clone(ready), stream).await,
         None => Ok(()),
@@ -215,7 +270,8 @@ where
 
 /// Takes on the identity, then installs the hardening every exec inherits.
 fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Result<Arc<State>> {
-    let valid_id = identity.machine_id.len() == 32 && identity.machine_id.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid_id =
+        identity.machine_id.len() == 32 && identity.machine_id.bytes().all(|b| b.is_ascii_hexdigit());
     if !valid_id {
         return Err(Error::invalid("machine_id", "expected 32 hex digits"));
     }
@@ -245,11 +301,16 @@ struct SerialPort {
 struct PortHandle(Arc<SerialPort>);
 
 impl AsyncRead for PortHandle {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         loop {
             let mut guard = ready!(self.0.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), unfilled).map_err(std::io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), unfilled).map_err(std::io::Error::from))
+            {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));

@@ -11,6 +11,7 @@ use stockade_router::Router;
 pub fn register_all(registry: &mut Registry) {
     stockade_native::register(registry);
     stockade_docker::register(registry);
+    stockade_microvm::register(registry);
     stockade_e2b::register(registry);
 }
 

@@ -162,14 +162,16 @@ fn container(
         skip("the docker driver's tests run as root (the engines here are rootful)");
         return None;
     }
-    let agent =
-        match stockade_proto::agent_binary::find(&stockade_core::DriverConfig::new(std::env::temp_dir()), "docker") {
-            Ok(a) => a,
-            Err(e) => {
-                skip(&e.to_string());
-                return None;
-            }
-        };
+    let agent = match stockade_proto::agent_binary::find(
+        &stockade_core::DriverConfig::new(std::env::temp_dir()),
+        "docker",
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            skip(&e.to_string());
+            return None;
+        }
+    };
     if let Err(e) = ensure_base_image(flavor) {
         skip(&e);
         return None;

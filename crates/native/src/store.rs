@@ -44,29 +44,7 @@ pub struct Runtime {
     pub network: String,
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`), which with the
-/// pid identifies it even after the pid is reused.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
-
-/// True when `pid` is alive (not a zombie) and started at `start`.
-pub fn is_same_process(pid: i32, start: u64) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let rest = &stat[close + 2..];
-    let zombie = rest.starts_with('Z') || rest.starts_with('X');
-    !zombie && rest.split(' ').nth(19).and_then(|s| s.parse::<u64>().ok()) == Some(start)
-}
+pub use stockade_store::{is_same_process, process_start_time};
 
 pub use stockade_store::{write_atomic, StoreLock};
 

@@ -242,7 +242,11 @@ impl ExecControl for AgentExecControl {
 }
 
 /// Gives a VM guest's agent its config and identity: the first request of a session.
-pub async fn configure<S>(mut conn: S, config: crate::AgentConfig, identity: crate::GuestIdentity) -> Result<()>
+pub async fn configure<S>(
+    mut conn: S,
+    config: crate::AgentConfig,
+    identity: crate::GuestIdentity,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The name of the virtio-serial port a VM guest's agent serves on.
+pub const VM_AGENT_PORT: &str = "stockade.agent";
 /// Largest JSON header accepted.
 pub const MAX_HEADER: usize = 1 << 20;
 /// Largest payload accepted (one file read or write).

@@ -91,7 +91,8 @@ pub async fn debootstrap(
     }
     let _ = std::fs::remove_dir_all(rootfs);
     if let Some(parent) = rootfs.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::backend(format!("create {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::backend(format!("create {}", parent.display()), e))?;
     }
     progress(&format!(
         "debootstrap {} ({}) with {} into {}",

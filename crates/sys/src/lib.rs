@@ -292,6 +292,21 @@ pub fn landlock_abi() -> Option<u32> {
     (v > 0).then_some(v as u32)
 }
 
+/// Makes the child `cmd` starts get SIGKILL when the thread that started it dies, so a helper
+/// process (a VMM) never outlives its supervisor.
+pub fn kill_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2), which is
+    // async-signal-safe; it touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};

@@ -1,0 +1,566 @@
+//! `MicrovmDriver: Driver`: records and supervisors on the host side, the agent protocol over
+//! each VM's `agent.sock` (the supervisor carries it into the guest) for everything inside.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use stockade_core::{
+    Driver, Error, ExecRequest, ExecSession, FileOp, FileReply, NetworkMode, Result, SandboxId, SandboxInfo,
+    SandboxSpec, SandboxStatus, Stats,
+};
+use stockade_store::{now_secs, random_id, RecordStore};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::UnixStream;
+
+use crate::accel::{Accel, KvmProbe};
+use crate::layout::{Layout, Record, Runtime};
+use crate::supervisor::{BOOT_TIMEOUT, HOME_ENV, ID_ENV};
+use crate::DRIVER;
+
+/// Memory when the spec sets none.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// The least a guest boots with.
+pub const MIN_MEMORY_MIB: u64 = 128;
+/// How long a supervisor may take to tear its VM down.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The microvm driver over one Stockade home.
+#[derive(Debug, Clone)]
+pub struct MicrovmDriver {
+    layout: Layout,
+    records: RecordStore<Record>,
+    /// The static agent: the guest's init and the supervisor's binary.
+    agent: Result<PathBuf, String>,
+    search_path: Vec<PathBuf>,
+}
+
+/// `name` in `dirs`, then the default `PATH`.
+pub fn find_program(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .map(PathBuf::as_path)
+        .chain(stockade_proto::DEFAULT_PATH.split(':').map(Path::new))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The QEMU system emulator for this host's architecture.
+pub fn qemu_binary() -> String {
+    format!("qemu-system-{}", std::env::consts::ARCH)
+}
+
+/// The acceleration `runtime` asks for: `qemu` (the best there is), `qemu:kvm` or `qemu:tcg`.
+pub fn parse_runtime(runtime: Option<&str>) -> Result<Option<Accel>> {
+    match runtime {
+        None | Some("qemu") => Ok(None),
+        Some("qemu:kvm") => Ok(Some(Accel::Kvm)),
+        Some("qemu:tcg") => Ok(Some(Accel::Tcg)),
+        Some(vmm @ ("firecracker" | "cloud-hypervisor")) => Err(Error::unsupported(
+            DRIVER,
+            if vmm == "firecracker" {
+                "--runtime firecracker"
+            } else {
+                "--runtime cloud-hypervisor"
+            },
+            "that VMM's backend is not built yet; QEMU is (--runtime qemu, qemu:kvm or qemu:tcg)",
+        )),
+        Some(other) => Err(Error::invalid(
+            "runtime",
+            format!("{other:?}: expected qemu, qemu:kvm or qemu:tcg"),
+        )),
+    }
+}
+
+impl MicrovmDriver {
+    pub fn from_config(config: &stockade_core::DriverConfig) -> Result<Self> {
+        let layout = Layout::at(&config.home);
+        if layout.agent_socket(&SandboxId::from_random(0)).as_os_str().len() > 107 {
+            return Err(Error::invalid(
+                "STOCKADE_HOME",
+                format!(
+                    "{}: too long for a unix socket path below it",
+                    config.home.display()
+                ),
+            ));
+        }
+        std::fs::create_dir_all(layout.root.join("vms"))
+            .map_err(|e| Error::backend(format!("create {}", layout.root.display()), e))?;
+        Ok(MicrovmDriver {
+            records: crate::supervisor::records(&layout)?,
+            layout,
+            agent: stockade_proto::agent_binary::find(config, DRIVER).map_err(|e| e.to_string()),
+            search_path: config.path_dirs(),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn agent(&self) -> Result<&Path> {
+        self.agent
+            .as_deref()
+            .map_err(|why| Error::unsupported(DRIVER, "sandboxes", why.clone()))
+    }
+
+    /// QEMU's path, or what to install.
+    pub fn qemu(&self) -> Result<PathBuf> {
+        let name = qemu_binary();
+        find_program(&self.search_path, &name).ok_or_else(|| {
+            Error::unsupported(
+                DRIVER,
+                "sandboxes",
+                format!("{name} is not installed (apt-get install qemu-system-x86 qemu-utils)"),
+            )
+        })
+    }
+
+    fn load_runtime(&self, id: &SandboxId) -> Option<Runtime> {
+        serde_json::from_slice(&std::fs::read(self.layout.runtime(id)).ok()?).ok()
+    }
+
+    /// As native's: a record that says running (or creating) with a live supervisor and QEMU is
+    /// running; with none it is lost, except in a create's start window.
+    fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
+        let runtime = self.load_runtime(&record.id);
+        match record.status {
+            SandboxStatus::Running | SandboxStatus::Creating => {
+                if runtime.as_ref().is_some_and(Runtime::alive) {
+                    (SandboxStatus::Running, runtime)
+                } else if record.status == SandboxStatus::Creating
+                    && runtime.is_none()
+                    && now_secs() < record.created_at + BOOT_TIMEOUT.as_secs() + 5
+                {
+                    (SandboxStatus::Creating, runtime)
+                } else {
+                    (SandboxStatus::Lost, runtime)
+                }
+            }
+            other => (other, runtime),
+        }
+    }
+
+    fn info(&self, record: &Record) -> SandboxInfo {
+        let (status, runtime) = self.live_status(record);
+        let l = &self.layout;
+        let mut details = serde_json::Map::new();
+        details.insert("vmm".into(), "qemu (-M microvm)".into());
+        details.insert("accel".into(), record.accel.as_str().into());
+        details.insert("kernel".into(), record.image.kernel_release.clone().into());
+        details.insert("image".into(), record.image.key.clone().into());
+        details.insert("memory_mib".into(), record.memory_mib.into());
+        details.insert("vcpus".into(), record.vcpus.into());
+        details.insert("disk".into(), l.disk(&record.id).display().to_string().into());
+        details.insert(
+            "console".into(),
+            l.console(&record.id).display().to_string().into(),
+        );
+        details.insert(
+            "socket".into(),
+            l.agent_socket(&record.id).display().to_string().into(),
+        );
+        details.insert("agent_channel".into(), "yamux over virtio-serial".into());
+        details.insert(
+            "network".into(),
+            match record.spec.network {
+                NetworkMode::None => "none (no NIC; the guest's loopback only)",
+                NetworkMode::Full => "user-mode NIC",
+            }
+            .into(),
+        );
+        if let Some(rt) = runtime.filter(|_| status == SandboxStatus::Running) {
+            details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
+            details.insert("qemu_pid".into(), rt.qemu_pid.into());
+            details.insert("boot_ms".into(), rt.boot_ms.into());
+        }
+        SandboxInfo {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            driver: DRIVER.into(),
+            status,
+            created_at: record.created_at,
+            spec: record.spec.clone(),
+            details,
+        }
+    }
+
+    /// Checks `spec` against what this driver does, and picks memory, vCPUs and acceleration.
+    fn plan(&self, spec: &SandboxSpec) -> Result<(u64, u32, Accel)> {
+        spec.validate()?;
+        if !spec.driver.is_empty() && spec.driver != DRIVER {
+            return Err(Error::invalid(
+                "driver",
+                format!("{:?} given to the microvm driver", spec.driver),
+            ));
+        }
+        if spec.rootfs.is_some() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "--rootfs",
+                "a VM boots a disk image: use --image (a VM image key; `stockade image vm` builds one)",
+            ));
+        }
+        if !spec.mounts.is_empty() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "volumes",
+                "host directories are not shared into VMs yet (virtiofs is planned)",
+            ));
+        }
+        if spec.network == NetworkMode::Full {
+            return Err(Error::unsupported(
+                DRIVER,
+                "--network full",
+                "not yet: a VM's NIC must sit behind the host firewall rules native uses (no host, no other sandboxes, no 169.254/16), and that is not built",
+            ));
+        }
+        let r = &spec.resources;
+        if r.disk_bytes.is_some() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "disk limit",
+                "each VM's disk is the image's size (4 GiB) for now",
+            ));
+        }
+        if r.pids.is_some() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "process limit",
+                "the guest kernel's limits are not set from the spec yet",
+            ));
+        }
+        let accel = KvmProbe::host()
+            .choose(parse_runtime(spec.runtime.as_deref())?)
+            .map_err(|why| Error::unsupported(DRIVER, "--runtime qemu:kvm", why))?;
+        let memory_mib = r.memory_bytes.map_or(DEFAULT_MEMORY_MIB, |b| b >> 20);
+        if memory_mib < MIN_MEMORY_MIB {
+            return Err(Error::invalid(
+                "memory",
+                format!("a VM needs at least {MIN_MEMORY_MIB} MiB"),
+            ));
+        }
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let vcpus = r.millicpus.map_or(1, |m| m.div_ceil(1000) as u32).max(1);
+        if vcpus > host_cpus {
+            return Err(Error::invalid(
+                "cpus",
+                format!("{vcpus} vCPUs asked; this host has {host_cpus}"),
+            ));
+        }
+        Ok((memory_mib, vcpus, accel))
+    }
+
+    /// Starts the supervisor for `record` and waits for its `ready` line.
+    async fn launch(&self, record: &Record) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.layout.log(&record.id))
+            .map_err(|e| Error::backend("open the supervisor log", e))?;
+        let mut child = tokio::process::Command::new(&record.agent)
+            .arg0("stockade-agent")
+            .arg("vm-supervise")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .env_clear()
+            .env("PATH", stockade_proto::DEFAULT_PATH)
+            .env(HOME_ENV, &self.layout.home)
+            .env(ID_ENV, record.id.as_str())
+            .spawn()
+            .map_err(|e| Error::backend(format!("start supervisor {}", record.agent.display()), e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::backend("supervisor", "no stdout"))?;
+        let mut line = String::new();
+        let wait = BOOT_TIMEOUT + Duration::from_secs(10);
+        let read = tokio::time::timeout(wait, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        if !matches!(&read, Ok(Ok(_)) if line.starts_with("ready ")) {
+            // QEMU dies with its supervisor (parent-death signal).
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(STOP_TIMEOUT, child.wait()).await;
+        }
+        drop(child);
+        match read {
+            Err(_) => Err(Error::Timeout(wait, format!("VM {} to start", record.id))),
+            Ok(Err(e)) => Err(Error::backend("supervisor", e)),
+            Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
+            Ok(Ok(_)) => {
+                let msg = line.trim().strip_prefix("error ").unwrap_or(line.trim());
+                let msg = if msg.is_empty() {
+                    "the supervisor exited without a word"
+                } else {
+                    msg
+                };
+                Err(Error::backend(format!("start VM {}", record.id), msg))
+            }
+        }
+    }
+
+    /// Stops the supervisor (which syncs the guest, kills QEMU and removes its sockets) and waits
+    /// for it; after a crash, kills whatever is left itself.
+    async fn halt(&self, id: &SandboxId) -> Result<()> {
+        let Some(rt) = self.load_runtime(id) else {
+            return Ok(());
+        };
+        let supervisor = stockade_sys::pidfd_open(rt.supervisor_pid)
+            .ok()
+            .filter(|_| stockade_store::is_same_process(rt.supervisor_pid, rt.supervisor_start));
+        if let Some(pidfd) = supervisor {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(rt.supervisor_pid),
+                nix::sys::signal::SIGTERM,
+            );
+            if tokio::time::timeout(STOP_TIMEOUT, stockade_sys::wait_pidfd(pidfd))
+                .await
+                .is_err()
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(rt.supervisor_pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while stockade_store::is_same_process(rt.qemu_pid, rt.qemu_start) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(rt.qemu_pid), nix::sys::signal::SIGKILL);
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(STOP_TIMEOUT, format!("QEMU of {id} to exit")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let l = &self.layout;
+        for path in [
+            l.agent_socket(id),
+            l.serial_socket(id),
+            l.qmp_socket(id),
+            l.runtime(id),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
+        let connect_error = match UnixStream::connect(self.layout.agent_socket(id)).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
+        };
+        let record = self.records.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_exec() {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "this".into(),
+                needed: "running".into(),
+            });
+        }
+        Err(Error::backend(
+            format!("connect to VM {id}"),
+            format!(
+                "{connect_error}{}",
+                crate::supervisor::console_tail(&self.layout, id)
+            ),
+        ))
+    }
+
+    async fn make_disk(&self, record: &Record) -> Result<()> {
+        let qemu_img = find_program(&self.search_path, "qemu-img").ok_or_else(|| {
+            Error::unsupported(
+                DRIVER,
+                "sandboxes",
+                "qemu-img is not installed (apt-get install qemu-utils)",
+            )
+        })?;
+        let out = tokio::process::Command::new(qemu_img)
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&record.image.rootfs)
+            .arg(self.layout.disk(&record.id))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::backend("qemu-img", e))?;
+        if !out.status.success() {
+            return Err(Error::backend(
+                "qemu-img create",
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start_exec(
+        &self,
+        id: &SandboxId,
+        req: ExecRequest,
+        keep_as: Option<&str>,
+    ) -> Result<ExecSession> {
+        req.validate()?;
+        let conn = self.connect(id).await?;
+        match keep_as {
+            Some(exec_id) => stockade_proto::client::exec_kept(conn, req, exec_id).await,
+            None => stockade_proto::client::exec(conn, req).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for MicrovmDriver {
+    fn name(&self) -> &'static str {
+        DRIVER
+    }
+
+    fn admin(&self) -> Option<&dyn stockade_core::DriverAdmin> {
+        Some(self)
+    }
+
+    async fn create(&self, mut spec: SandboxSpec) -> Result<SandboxInfo> {
+        let (memory_mib, vcpus, accel) = self.plan(&spec)?;
+        let qemu = self.qemu()?;
+        let agent = self.agent()?.to_path_buf();
+        let image = crate::image::find(&self.layout.home, spec.image.as_deref().unwrap_or("latest"))?;
+        spec.driver = DRIVER.into();
+        let record = {
+            let _lock = self.records.lock()?;
+            if let Some(name) = &spec.name {
+                if self.records.name_taken(name)? {
+                    return Err(Error::NameTaken(name.clone()));
+                }
+            }
+            let id = random_id()?;
+            let record = Record {
+                name: spec.name.clone().unwrap_or_else(|| id.to_string()),
+                id,
+                status: SandboxStatus::Creating,
+                created_at: now_secs(),
+                spec,
+                image,
+                accel,
+                qemu,
+                agent,
+                memory_mib,
+                vcpus,
+            };
+            std::fs::create_dir_all(self.layout.vm(&record.id))
+                .map_err(|e| Error::backend("create the VM's directory", e))?;
+            self.records.save(&record)?;
+            record
+        };
+        let started = async {
+            self.make_disk(&record).await?;
+            self.launch(&record).await
+        }
+        .await;
+        if let Err(e) = started {
+            let _ = self.halt(&record.id).await;
+            let _ = std::fs::remove_dir_all(self.layout.vm(&record.id));
+            let _ = self.records.remove(&record.id);
+            return Err(e);
+        }
+        Ok(self.info(&record))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        Ok(self.records.list()?.iter().map(|r| self.info(r)).collect())
+    }
+
+    async fn get(&self, id_or_name: &str) -> Result<SandboxInfo> {
+        Ok(self.info(&self.records.resolve(id_or_name)?))
+    }
+
+    async fn stop(&self, id: &SandboxId) -> Result<()> {
+        let mut record = self.records.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_stop() && status != SandboxStatus::Lost {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "stop".into(),
+                needed: "running".into(),
+            });
+        }
+        self.halt(id).await?;
+        record.status = SandboxStatus::Stopped;
+        self.records.save(&record)
+    }
+
+    async fn start(&self, id: &SandboxId) -> Result<()> {
+        let mut record = self.records.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if !status.can_start() {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "start".into(),
+                needed: "stopped".into(),
+            });
+        }
+        self.halt(id).await?;
+        self.launch(&record).await?;
+        record.status = SandboxStatus::Running;
+        self.records.save(&record)
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        self.records.load(id)?;
+        self.halt(id).await?;
+        let dir = self.layout.vm(id);
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| Error::backend(format!("remove {}", dir.display()), e))?;
+        self.records.remove(id)
+    }
+
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
+        self.start_exec(id, req, None).await
+    }
+
+    async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
+        self.start_exec(id, req, Some(exec_id)).await
+    }
+
+    async fn attach(&self, id: &SandboxId, exec_id: &str, from_seq: u64) -> Result<ExecSession> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::attach(conn, exec_id, from_seq).await
+    }
+
+    async fn file(&self, id: &SandboxId, op: FileOp) -> Result<FileReply> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::file(conn, op).await
+    }
+
+    async fn stats(&self, id: &SandboxId) -> Result<Stats> {
+        let conn = self.connect(id).await?;
+        stockade_proto::client::stats(conn).await
+    }
+
+    async fn connect_port(&self, id: &SandboxId, port: u16) -> Result<Box<dyn stockade_core::PortStream>> {
+        let conn = self.connect(id).await?;
+        Ok(Box::new(stockade_proto::client::connect_port(conn, port).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_name_the_vmm_and_its_acceleration() {
+        assert_eq!(parse_runtime(None).ok(), Some(None));
+        assert_eq!(parse_runtime(Some("qemu:kvm")).ok(), Some(Some(Accel::Kvm)));
+        assert_eq!(parse_runtime(Some("qemu:tcg")).ok(), Some(Some(Accel::Tcg)));
+        let bad = parse_runtime(Some("runsc")).unwrap_err().to_string();
+        assert!(bad.contains("runtime") && bad.contains("qemu:kvm"), "{bad}");
+        let later = parse_runtime(Some("firecracker")).unwrap_err().to_string();
+        assert!(later.contains("not built yet"), "{later}");
+    }
+}

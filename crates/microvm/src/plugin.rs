@@ -1,0 +1,161 @@
+//! The microvm driver as a plugin: its factory, what `stockade info` says of this host (the VMMs
+//! installed, the acceleration and why not KVM, the image), and its image builder
+//! (`stockade image base --driver microvm`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stockade_core::{
+    Driver, DriverAdmin, DriverConfig, DriverFactory, DriverFacts, Error, ImageBuilder, Registry, Result,
+};
+
+use crate::accel::KvmProbe;
+use crate::driver::{find_program, MicrovmDriver};
+use crate::image::VmRecipe;
+use crate::DRIVER;
+
+/// Makes the microvm driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MicrovmFactory;
+
+impl DriverFactory for MicrovmFactory {
+    fn name(&self) -> &'static str {
+        DRIVER
+    }
+    fn description(&self) -> &'static str {
+        "a virtual machine per sandbox with its own kernel (QEMU microvm; KVM where usable, else software emulation)"
+    }
+    fn takes_images(&self) -> bool {
+        true
+    }
+    fn build(&self, config: &DriverConfig) -> Result<Arc<dyn Driver>> {
+        Ok(Arc::new(MicrovmDriver::from_config(config)?))
+    }
+}
+
+/// Adds the microvm driver to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register(MicrovmFactory);
+}
+
+#[async_trait]
+impl DriverAdmin for MicrovmDriver {
+    async fn probe(&self) -> Result<()> {
+        self.qemu()?;
+        crate::image::find(&self.layout().home, "latest")?;
+        Ok(())
+    }
+
+    async fn facts(&self) -> Result<DriverFacts> {
+        let kvm = KvmProbe::host();
+        let mut details = Vec::new();
+        let qemu = self.qemu();
+        details.push((
+            "qemu".to_owned(),
+            match &qemu {
+                Ok(path) => path.display().to_string(),
+                Err(e) => format!("no ({e})"),
+            },
+        ));
+        let search = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for vmm in ["firecracker", "cloud-hypervisor"] {
+            details.push((
+                vmm.to_owned(),
+                match find_program(&search, vmm) {
+                    Some(p) => format!(
+                        "found at {} (its backend is not built yet; QEMU is used)",
+                        p.display()
+                    ),
+                    None => "not installed".to_owned(),
+                },
+            ));
+        }
+        let accel = match kvm.usable() {
+            Ok(()) => "kvm".to_owned(),
+            Err(why) => format!("tcg (software emulation): KVM unusable: {why}"),
+        };
+        details.push(("acceleration".to_owned(), accel.clone()));
+        let image = crate::image::find(&self.layout().home, "latest");
+        details.push((
+            "image".to_owned(),
+            match &image {
+                Ok(img) => format!(
+                    "{} (kernel {}) in {}",
+                    img.key,
+                    img.kernel_release,
+                    img.dir.display()
+                ),
+                Err(e) => format!("none ({e})"),
+            },
+        ));
+        details.push((
+            "sandbox defaults".to_owned(),
+            format!(
+                "{} MiB, 1 vCPU, no NIC; inside, the agent's strict hardening (no capabilities, no_new_privs, seccomp, landlock)",
+                crate::driver::DEFAULT_MEMORY_MIB
+            ),
+        ));
+        let json = serde_json::json!({
+            "qemu": qemu.as_ref().ok().map(|p| p.display().to_string()),
+            "kvm_usable": kvm.usable().is_ok(),
+            "kvm_reason": kvm.usable().err(),
+            "pvm": kvm.pvm,
+            "image": image.as_ref().ok().map(|i| i.key.clone()),
+        });
+        qemu?;
+        let image = image?;
+        Ok(DriverFacts {
+            summary: format!(
+                "QEMU microvm, {}; kernel {}",
+                accel.split(':').next().unwrap_or_default(),
+                image.kernel_release
+            ),
+            details,
+            json,
+        })
+    }
+
+    fn images(&self) -> Option<&dyn ImageBuilder> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl ImageBuilder for MicrovmDriver {
+    async fn base(
+        &self,
+        scratch: &std::path::Path,
+        progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<String> {
+        let image = crate::image::build(&self.layout().home, &VmRecipe::default(), scratch, progress).await?;
+        Ok(image.key)
+    }
+
+    async fn build(
+        &self,
+        _dir: &std::path::Path,
+        _tag: &str,
+        _progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<()> {
+        Err(Error::unsupported(
+            DRIVER,
+            "image build",
+            "VM images come from `stockade image base --driver microvm`",
+        ))
+    }
+
+    async fn import(
+        &self,
+        _tarball: &std::path::Path,
+        _name: &str,
+        _progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<()> {
+        Err(Error::unsupported(
+            DRIVER,
+            "image import",
+            "not yet; VM images come from `stockade image base --driver microvm`",
+        ))
+    }
+}

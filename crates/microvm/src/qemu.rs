@@ -1,0 +1,224 @@
+//! The QEMU backend: the command line of a `-M microvm` guest (pure, so it is tested as a value)
+//! and QMP, QEMU's JSON control protocol over a unix socket.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use stockade_core::{Error, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::accel::Accel;
+
+/// Everything one guest's QEMU process is started with.
+#[derive(Debug, Clone)]
+pub struct QemuGuest {
+    pub binary: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub disk: PathBuf,
+    /// The guest's serial console goes to this file.
+    pub console: PathBuf,
+    /// QEMU connects the agent's virtio-serial port to the unix socket listening here.
+    pub agent_socket: PathBuf,
+    /// QMP listens here.
+    pub qmp_socket: PathBuf,
+    /// A user-mode NIC (`--network full`); none at all otherwise.
+    pub network: bool,
+}
+
+use stockade_proto::VM_AGENT_PORT as PORT_NAME;
+
+impl QemuGuest {
+    /// QEMU's arguments (without the program).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        push("-M");
+        push("microvm,pit=on,acpi=on,rtc=on");
+        push("-accel");
+        push(self.accel.as_str());
+        push("-cpu");
+        push(match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        });
+        push("-m");
+        push(&format!("{}M", self.memory_mib));
+        push("-smp");
+        push(&self.vcpus.to_string());
+        for fixed in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+            push(fixed);
+        }
+        push("-kernel");
+        a.push(self.kernel.clone().into());
+        let mut push = |s: &str| a.push(s.into());
+        push("-initrd");
+        a.push(self.initramfs.clone().into());
+        let mut push = |s: &str| a.push(s.into());
+        push("-append");
+        push("console=ttyS0 quiet panic=-1 stockade.root=/dev/vda");
+        push("-chardev");
+        push(&format!("file,id=console,path={}", chardev_path(&self.console)));
+        push("-serial");
+        push("chardev:console");
+        push("-drive");
+        push(&format!(
+            "id=root,file={},format=qcow2,if=none,cache=writeback,discard=unmap",
+            chardev_path(&self.disk)
+        ));
+        push("-device");
+        push("virtio-blk-device,drive=root");
+        push("-device");
+        push("virtio-serial-device,max_ports=2");
+        push("-chardev");
+        push(&format!(
+            "socket,id=agent,path={}",
+            chardev_path(&self.agent_socket)
+        ));
+        push("-device");
+        push(&format!("virtserialport,chardev=agent,name={PORT_NAME}"));
+        push("-object");
+        push("rng-random,id=rng,filename=/dev/urandom");
+        push("-device");
+        push("virtio-rng-device,rng=rng");
+        if self.network {
+            push("-netdev");
+            push("user,id=net0");
+            push("-device");
+            push("virtio-net-device,netdev=net0");
+        }
+        push("-qmp");
+        push(&format!(
+            "unix:{},server=on,wait=off",
+            chardev_path(&self.qmp_socket)
+        ));
+        a
+    }
+}
+
+/// QEMU option values are comma-separated: a comma in a path is written twice.
+fn chardev_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// A QMP connection, past the greeting and capability negotiation.
+pub struct Qmp {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Qmp {
+    pub async fn connect(path: &Path) -> Result<Qmp> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| Error::backend(format!("QMP {}", path.display()), e))?;
+        let (rd, writer) = stream.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(rd),
+            writer,
+        };
+        qmp.read_message().await?;
+        qmp.execute("qmp_capabilities", json!({})).await?;
+        Ok(qmp)
+    }
+
+    async fn read_message(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| Error::backend("QMP read", e))?;
+        if n == 0 {
+            return Err(Error::backend("QMP", "QEMU closed the connection"));
+        }
+        serde_json::from_str(&line).map_err(|e| Error::backend("QMP", format!("{e}: {line}")))
+    }
+
+    /// Runs `command`; returns its `return` value (events read meanwhile are dropped).
+    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        let mut msg = json!({ "execute": command });
+        if arguments.as_object().is_some_and(|o| !o.is_empty()) {
+            msg["arguments"] = arguments;
+        }
+        let mut line = msg.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| Error::backend("QMP write", e))?;
+        loop {
+            let reply = self.read_message().await?;
+            if let Some(ret) = reply.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = reply.get("error") {
+                let desc = err["desc"].as_str().unwrap_or("error").to_owned();
+                return Err(Error::backend(format!("QMP {command}"), desc));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest() -> QemuGuest {
+        QemuGuest {
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            vcpus: 1,
+            kernel: "/img/vmlinuz".into(),
+            initramfs: "/img/initrd.cpio".into(),
+            disk: "/vms/a,b/disk.qcow2".into(),
+            console: "/vms/x/console.log".into(),
+            agent_socket: "/vms/x/serial.sock".into(),
+            qmp_socket: "/vms/x/qmp.sock".into(),
+            network: false,
+        }
+    }
+
+    fn joined(g: &QemuGuest) -> String {
+        g.args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_guest_without_network_has_no_nic() {
+        let args = joined(&guest());
+        assert!(args.contains("-M microvm"), "{args}");
+        assert!(args.contains("-accel tcg -cpu max -m 512M -smp 1"), "{args}");
+        assert!(args.contains("-nodefaults"), "{args}");
+        assert!(!args.contains("netdev"), "{args}");
+        assert!(
+            args.contains("virtserialport,chardev=agent,name=stockade.agent"),
+            "{args}"
+        );
+        // A comma in a path is doubled, as QEMU's option syntax needs.
+        assert!(args.contains("file=/vms/a,,b/disk.qcow2,format=qcow2"), "{args}");
+    }
+
+    #[test]
+    fn full_network_adds_one_user_mode_nic_and_kvm_uses_the_host_cpu() {
+        let g = QemuGuest {
+            network: true,
+            accel: Accel::Kvm,
+            ..guest()
+        };
+        let args = joined(&g);
+        assert!(
+            args.contains("-netdev user,id=net0 -device virtio-net-device,netdev=net0"),
+            "{args}"
+        );
+        assert!(args.contains("-accel kvm -cpu host"), "{args}");
+    }
+}

@@ -1,0 +1,276 @@
+//! One host process per VM: `stockade-agent vm-supervise`, started by the driver with the home
+//! and the sandbox id in its environment, detached in a session of its own so it outlives the
+//! command that made the VM.
+//!
+//! It starts QEMU (which dies with it: parent-death signal), accepts QEMU's connection for the
+//! guest agent's virtio-serial port, starts the yamux session over it and gives the guest its
+//! config and identity (the first stream), then listens on `vms/ID/agent.sock` and carries each
+//! connection there as a stream of its own. Its one line on stdout is `ready PID` or
+//! `error MESSAGE`. It ends when QEMU does (the guest powered off or crashed), on SIGTERM (stop:
+//! the guest's disks are synced first) or at the TTL (the sandbox is removed, as the native
+//! driver's supervisor does); each way it leaves no socket or QEMU behind.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use stockade_core::{Error, ExecRequest, Result, SandboxId};
+use stockade_proto::{AgentConfig, GuestIdentity};
+use stockade_store::RecordStore;
+use tokio::net::UnixListener;
+
+use crate::layout::{Layout, Record, Runtime};
+use crate::mux::MuxHandle;
+use crate::qemu::QemuGuest;
+
+pub const HOME_ENV: &str = "STOCKADE_MICROVM_HOME";
+pub const ID_ENV: &str = "STOCKADE_MICROVM_ID";
+/// How long a guest may take from QEMU's start to the agent's answer (software emulation is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The records of `home`.
+pub fn records(layout: &Layout) -> Result<RecordStore<Record>> {
+    RecordStore::new(layout.records(), layout.lock())
+        .with_index(stockade_store::Index::of_home(&layout.home), crate::DRIVER)
+}
+
+/// The supervisor's entry point; returns its exit code.
+pub fn main(home: &Path, id: &str) -> i32 {
+    let _ = nix::unistd::setsid();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&format!("error tokio: {e}"));
+            return 1;
+        }
+    };
+    match runtime.block_on(supervise(&Layout::at(home), id)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            report(&format!("error {e}"));
+            1
+        }
+    }
+}
+
+/// The one line the driver waits for; stdout is closed after it (the driver stops reading).
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn supervise(layout: &Layout, id: &str) -> Result<()> {
+    let id = SandboxId::parse(id)?;
+    let store = records(layout)?;
+    let record = store.load(&id)?;
+    let vm = layout.vm(&id);
+    for stale in [
+        layout.agent_socket(&id),
+        layout.serial_socket(&id),
+        layout.qmp_socket(&id),
+        layout.runtime(&id),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let serial = UnixListener::bind(layout.serial_socket(&id))
+        .map_err(|e| Error::backend(format!("bind {}", layout.serial_socket(&id).display()), e))?;
+    let initramfs = crate::image::initramfs_for(&record.image, &record.agent)?;
+    let guest = QemuGuest {
+        binary: record.qemu.clone(),
+        accel: record.accel,
+        memory_mib: record.memory_mib,
+        vcpus: record.vcpus,
+        kernel: record.image.kernel.clone(),
+        initramfs,
+        disk: layout.disk(&id),
+        console: layout.console(&id),
+        agent_socket: layout.serial_socket(&id),
+        qmp_socket: layout.qmp_socket(&id),
+        network: record.spec.network == stockade_core::NetworkMode::Full,
+    };
+    let qemu_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.log(&id))
+        .map_err(|e| Error::backend("open the supervisor log", e))?;
+    let mut command = tokio::process::Command::new(&guest.binary);
+    command
+        .args(guest.args())
+        .current_dir(&vm)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(qemu_log)
+        .kill_on_drop(true);
+    stockade_sys::kill_with_parent(&mut command);
+    let started = Instant::now();
+    let mut qemu = command
+        .spawn()
+        .map_err(|e| Error::backend(format!("start {}", guest.binary.display()), e))?;
+    let qemu_pid = qemu.id().unwrap_or_default() as i32;
+    let booted = tokio::select! {
+        booted = boot(&serial, &record) => booted,
+        status = qemu.wait() => Err(Error::backend(
+            "the VM",
+            format!("QEMU exited ({}) before the guest's agent answered{}",
+                status.map(|s| s.to_string()).unwrap_or_default(), console_tail(layout, &id)),
+        )),
+    };
+    let mux = match booted {
+        Ok(mux) => mux,
+        Err(e) => {
+            let _ = qemu.start_kill();
+            let _ = qemu.wait().await;
+            cleanup(layout, &id);
+            return Err(e);
+        }
+    };
+    let agent = UnixListener::bind(layout.agent_socket(&id))
+        .map_err(|e| Error::backend(format!("bind {}", layout.agent_socket(&id).display()), e))?;
+    let rt = Runtime {
+        supervisor_pid: std::process::id() as i32,
+        supervisor_start: stockade_store::process_start_time(std::process::id() as i32).unwrap_or_default(),
+        qemu_pid,
+        qemu_start: stockade_store::process_start_time(qemu_pid).unwrap_or_default(),
+        boot_ms: started.elapsed().as_millis() as u64,
+    };
+    let json = serde_json::to_vec(&rt).map_err(|e| Error::backend("runtime", e))?;
+    stockade_store::write_atomic(&layout.runtime(&id), &json, 0o600)
+        .map_err(|e| Error::backend("write runtime", e))?;
+    tracing::info!(boot_ms = rt.boot_ms, accel = record.accel.as_str(), "guest ready");
+    report(&format!("ready {}", std::process::id()));
+    // Nobody reads stdout any more; a later write must not raise SIGPIPE.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+    }
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::backend("SIGTERM handler", e))?;
+    let ttl_left = record.spec.ttl.map(|ttl| {
+        let age = stockade_store::now_secs().saturating_sub(record.created_at);
+        ttl.saturating_sub(Duration::from_secs(age))
+    });
+    let ttl = async {
+        match ttl_left {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(ttl);
+    let ending = loop {
+        tokio::select! {
+            accepted = agent.accept() => {
+                if let Ok((conn, _)) = accepted {
+                    let mux = mux.clone();
+                    tokio::spawn(async move { carry(conn, &mux).await });
+                }
+            }
+            _ = qemu.wait() => break Ending::GuestGone,
+            _ = sigterm.recv() => break Ending::Stop,
+            () = &mut ttl => break Ending::Ttl,
+        }
+    };
+    drop(agent);
+    if ending != Ending::GuestGone {
+        // The guest's page cache holds writes the disk has not seen; stop keeps the disk.
+        let _ = tokio::time::timeout(Duration::from_secs(10), sync_guest(&mux)).await;
+        let _ = qemu.start_kill();
+        let _ = qemu.wait().await;
+    }
+    cleanup(layout, &id);
+    if ending == Ending::Ttl {
+        tracing::info!("ttl reached: removing the sandbox");
+        let _ = std::fs::remove_dir_all(&vm);
+        let _ = store.remove(&id);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    GuestGone,
+    Stop,
+    Ttl,
+}
+
+/// Waits for QEMU's connection to the agent port, starts the session and configures the guest.
+async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
+    let work = async {
+        let (conn, _) = serial
+            .accept()
+            .await
+            .map_err(|e| Error::backend("accept QEMU's agent port", e))?;
+        let (mux, _session) = crate::mux::start(conn);
+        let stream = mux.open().await?;
+        stockade_proto::client::configure(stream, agent_config(record), identity(record)?).await?;
+        Ok(mux)
+    };
+    tokio::time::timeout(BOOT_TIMEOUT, work)
+        .await
+        .map_err(|_| Error::Timeout(BOOT_TIMEOUT, format!("VM {} to boot", record.id)))?
+}
+
+/// The agent's config for the sandbox: the spec's exec defaults and the strict hardening.
+pub fn agent_config(record: &Record) -> AgentConfig {
+    let mut config = AgentConfig::for_spec(&record.spec, None);
+    config.own_workdir = record.spec.user.is_some();
+    config
+}
+
+fn identity(record: &Record) -> Result<GuestIdentity> {
+    let mut bytes = [0u8; 48];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| Error::backend("read /dev/urandom", e))?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    Ok(GuestIdentity {
+        hostname: record.name.chars().take(63).collect(),
+        machine_id: hex(&bytes[..16]),
+        random_seed: hex(&bytes[16..]),
+    })
+}
+
+/// Carries one host connection over a stream of its own, both ways, until either side ends.
+async fn carry(mut conn: tokio::net::UnixStream, mux: &MuxHandle) {
+    let Ok(mut stream) = mux.open().await else {
+        return;
+    };
+    let _ = tokio::io::copy_bidirectional(&mut conn, &mut stream).await;
+}
+
+async fn sync_guest(mux: &MuxHandle) -> Result<()> {
+    let stream = mux.open().await?;
+    let session = stockade_proto::client::exec(
+        stream,
+        ExecRequest {
+            argv: vec!["sync".into()],
+            user: Some("root".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    session.output().await.map(drop)
+}
+
+fn cleanup(layout: &Layout, id: &SandboxId) {
+    for path in [
+        layout.agent_socket(id),
+        layout.serial_socket(id),
+        layout.qmp_socket(id),
+        layout.runtime(id),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The last lines the guest printed, for an error message.
+pub fn console_tail(layout: &Layout, id: &SandboxId) -> String {
+    let text = std::fs::read_to_string(layout.console(id)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    format!("; the console's last lines: {tail}")
+}
