@@ -74,9 +74,37 @@ pub fn compile(policy: &[DenyRule]) -> Result<Vec<BpfProgram>, String> {
 #[derive(Debug)]
 pub struct Prepared {
     pub config: Hardening,
+    /// The cgroup every exec's reaper joins, when the agent enforces limits itself (VM guests).
+    pub exec_cgroup: Option<ExecCgroup>,
     filters: Vec<BpfProgram>,
     /// Taken (in the forked child's own copy of memory) and installed there.
     landlock: std::sync::Mutex<Option<landlock::RulesetCreated>>,
+}
+
+/// A cgroup (v2) the agent made for its execs: its `cgroup.procs`, open for writing before the
+/// cgroup file system was made read-only for the sandbox, and its `memory.events`.
+#[derive(Debug)]
+pub struct ExecCgroup {
+    pub procs: std::fs::File,
+    pub events: std::path::PathBuf,
+}
+
+impl ExecCgroup {
+    /// Moves the calling process into the cgroup (its children follow).
+    pub fn join(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        (&self.procs).write_all(b"0")
+    }
+
+    /// How many processes the out-of-memory killer has killed in the cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Prepared {
@@ -92,6 +120,7 @@ impl Prepared {
         };
         Ok(Prepared {
             config,
+            exec_cgroup: None,
             filters,
             landlock: std::sync::Mutex::new(landlock),
         })

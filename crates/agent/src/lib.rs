@@ -35,3 +35,20 @@ pub fn run(listener: std::os::unix::net::UnixListener, config: AgentConfig) -> s
         server::serve(listener, config, hardening).await
     })
 }
+
+/// As a container's or VM guest's init: gives the workdir to the default user when the config
+/// says the workdir is the sandbox's own (`own_workdir`).
+pub fn give_workdir_to_default_user(config: &stockade_proto::AgentConfig) -> Result<(), String> {
+    let Some(user) = config.user.as_deref().filter(|_| config.own_workdir) else {
+        return Ok(());
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let who = stockade_proto::users::resolve(Some(user), &passwd, &group).map_err(|e| e.to_string())?;
+    nix::unistd::chown(
+        std::path::Path::new(&config.workdir),
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .map_err(|e| format!("chown {} to {user}: {e}", config.workdir))
+}

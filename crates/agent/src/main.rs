@@ -3,7 +3,7 @@
 //! ```text
 //! stockade-agent init --listen-fd N      serve the agent protocol on an inherited socket
 //! stockade-agent init --listen PATH      ... on a new socket at PATH (container drivers)
-//! stockade-agent init --vm-port NAME     ... over the virtio-serial port NAME (a VM guest's pid 1)
+//! stockade-agent init --vm-port-fd N    ... over an inherited virtio-serial port (a VM guest's agent)
 //! stockade-agent vm-init                 a VM guest's first stage, as the initramfs's /init
 //!                                        (how the kernel starts it: argv[0] /init, no arguments)
 //! stockade-agent connect PATH           bridge stdin/stdout to the agent socket at PATH (how
@@ -26,14 +26,21 @@ fn main() {
     }
     let code = match args.get(1).map(String::as_str) {
         Some("vm-init") => stockade_agent::vm::stage_one(),
-        Some("init") if args.get(2).map(String::as_str) == Some("--vm-port") => match &args[3..] {
-            [port] => match stockade_agent::vm::serve(port) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("stockade-agent: {e}");
-                    1
+        Some("init") if args.get(2).map(String::as_str) == Some("--vm-port-fd") => match &args[3..] {
+            [fd] => {
+                let served = fd
+                    .parse::<i32>()
+                    .map_err(|_| std::io::Error::other(format!("--vm-port-fd {fd:?} is not a number")))
+                    .and_then(stockade_sys::claim_inherited_fd)
+                    .and_then(stockade_agent::vm::serve);
+                match served {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("stockade-agent: {e}");
+                        1
+                    }
                 }
-            },
+            }
             _ => usage(),
         },
         Some("init") => init(&args[2..]),
@@ -79,7 +86,7 @@ fn main() {
 
 fn usage() -> i32 {
     eprintln!(
-        "usage: stockade-agent init (--listen-fd N | --listen PATH | --vm-port NAME) | stockade-agent vm-init | stockade-agent connect PATH | stockade-agent supervise"
+        "usage: stockade-agent init (--listen-fd N | --listen PATH | --vm-port-fd N) | stockade-agent vm-init | stockade-agent connect PATH | stockade-agent supervise"
     );
     2
 }
@@ -104,7 +111,7 @@ fn init(args: &[String]) -> i32 {
         // As a container's init: the default user owns the workdir (the host may not be able to
         // chown it, as with rootless engines; we hold CAP_CHOWN until the bounding set goes).
         if flag == "--listen" {
-            if let Err(e) = give_workdir_to_default_user(&config) {
+            if let Err(e) = stockade_agent::give_workdir_to_default_user(&config) {
                 eprintln!("stockade-agent: {e}");
                 return 1;
             }
@@ -170,19 +177,4 @@ fn connect(path: &str) -> i32 {
             return 1;
         }
     }
-}
-
-fn give_workdir_to_default_user(config: &AgentConfig) -> Result<(), String> {
-    let Some(user) = config.user.as_deref().filter(|_| config.own_workdir) else {
-        return Ok(());
-    };
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let who = stockade_proto::users::resolve(Some(user), &passwd, &group).map_err(|e| e.to_string())?;
-    nix::unistd::chown(
-        std::path::Path::new(&config.workdir),
-        Some(nix::unistd::Uid::from_raw(who.uid)),
-        Some(nix::unistd::Gid::from_raw(who.gid)),
-    )
-    .map_err(|e| format!("chown {} to {user}: {e}", config.workdir))
 }

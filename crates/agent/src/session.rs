@@ -107,6 +107,7 @@ pub async fn run(
 ) -> Result<()> {
     let started_at = Instant::now();
     let plan = spawn::plan(config, &req)?;
+    let ooms_before = hardening.exec_cgroup.as_ref().map(|c| c.oom_kills());
     let Spawned {
         reaper,
         pid,
@@ -225,11 +226,14 @@ pub async fn run(
         }
     }
     let (code, signal) = spawn::decode_status(raw_status.unwrap_or(0xff << 8));
+    // Where the agent holds the limits itself, it can also tell an out-of-memory kill.
+    let oom = signal == Some(libc::SIGKILL)
+        && ooms_before.is_some_and(|before| hardening.exec_cgroup.as_ref().is_some_and(|c| c.oom_kills() > before));
     let exit = ExecExit {
         code,
         signal,
         timed_out,
-        oom: false,
+        oom,
         duration_ms: started_at.elapsed().as_millis() as u64,
     };
     out.send(Reply::Exited { seq: seq + 1, exit }, &[]).await?;

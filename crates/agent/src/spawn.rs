@@ -268,6 +268,12 @@ fn reaper_main(plan: &SpawnPlan, hardening: &Prepared, fds: ChildFds, status_w: 
     // Keep SIGPIPE ignored here: a host that went away must not kill the reaper mid-cleanup.
     let _ = stockade_sys::reset_signals(false);
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    // Before the command exists, so everything it starts is under the limits from its first step.
+    if let Some(cgroup) = &hardening.exec_cgroup {
+        if cgroup.join().is_err() {
+            exit_now(126);
+        }
+    }
     let command = match stockade_sys::fork_single_threaded() {
         Ok(Forked::Child) => command_main(plan, hardening, fds),
         Ok(Forked::Parent(pid)) => pid,

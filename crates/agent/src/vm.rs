@@ -16,7 +16,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
@@ -125,35 +125,127 @@ fn setup_and_switch_root() -> Result<std::convert::Infallible, String> {
     move_mount(".", "/")?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    mount_fs(
-        "devpts",
-        "/dev/pts",
-        "devpts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0620,ptmxmode=0666"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        "/dev/shm",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
-    mount_fs(
-        "tmpfs",
-        "/run",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
     // For the agent's stats and a user's own limits; a kernel without cgroup2 still boots.
     let _ = mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", quiet, None);
+    // Unprivileged ICMP echo sockets, as distributions set it (execs hold no CAP_NET_RAW).
+    let _ = std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
     stockade_sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    let port = open_port(PORT_NAME)?;
+    // The agent runs as pid 1 of a pid and mount namespace of its own: execs see their own
+    // processes, not the guest kernel's threads, and a /dev and /proc made for them. This process
+    // stays the guest's init above it, and powers the guest off when the agent ends.
+    let flags = nix::sched::CloneFlags::CLONE_NEWPID | nix::sched::CloneFlags::CLONE_NEWNS;
+    match stockade_sys::clone_namespaces(flags).map_err(|e| format!("clone the agent's namespaces: {e}"))? {
+        stockade_sys::Forked::Parent(agent) => init_until(agent),
+        stockade_sys::Forked::Child => {}
+    }
+    if let Err(e) = sandbox_view() {
+        eprintln!("stockade-agent vm-init: {e}");
+        stockade_sys::exit_now(1);
+    }
     let program = CString::new(AGENT_IN_GUEST).map_err(|e| e.to_string())?;
-    let args =
-        ["stockade-agent", "init", "--vm-port", PORT_NAME].map(|a| CString::new(a).unwrap_or_default());
+    let fd = port.as_raw_fd().to_string();
+    let args = ["stockade-agent", "init", "--vm-port-fd", &fd].map(|a| CString::new(a).unwrap_or_default());
     let env = [CString::new(format!("PATH={}", stockade_proto::DEFAULT_PATH)).unwrap_or_default()];
     nix::unistd::execve(&program, &args, &env).map_err(|e| format!("exec {AGENT_IN_GUEST}: {e}"))
+}
+
+/// The guest's init once the agent runs: reaps what reaches it, and powers off when the agent
+/// (`agent`) is gone.
+fn init_until(agent: nix::unistd::Pid) -> ! {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) if pid == agent => break,
+            Err(nix::errno::Errno::ECHILD) => break,
+            _ => {}
+        }
+    }
+    eprintln!("stockade-agent vm-init: the agent ended; powering off");
+    power_off()
+}
+
+/// What execs see, made in the agent's own mount namespace: a fresh `/proc` for its pid
+/// namespace, a `/dev` with only the usual devices, the kernel paths Docker hides masked or
+/// read-only, and `/sys` read-only.
+fn sandbox_view() -> Result<(), String> {
+    use nix::sys::stat::{fchmodat, makedev, mknod, FchmodatFlags, Mode, SFlag};
+    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make / private: {e}"))?;
+    mount_fs("proc", "/proc", "proc", quiet, None)?;
+    mount_fs("tmpfs", "/dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755"))?;
+    let numbers: [(u64, u64); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+    for (name, (major, minor)) in stockade_proto::DEVICES.iter().zip(numbers) {
+        let path = format!("/dev/{name}");
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor)).map_err(|e| format!("mknod {path}: {e}"))?;
+        // mknod is subject to the umask.
+        fchmodat(None, path.as_str(), mode, FchmodatFlags::FollowSymlink).map_err(|e| format!("chmod {path}: {e}"))?;
+    }
+    let links = [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ];
+    for (link, target) in links {
+        std::os::unix::fs::symlink(target, format!("/dev/{link}")).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    let pts = Some("newinstance,mode=0620,ptmxmode=0666");
+    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts)?;
+    mount_fs("tmpfs", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    for path in stockade_proto::MASKED_PATHS {
+        let p = Path::new(path);
+        let masked = if p.is_dir() {
+            mount(Some("tmpfs"), *path, Some("tmpfs"), MsFlags::MS_RDONLY | quiet, Some("size=0"))
+        } else if p.exists() {
+            mount(Some("/dev/null"), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        } else {
+            Ok(())
+        };
+        masked.map_err(|e| format!("mask {path}: {e}"))?;
+    }
+    for path in stockade_proto::READ_ONLY_PATHS.iter().copied().chain(["/sys"]) {
+        if Path::new(path).exists() {
+            read_only(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_only(path: &str) -> Result<(), String> {
+    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("bind {path}: {e}"))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(|e| format!("make {path} read-only: {e}"))
+}
+
+/// Opens the virtio-serial port named `name` (no udev here: the name is in sysfs), non-blocking
+/// and inheritable by stage two.
+fn open_port(name: &str) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ports = std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
+    for entry in ports.flatten() {
+        let port_name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if port_name.trim() == name {
+            let path = Path::new("/dev").join(entry.file_name());
+            // std opens with O_CLOEXEC; stage two inherits this one across exec.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .map_err(|e| format!("open {}: {e}", path.display()))?;
+            let fd = OwnedFd::from(file);
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+                .map_err(|e| format!("keep {} across exec: {e}", path.display()))?;
+            return Ok(fd);
+        }
+    }
+    Err(format!("no virtio-serial port named {name}"))
 }
 
 fn load_modules() -> Result<(), String> {
@@ -180,22 +272,9 @@ fn wait_for(path: &Path, limit: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// The device node of the virtio-serial port named `name` (no udev: the name is in sysfs).
-fn find_port(name: &str) -> std::io::Result<PathBuf> {
-    for entry in std::fs::read_dir("/sys/class/virtio-ports")? {
-        let entry = entry?;
-        let port_name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
-        if port_name.trim() == name {
-            return Ok(Path::new("/dev").join(entry.file_name()));
-        }
-    }
-    Err(std::io::Error::other(format!(
-        "no virtio-serial port named {name}"
-    )))
-}
-
-/// Stage two: serves the agent protocol over the port named `port_name` until powered off.
-pub fn serve(port_name: &str) -> std::io::Result<()> {
+/// Stage two: serves the agent protocol over the port stage one opened (`port`, inherited)
+/// until the guest powers off.
+pub fn serve(port: OwnedFd) -> std::io::Result<()> {
     nix::sys::prctl::set_dumpable(false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -203,24 +282,18 @@ pub fn serve(port_name: &str) -> std::io::Result<()> {
         .build()?;
     runtime.block_on(async move {
         tokio::spawn(crate::server::reap_forever());
-        let path = find_port(port_name)?;
-        let fd: OwnedFd = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| std::io::Error::other(format!("open {}: {e}", path.display())))?
-                .into()
-        };
+        let fd = port;
         let port = Arc::new(SerialPort {
             fd: stockade_sys::async_fd(fd)?,
         });
         let state: Arc<OnceLock<Arc<State>>> = Arc::default();
         loop {
             let mut session = yamux::Connection::new(
-                PortHandle(Arc::clone(&port)).compat(),
+                PortHandle {
+                    port: Arc::clone(&port),
+                    host_absent: None,
+                }
+                .compat(),
                 yamux::Config::default(),
                 yamux::Mode::Server,
             );
@@ -285,11 +358,44 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .filter_map(|i| u8::from_str_radix(identity.random_seed.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
     std::fs::write("/dev/urandom", seed).map_err(|e| Error::backend("seed /dev/urandom", e))?;
-    let hardening = Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
+    crate::give_workdir_to_default_user(&config).map_err(|e| Error::backend("workdir", e))?;
+    let mut hardening = Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
+    if let Some(limits) = &config.exec_limits {
+        hardening.exec_cgroup = Some(exec_cgroup(limits).map_err(|e| Error::backend("exec limits", e))?);
+    }
     hardening
         .install_in_agent()
         .map_err(|e| Error::backend("hardening", e))?;
     Ok(State::new(config, hardening))
+}
+
+/// The cgroup every exec joins, with `limits` written to it; the cgroup file system is then
+/// made read-only for the sandbox (the agent keeps `cgroup.procs` open for writing).
+fn exec_cgroup(limits: &stockade_proto::ExecLimits) -> Result<crate::hardening::ExecCgroup, String> {
+    const ROOT: &str = "/sys/fs/cgroup";
+    let dir = Path::new(ROOT).join("sandbox");
+    let write = |file: &Path, value: &str| std::fs::write(file, value).map_err(|e| format!("write {value:?} to {}: {e}", file.display()));
+    write(&Path::new(ROOT).join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    if let Some(bytes) = limits.memory_bytes {
+        write(&dir.join("memory.max"), &bytes.to_string())?;
+        write(&dir.join("memory.swap.max"), "0")?;
+    }
+    if let Some(pids) = limits.pids {
+        write(&dir.join("pids.max"), &pids.to_string())?;
+    }
+    if let Some(millicpus) = limits.millicpus {
+        write(&dir.join("cpu.max"), &format!("{} 100000", u64::from(millicpus) * 100))?;
+    }
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .map_err(|e| format!("open {}/cgroup.procs: {e}", dir.display()))?;
+    read_only(ROOT)?;
+    Ok(crate::hardening::ExecCgroup {
+        procs,
+        events: dir.join("memory.events"),
+    })
 }
 
 /// The guest's end of the virtio-serial port, non-blocking, in the reactor.
@@ -298,19 +404,37 @@ struct SerialPort {
 }
 
 /// One session's handle on the port; the port outlives sessions.
-struct PortHandle(Arc<SerialPort>);
+///
+/// A read of nothing means the host side is not connected (yet, or for a moment): the port is
+/// then polled again after [`HOST_ABSENT_POLL`] instead of ending the session, so bytes the host
+/// sends once it is there are never met by a session that already gave up.
+struct PortHandle {
+    port: Arc<SerialPort>,
+    host_absent: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How often a port without its host side is looked at again.
+const HOST_ABSENT_POLL: Duration = Duration::from_millis(10);
 
 impl AsyncRead for PortHandle {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         loop {
-            let mut guard = ready!(self.0.fd.poll_read_ready(cx))?;
+            if let Some(wait) = self.host_absent.as_mut() {
+                ready!(std::future::Future::poll(wait.as_mut(), cx));
+                self.host_absent = None;
+            }
+            let mut guard = ready!(self.port.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             match guard.try_io(|fd| nix::unistd::read(fd.as_raw_fd(), unfilled).map_err(std::io::Error::from))
             {
+                Ok(Ok(0)) if !unfilled.is_empty() => {
+                    drop(guard);
+                    self.host_absent = Some(Box::pin(tokio::time::sleep(HOST_ABSENT_POLL)));
+                }
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -325,7 +449,7 @@ impl AsyncRead for PortHandle {
 impl AsyncWrite for PortHandle {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         loop {
-            let mut guard = ready!(self.0.fd.poll_write_ready(cx))?;
+            let mut guard = ready!(self.port.fd.poll_write_ready(cx))?;
             match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)) {
                 Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => continue,

@@ -18,10 +18,11 @@ use crate::layout::{Layout, Record, Runtime};
 use crate::supervisor::{BOOT_TIMEOUT, HOME_ENV, ID_ENV};
 use crate::DRIVER;
 
-/// Memory when the spec sets none.
+/// A guest's memory when the spec sets no limit.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
-/// The least a guest boots with.
-pub const MIN_MEMORY_MIB: u64 = 128;
+/// What a guest gets beyond a `--memory` limit (which its execs' cgroup enforces): the guest
+/// kernel, the agent and some page cache.
+pub const GUEST_OVERHEAD_MIB: u64 = 192;
 /// How long a supervisor may take to tear its VM down.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -29,6 +30,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct MicrovmDriver {
     layout: Layout,
+    /// Where VM images are found ([`crate::image::images_dir`]).
+    images: PathBuf,
     records: RecordStore<Record>,
     /// The static agent: the guest's init and the supervisor's binary.
     agent: Result<PathBuf, String>,
@@ -88,6 +91,7 @@ impl MicrovmDriver {
         Ok(MicrovmDriver {
             records: crate::supervisor::records(&layout)?,
             layout,
+            images: crate::image::images_dir(config),
             agent: stockade_proto::agent_binary::find(config, DRIVER).map_err(|e| e.to_string()),
             search_path: config.path_dirs(),
         })
@@ -95,6 +99,10 @@ impl MicrovmDriver {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    pub fn images_dir(&self) -> &Path {
+        &self.images
     }
 
     fn agent(&self) -> Result<&Path> {
@@ -222,23 +230,12 @@ impl MicrovmDriver {
                 "each VM's disk is the image's size (4 GiB) for now",
             ));
         }
-        if r.pids.is_some() {
-            return Err(Error::unsupported(
-                DRIVER,
-                "process limit",
-                "the guest kernel's limits are not set from the spec yet",
-            ));
-        }
         let accel = KvmProbe::host()
             .choose(parse_runtime(spec.runtime.as_deref())?)
             .map_err(|why| Error::unsupported(DRIVER, "--runtime qemu:kvm", why))?;
-        let memory_mib = r.memory_bytes.map_or(DEFAULT_MEMORY_MIB, |b| b >> 20);
-        if memory_mib < MIN_MEMORY_MIB {
-            return Err(Error::invalid(
-                "memory",
-                format!("a VM needs at least {MIN_MEMORY_MIB} MiB"),
-            ));
-        }
+        let memory_mib = r
+            .memory_bytes
+            .map_or(DEFAULT_MEMORY_MIB, |b| b.div_ceil(1 << 20) + GUEST_OVERHEAD_MIB);
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let vcpus = r.millicpus.map_or(1, |m| m.div_ceil(1000) as u32).max(1);
         if vcpus > host_cpus {
@@ -421,7 +418,7 @@ impl Driver for MicrovmDriver {
         let (memory_mib, vcpus, accel) = self.plan(&spec)?;
         let qemu = self.qemu()?;
         let agent = self.agent()?.to_path_buf();
-        let image = crate::image::find(&self.layout.home, spec.image.as_deref().unwrap_or("latest"))?;
+        let image = crate::image::find(&self.images, spec.image.as_deref().unwrap_or("latest"))?;
         spec.driver = DRIVER.into();
         let record = {
             let _lock = self.records.lock()?;

@@ -45,7 +45,8 @@ impl Default for VmRecipe {
             .map(String::from)
             .to_vec(),
             disk_bytes: 4 << 30,
-            revision: 1,
+            // 2: no file capabilities.
+            revision: 2,
         }
     }
 }
@@ -82,14 +83,18 @@ struct Manifest {
     built_at: u64,
 }
 
+/// Where images live: `$STOCKADE_VM_IMAGES` when set (so several homes can share one), else
 /// `$STOCKADE_HOME/microvm/images`.
-pub fn images_dir(home: &Path) -> PathBuf {
-    home.join("microvm").join("images")
+pub fn images_dir(config: &stockade_core::DriverConfig) -> PathBuf {
+    config
+        .var("STOCKADE_VM_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.home.join("microvm").join("images"))
 }
 
-/// The image `name` names: `latest` (the default), or a recipe key.
-pub fn find(home: &Path, name: &str) -> Result<VmImage> {
-    let dir = images_dir(home).join(name);
+/// The image `name` names in `images`: `latest` (the default), or a recipe key.
+pub fn find(images: &Path, name: &str) -> Result<VmImage> {
+    let dir = images.join(name);
     let manifest: Manifest = std::fs::read(dir.join("recipe.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -99,12 +104,12 @@ pub fn find(home: &Path, name: &str) -> Result<VmImage> {
                     DRIVER,
                     "sandboxes",
                     format!(
-                        "no VM image is built in {}: run `stockade image vm` (as root; it needs debootstrap and e2fsprogs)",
-                        images_dir(home).display()
+                        "no VM image is built in {}: run `stockade image base --driver microvm` (as root; it needs debootstrap and e2fsprogs)",
+                        images.display()
                     ),
                 )
             } else {
-                Error::invalid("image", format!("no VM image {name:?} in {}", images_dir(home).display()))
+                Error::invalid("image", format!("no VM image {name:?} in {}", images.display()))
             }
         })?;
     let dir =
@@ -122,16 +127,15 @@ pub fn find(home: &Path, name: &str) -> Result<VmImage> {
 /// `stockade image vm`: builds the image for `recipe` unless it is built already; `scratch`
 /// holds the temporary root tree. Returns the image.
 pub async fn build(
-    home: &Path,
+    images: &Path,
     recipe: &VmRecipe,
     scratch: &Path,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<VmImage> {
     let key = recipe.key();
-    let images = images_dir(home);
-    if let Ok(image) = find(home, &key) {
+    if let Ok(image) = find(images, &key) {
         progress(&format!("VM image {key} is already built (recipe unchanged)"));
-        point_latest(&images, &key)?;
+        point_latest(images, &key)?;
         return Ok(image);
     }
     for tool in ["mkfs.ext4", "chroot"] {
@@ -174,6 +178,10 @@ pub async fn build(
             let _ = std::fs::create_dir_all(root.join(dir));
         }
         let _ = std::fs::create_dir_all(root.join(".stockade"));
+        // File capabilities (ping's cap_net_raw) cannot be granted under the agent's empty
+        // bounding set, and the kernel then refuses the exec outright; execs get unprivileged
+        // ICMP instead (ping_group_range). Docker's import of the same tree drops them too.
+        drop_file_capabilities(&root)?;
         progress(&format!(
             "writing the root filesystem ({} bytes, sparse)",
             recipe.disk_bytes
@@ -197,8 +205,8 @@ pub async fn build(
         let _ = std::fs::remove_dir_all(&staged);
     }
     result?;
-    point_latest(&images, &key)?;
-    find(home, &key)
+    point_latest(images, &key)?;
+    find(images, &key)
 }
 
 fn point_latest(images: &Path, key: &str) -> Result<()> {
@@ -340,6 +348,27 @@ pub fn module_depends(ko: &[u8]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Removes `security.capability` from every file of `root`'s program directories.
+fn drop_file_capabilities(root: &Path) -> Result<()> {
+    for dir in ["usr/bin", "usr/sbin", "usr/lib"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(entry.path()),
+                    Ok(t) if t.is_file() => {
+                        stockade_sys::remove_xattr(&entry.path(), "security.capability")
+                            .map_err(|e| Error::backend(format!("drop file capabilities of {}", entry.path().display()), e))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn make_ext4(root: &Path, image: &Path, bytes: u64) -> Result<()> {

@@ -42,7 +42,7 @@ pub fn register(registry: &mut Registry) {
 impl DriverAdmin for MicrovmDriver {
     async fn probe(&self) -> Result<()> {
         self.qemu()?;
-        crate::image::find(&self.layout().home, "latest")?;
+        crate::image::find(self.images_dir(), "latest")?;
         Ok(())
     }
 
@@ -77,7 +77,7 @@ impl DriverAdmin for MicrovmDriver {
             Err(why) => format!("tcg (software emulation): KVM unusable: {why}"),
         };
         details.push(("acceleration".to_owned(), accel.clone()));
-        let image = crate::image::find(&self.layout().home, "latest");
+        let image = crate::image::find(self.images_dir(), "latest");
         details.push((
             "image".to_owned(),
             match &image {
@@ -93,8 +93,11 @@ impl DriverAdmin for MicrovmDriver {
         details.push((
             "sandbox defaults".to_owned(),
             format!(
-                "{} MiB, 1 vCPU, no NIC; inside, the agent's strict hardening (no capabilities, no_new_privs, seccomp, landlock)",
-                crate::driver::DEFAULT_MEMORY_MIB
+                "{} MiB (with --memory: the limit plus {} MiB, the limit held by a cgroup in the guest), 1 vCPU, no NIC; \
+                 inside, the agent's strict hardening (no capabilities, no_new_privs, seccomp, landlock) in a pid \
+                 namespace of its own",
+                crate::driver::DEFAULT_MEMORY_MIB,
+                crate::driver::GUEST_OVERHEAD_MIB
             ),
         ));
         let json = serde_json::json!({
@@ -129,7 +132,7 @@ impl ImageBuilder for MicrovmDriver {
         scratch: &std::path::Path,
         progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
     ) -> Result<String> {
-        let image = crate::image::build(&self.layout().home, &VmRecipe::default(), scratch, progress).await?;
+        let image = crate::image::build(self.images_dir(), &VmRecipe::default(), scratch, progress).await?;
         Ok(image.key)
     }
 

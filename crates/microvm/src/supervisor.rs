@@ -110,7 +110,10 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         .map_err(|e| Error::backend(format!("start {}", guest.binary.display()), e))?;
     let qemu_pid = qemu.id().unwrap_or_default() as i32;
     let booted = tokio::select! {
-        booted = boot(&serial, &record) => booted,
+        booted = boot(&serial, &record) => booted.map_err(|e| match e {
+            Error::Timeout(after, what) => Error::Timeout(after, format!("{what}{}", console_tail(layout, &id))),
+            other => other,
+        }),
         status = qemu.wait() => Err(Error::backend(
             "the VM",
             format!("QEMU exited ({}) before the guest's agent answered{}",
@@ -215,6 +218,13 @@ async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
 pub fn agent_config(record: &Record) -> AgentConfig {
     let mut config = AgentConfig::for_spec(&record.spec, None);
     config.own_workdir = record.spec.user.is_some();
+    // The guest kernel is the sandbox's: the limits are its cgroup's, set by the agent.
+    let r = &record.spec.resources;
+    config.exec_limits = Some(stockade_proto::ExecLimits {
+        memory_bytes: r.memory_bytes,
+        pids: r.pids,
+        millicpus: r.millicpus.filter(|m| m % 1000 != 0),
+    });
     config
 }
 

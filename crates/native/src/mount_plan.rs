@@ -20,33 +20,7 @@ mod flags {
 }
 use flags::*;
 
-/// Host device nodes bind-mounted into the sandbox's `/dev` (a user namespace cannot mknod).
-pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-
-/// Kernel files hidden from the sandbox, as Docker hides them: files get `/dev/null` bound over
-/// them, directories an empty read-only tmpfs. Missing ones are skipped.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/latency_stats",
-    "/proc/acpi",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Kernel paths made read-only, as Docker does.
-pub const READ_ONLY_PATHS: &[&str] = &[
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-    "/proc/irq",
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/asound",
-];
+pub use stockade_proto::{DEVICES, MASKED_PATHS, READ_ONLY_PATHS};
 
 /// What the plan is built from.
 #[derive(Debug, Clone)]

@@ -32,6 +32,19 @@ pub struct AgentConfig {
     /// workdir is the sandbox's own directory, never for a host directory the user mounted).
     #[serde(default)]
     pub own_workdir: bool,
+    /// Limits the agent enforces itself on every exec, in a cgroup of its own: for VM guests,
+    /// where the guest kernel is the sandbox's and no host cgroup sees its processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_limits: Option<ExecLimits>,
+}
+
+/// What [`AgentConfig::exec_limits`] caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecLimits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u32>,
+    /// Thousandths of a CPU.
+    pub millicpus: Option<u32>,
 }
 
 /// Hardening for exec'd processes. The default is the strict set; drivers opt out explicitly.
@@ -93,6 +106,7 @@ impl AgentConfig {
             user: spec.user.clone(),
             home: user_home,
             own_workdir: false,
+            exec_limits: None,
             hardening: Hardening {
                 landlock_writable: Some(writable),
                 max_open_files: Some(spec.resources.open_files.unwrap_or(DEFAULT_MAX_OPEN_FILES)),
@@ -102,3 +116,31 @@ impl AgentConfig {
         }
     }
 }
+
+/// Host device nodes bind-mounted into the sandbox's `/dev` (a user namespace cannot mknod).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Kernel files hidden from the sandbox, as Docker hides them: files get `/dev/null` bound over
+/// them, directories an empty read-only tmpfs. Missing ones are skipped.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Kernel paths made read-only, as Docker does.
+pub const READ_ONLY_PATHS: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/asound",
+];

@@ -336,4 +336,4 @@ pub mod config;
 pub mod seccomp;
 pub mod users;
 
-pub use config::{AgentConfig, Hardening, CONFIG_ENV, DEFAULT_PATH};
+pub use config::{AgentConfig, ExecLimits, Hardening, CONFIG_ENV, DEFAULT_PATH, DEVICES, MASKED_PATHS, READ_ONLY_PATHS};

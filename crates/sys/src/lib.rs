@@ -307,6 +307,22 @@ pub fn kill_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// Removes the extended attribute `name` from `path` (not following a symlink); `Ok(false)` when
+/// the file had none.
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<bool> {
+    let path = cstring(&path.to_string_lossy())?;
+    let name = cstring(name)?;
+    // SAFETY: both pointers are NUL-terminated strings that live across the call.
+    if unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        _ => Err(err),
+    }
+}
+
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};

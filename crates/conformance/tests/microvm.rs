@@ -1,0 +1,223 @@
+//! The conformance suite and the isolation battery against the microvm driver: every case in a
+//! QEMU microvm guest of its own (software emulation here, KVM where a host has it usable), plus
+//! the cases only a VM can pass. Needs QEMU and qemu-img (`scripts/test-deps` installs them), root
+//! (debootstrap) and the static agent; builds the VM image on first use, into a directory every
+//! run on this machine shares (the image is keyed by its recipe, so it is built once).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use stockade_conformance::{conformance_suite, isolation_suite, skip, Case, Harness, Sandbox};
+use stockade_core::{Driver, DriverConfig, SandboxId, SandboxSpec};
+use stockade_microvm::MicrovmDriver;
+
+struct Microvm {
+    config: DriverConfig,
+}
+
+/// Where the test VM image lives: one for every test run on this machine.
+fn images_dir() -> PathBuf {
+    std::env::var_os("STOCKADE_VM_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stockade/microvm/images"))
+}
+
+/// Builds (or finds, by recipe hash) the VM image once per test process.
+fn ensure_image(config: &DriverConfig) -> Result<(), String> {
+    static BUILT: Mutex<Option<Result<(), String>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(result) = &*built {
+        return result.clone();
+    }
+    let result = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let driver = MicrovmDriver::from_config(config).map_err(|e| e.to_string())?;
+        let images = stockade_core::DriverAdmin::images(&driver).unwrap();
+        let scratch = config.home.join("cache");
+        images
+            .base(&scratch, &mut |line: &str| eprintln!("image: {line}"))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    *built = Some(result.clone());
+    result
+}
+
+impl Harness for Microvm {
+    fn driver(&self) -> Arc<dyn Driver> {
+        Arc::new(MicrovmDriver::from_config(&self.config).unwrap())
+    }
+
+    fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            driver: "microvm".into(),
+            ..Default::default()
+        }
+    }
+
+    fn unsupported(&self, case: Case) -> Option<String> {
+        match case {
+            Case::writes_past_the_disk_limit_fail_with_enospc => Some(
+                "a VM's disk is its image's size (4 GiB) for now: the driver refuses --disk with a clear error".into(),
+            ),
+            Case::host_loopback_services_are_unreachable => Some(
+                "the driver refuses --network full until a VM's NIC sits behind the host firewall rules \
+                 (no host, no other sandbox, no 169.254/16); loopback-only is checked by network_none_has_only_loopback"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn leftovers(&self, id: &SandboxId) -> Vec<String> {
+        let layout = stockade_microvm::layout::Layout::at(&self.config.home);
+        let mut found = Vec::new();
+        for path in [layout.records().join(format!("{id}.json")), layout.vm(id)] {
+            if path.exists() {
+                found.push(format!("file {}", path.display()));
+            }
+        }
+        let vm_dir = layout.vm(id).display().to_string();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let p = entry.path();
+            let zombie = std::fs::read_to_string(p.join("stat")).map(|s| s.contains(") Z")).unwrap_or(true);
+            if zombie {
+                continue;
+            }
+            let cmdline = String::from_utf8_lossy(&std::fs::read(p.join("cmdline")).unwrap_or_default()).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&std::fs::read(p.join("environ")).unwrap_or_default()).into_owned();
+            if cmdline.contains(&vm_dir) || environ.contains(&format!("STOCKADE_MICROVM_ID={id}")) {
+                found.push(format!("process {} {cmdline}", p.display()));
+            }
+        }
+        found
+    }
+}
+
+fn microvm() -> Option<Microvm> {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    if !nix::unistd::geteuid().is_root() {
+        skip("the microvm driver's tests build the VM image with debootstrap, which needs root");
+        return None;
+    }
+    let agent = match stockade_proto::agent_binary::find(&DriverConfig::new(std::env::temp_dir()), "microvm") {
+        Ok(agent) => agent,
+        Err(e) => {
+            skip(&e.to_string());
+            return None;
+        }
+    };
+    let home = HOME
+        .get_or_init(|| std::env::temp_dir().join(format!("stockade-conformance-microvm-{}", std::process::id())))
+        .clone();
+    let mut config = DriverConfig::new(&home);
+    config.agent = Some(agent);
+    config.env.insert("STOCKADE_VM_IMAGES".into(), images_dir().display().to_string());
+    if let Ok(path) = std::env::var("PATH") {
+        config.env.insert("PATH".into(), path);
+    }
+    let driver = MicrovmDriver::from_config(&config).unwrap();
+    if let Err(e) = driver.qemu() {
+        skip(&e.to_string());
+        return None;
+    }
+    if let Err(e) = ensure_image(&config) {
+        skip(&format!("the VM image could not be built: {e}"));
+        return None;
+    }
+    Some(Microvm { config })
+}
+
+conformance_suite!(microvm);
+isolation_suite!(microvm);
+
+/// What only a VM shows: its own kernel, the agent as pid 1, no host processes or files.
+mod vm_only {
+    use super::*;
+
+    async fn sh(sandbox: &Sandbox, script: &str) -> String {
+        String::from_utf8_lossy(&sandbox.sh(script).await.stdout).trim().to_owned()
+    }
+
+    fn run(case: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Runtime::new().unwrap().block_on(case);
+    }
+
+    #[test]
+    fn the_guest_runs_its_own_kernel() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let sandbox = Sandbox::new(&h).await;
+            let host = nix::sys::utsname::uname().unwrap();
+            let guest = sh(&sandbox, "uname -r; uname -v").await;
+            let host = format!("{}\n{}", host.release().to_string_lossy(), host.version().to_string_lossy());
+            assert_ne!(guest, host, "the guest reports the host's kernel");
+            let boot_id = sh(&sandbox, "cat /proc/sys/kernel/random/boot_id").await;
+            let host_boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+            assert_ne!(boot_id, host_boot_id.trim(), "the guest shares the host's boot");
+            drop(sandbox);
+        });
+    }
+
+    #[test]
+    fn pid_1_is_the_agent() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let sandbox = Sandbox::new(&h).await;
+            let cmdline = sh(&sandbox, "tr '\\0' ' ' < /proc/1/cmdline").await;
+            assert!(cmdline.starts_with("stockade-agent init --vm-port-fd "), "{cmdline}");
+            drop(sandbox);
+        });
+    }
+
+    #[test]
+    fn guest_root_sees_no_host_process_or_file() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            // A file and a process only the host has.
+            let marker = std::env::temp_dir().join(format!("stockade-host-only-{}", std::process::id()));
+            std::fs::write(&marker, "host").unwrap();
+            let sandbox = Sandbox::new(&h).await;
+            let found = sh(
+                &sandbox,
+                &format!(
+                    "ls {} 2>&1; for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done",
+                    marker.display()
+                ),
+            )
+            .await;
+            assert!(found.contains("No such file or directory"), "{found}");
+            assert!(!found.contains("cargo") && !found.contains("qemu-system"), "host processes are visible: {found}");
+            // The guest's process table is its own: a handful of processes, not the host's.
+            let count = sh(&sandbox, "ls -d /proc/[0-9]* | wc -l").await;
+            let host_count = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .count();
+            assert!(count.parse::<usize>().unwrap() < host_count, "{count} processes in the guest, {host_count} on the host");
+            drop(sandbox);
+            std::fs::remove_file(&marker).unwrap();
+        });
+    }
+
+    #[test]
+    fn destroy_leaves_no_qemu_socket_or_file() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let sandbox = Sandbox::new(&h).await;
+            let info = sandbox.driver.get(sandbox.id.as_str()).await.unwrap();
+            let qemu_pid = info.details["qemu_pid"].as_i64().unwrap();
+            assert!(std::path::Path::new(&format!("/proc/{qemu_pid}")).exists());
+            let id = sandbox.id.clone();
+            drop(sandbox);
+            assert!(h.leftovers(&id).is_empty(), "{:?}", h.leftovers(&id));
+            assert!(!std::path::Path::new(&format!("/proc/{qemu_pid}/cmdline")).exists()
+                || std::fs::read_to_string(format!("/proc/{qemu_pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true));
+        });
+    }
+}
