@@ -228,7 +228,12 @@ pub async fn run(
     let (code, signal) = spawn::decode_status(raw_status.unwrap_or(0xff << 8));
     // Where the agent holds the limits itself, it can also tell an out-of-memory kill.
     let oom = signal == Some(libc::SIGKILL)
-        && ooms_before.is_some_and(|before| hardening.exec_cgroup.as_ref().is_some_and(|c| c.oom_kills() > before));
+        && ooms_before.is_some_and(|before| {
+            hardening
+                .exec_cgroup
+                .as_ref()
+                .is_some_and(|c| c.oom_kills() > before)
+        });
     let exit = ExecExit {
         code,
         signal,

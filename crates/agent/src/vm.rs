@@ -1,18 +1,21 @@
 //! The agent as a VM guest's init, in two stages.
 //!
-//! Stage one, `stockade-agent vm-init`, is the initramfs's `/init`: it mounts the kernel's
-//! filesystems, loads the modules the image builder listed (virtio, the block device, the serial
-//! port), mounts the root disk, copies itself onto a tmpfs there, moves the root and execs stage
-//! two. The kernel command line may name the root device (`stockade.root=`, default `/dev/vda`).
-//! Anything that fails powers the guest off, so the VMM exits and the host reads the console.
+//! Stage one, `stockade-agent vm-init`, is the initramfs's `/init` (the kernel starts it as
+//! `/init` with no arguments): it mounts the kernel's filesystems, loads the modules the image
+//! builder listed, mounts the root disk (`stockade.root=` on the kernel command line, default
+//! `/dev/vda`), binds itself read-only into a tmpfs there, moves the root, opens the agent's
+//! virtio-serial port and clones the agent into a pid and mount namespace of its own, with the
+//! sandbox's view of `/proc`, `/dev` and the kernel paths. Stage one stays the guest's init and
+//! powers the guest off when the agent ends; anything that fails powers it off too, so the VMM
+//! exits and the host reads the console.
 //!
-//! Stage two, `stockade-agent init --vm-port NAME`, is pid 1 for the guest's life: the agent
-//! protocol over the virtio-serial port named NAME, with yamux carrying one stream per host
-//! connection (the host's supervisor opens one per connection it accepts). The first stream of
-//! the guest's life must bring [`Request::Configure`]: the sandbox's config and the guest's
-//! identity, which a guest restored from a snapshot must not share with its siblings. Hardening
-//! is installed then, as the other drivers' agents install it at start. When the host side goes
-//! away (a snapshot's VMM replaced by a restored one) the guest waits for the next session.
+//! Stage two, `stockade-agent init --vm-port-fd N`, is the agent for the guest's life: it writes
+//! its hello ([`stockade_proto::VM_AGENT_READY`]) on the inherited port, then serves the agent
+//! protocol there, with yamux carrying one stream per host connection (the host's supervisor
+//! opens one per connection it accepts). The first stream of the guest's life must bring
+//! [`Request::Configure`]: the sandbox's config and the guest's identity, which a guest restored
+//! from a snapshot must not share with its siblings. Hardening is installed then, as the other
+//! drivers' agents install it at start.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -125,11 +128,21 @@ fn setup_and_switch_root() -> Result<std::convert::Infallible, String> {
     move_mount(".", "/")?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
     // For the agent's stats and a user's own limits; a kernel without cgroup2 still boots.
     let _ = mount_fs("cgroup2", "/sys/fs/cgroup", "cgroup2", quiet, None);
     // Unprivileged ICMP echo sockets, as distributions set it (execs hold no CAP_NET_RAW).
     let _ = std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+    // The guest is sized a little above --memory and its cgroup holds the limit: allocations
+    // are not refused up front (as the heuristic would, past the guest's RAM) but met by the
+    // cgroup's OOM killer, as on a host.
+    let _ = std::fs::write("/proc/sys/vm/overcommit_memory", "1");
     stockade_sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
     let port = open_port(PORT_NAME)?;
     // The agent runs as pid 1 of a pid and mount namespace of its own: execs see their own
@@ -172,17 +185,31 @@ fn init_until(agent: nix::unistd::Pid) -> ! {
 fn sandbox_view() -> Result<(), String> {
     use nix::sys::stat::{fchmodat, makedev, mknod, FchmodatFlags, Mode, SFlag};
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("make / private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / private: {e}"))?;
     mount_fs("proc", "/proc", "proc", quiet, None)?;
-    mount_fs("tmpfs", "/dev", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755"))?;
+    mount_fs(
+        "tmpfs",
+        "/dev",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755"),
+    )?;
     let numbers: [(u64, u64); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
     for (name, (major, minor)) in stockade_proto::DEVICES.iter().zip(numbers) {
         let path = format!("/dev/{name}");
         let mode = Mode::from_bits_truncate(0o666);
-        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor)).map_err(|e| format!("mknod {path}: {e}"))?;
+        mknod(path.as_str(), SFlag::S_IFCHR, mode, makedev(major, minor))
+            .map_err(|e| format!("mknod {path}: {e}"))?;
         // mknod is subject to the umask.
-        fchmodat(None, path.as_str(), mode, FchmodatFlags::FollowSymlink).map_err(|e| format!("chmod {path}: {e}"))?;
+        fchmodat(None, path.as_str(), mode, FchmodatFlags::FollowSymlink)
+            .map_err(|e| format!("chmod {path}: {e}"))?;
     }
     let links = [
         ("fd", "/proc/self/fd"),
@@ -192,17 +219,42 @@ fn sandbox_view() -> Result<(), String> {
         ("ptmx", "pts/ptmx"),
     ];
     for (link, target) in links {
-        std::os::unix::fs::symlink(target, format!("/dev/{link}")).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+        std::os::unix::fs::symlink(target, format!("/dev/{link}"))
+            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
     let pts = Some("newinstance,mode=0620,ptmxmode=0666");
-    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts)?;
-    mount_fs("tmpfs", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        pts,
+    )?;
+    mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     for path in stockade_proto::MASKED_PATHS {
         let p = Path::new(path);
         let masked = if p.is_dir() {
-            mount(Some("tmpfs"), *path, Some("tmpfs"), MsFlags::MS_RDONLY | quiet, Some("size=0"))
+            mount(
+                Some("tmpfs"),
+                *path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | quiet,
+                Some("size=0"),
+            )
         } else if p.exists() {
-            mount(Some("/dev/null"), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some("/dev/null"),
+                *path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         } else {
             Ok(())
         };
@@ -217,17 +269,25 @@ fn sandbox_view() -> Result<(), String> {
 }
 
 fn read_only(path: &str) -> Result<(), String> {
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| format!("bind {path}: {e}"))?;
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {path}: {e}"))?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(|e| format!("make {path} read-only: {e}"))
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("make {path} read-only: {e}"))
 }
 
 /// Opens the virtio-serial port named `name` (no udev here: the name is in sysfs), non-blocking
 /// and inheritable by stage two.
 fn open_port(name: &str) -> Result<OwnedFd, String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let ports = std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
+    let ports =
+        std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
     for entry in ports.flatten() {
         let port_name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
         if port_name.trim() == name {
@@ -240,8 +300,11 @@ fn open_port(name: &str) -> Result<OwnedFd, String> {
                 .open(&path)
                 .map_err(|e| format!("open {}: {e}", path.display()))?;
             let fd = OwnedFd::from(file);
-            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-                .map_err(|e| format!("keep {} across exec: {e}", path.display()))?;
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| format!("keep {} across exec: {e}", path.display()))?;
             return Ok(fd);
         }
     }
@@ -287,6 +350,15 @@ pub fn serve(port: OwnedFd) -> std::io::Result<()> {
             fd: stockade_sys::async_fd(fd)?,
         });
         let state: Arc<OnceLock<Arc<State>>> = Arc::default();
+        // The host must not write before the guest reads: QEMU 7.2 spins on a chardev that has
+        // bytes for a port the guest has not opened, starving the guest of timer ticks (seen: a
+        // boot stuck on jiffies). So the guest speaks first, once; a guest restored from a
+        // snapshot said it before the snapshot, and its host knows.
+        let mut hello = PortHandle {
+            port: Arc::clone(&port),
+            host_absent: None,
+        };
+        hello.write_all(stockade_proto::VM_AGENT_READY).await?;
         loop {
             let mut session = yamux::Connection::new(
                 PortHandle {
@@ -359,7 +431,8 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .collect();
     std::fs::write("/dev/urandom", seed).map_err(|e| Error::backend("seed /dev/urandom", e))?;
     crate::give_workdir_to_default_user(&config).map_err(|e| Error::backend("workdir", e))?;
-    let mut hardening = Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
+    let mut hardening =
+        Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
     if let Some(limits) = &config.exec_limits {
         hardening.exec_cgroup = Some(exec_cgroup(limits).map_err(|e| Error::backend("exec limits", e))?);
     }
@@ -374,8 +447,13 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
 fn exec_cgroup(limits: &stockade_proto::ExecLimits) -> Result<crate::hardening::ExecCgroup, String> {
     const ROOT: &str = "/sys/fs/cgroup";
     let dir = Path::new(ROOT).join("sandbox");
-    let write = |file: &Path, value: &str| std::fs::write(file, value).map_err(|e| format!("write {value:?} to {}: {e}", file.display()));
-    write(&Path::new(ROOT).join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+    let write = |file: &Path, value: &str| {
+        std::fs::write(file, value).map_err(|e| format!("write {value:?} to {}: {e}", file.display()))
+    };
+    write(
+        &Path::new(ROOT).join("cgroup.subtree_control"),
+        "+memory +pids +cpu",
+    )?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     if let Some(bytes) = limits.memory_bytes {
         write(&dir.join("memory.max"), &bytes.to_string())?;
@@ -385,7 +463,10 @@ fn exec_cgroup(limits: &stockade_proto::ExecLimits) -> Result<crate::hardening::
         write(&dir.join("pids.max"), &pids.to_string())?;
     }
     if let Some(millicpus) = limits.millicpus {
-        write(&dir.join("cpu.max"), &format!("{} 100000", u64::from(millicpus) * 100))?;
+        write(
+            &dir.join("cpu.max"),
+            &format!("{} 100000", u64::from(millicpus) * 100),
+        )?;
     }
     let procs = std::fs::OpenOptions::new()
         .write(true)

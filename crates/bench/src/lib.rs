@@ -139,10 +139,11 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
     match a.driver.as_str() {
         "native" => {}
         "docker" | "podman" => return run_containers(router, a).await,
+        "microvm" => return run_microvm(router, a).await,
         other => {
             return Err(Error::invalid(
                 "driver",
-                format!("{other:?}: bench measures native, docker or podman"),
+                format!("{other:?}: bench measures native, docker, podman or microvm"),
             ))
         }
     }
@@ -397,6 +398,135 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
         rss / per,
         b_pss,
         b_rss
+    );
+    Ok(0)
+}
+
+/// `stockade bench --driver microvm`: a VM's create (boot to a ready agent), exec round trip and
+/// idle host memory, each against the native driver in the same run (the baseline a user moving
+/// from `--driver native` compares with).
+async fn run_microvm(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i32> {
+    let registry = router.registry();
+    let vm = registry.driver("microvm")?;
+    let native = registry.driver("native")?;
+    let spec = |driver: &str| SandboxSpec {
+        driver: driver.into(),
+        ..Default::default()
+    };
+    let boots = a.iterations.clamp(3, 10);
+    eprintln!(
+        "stockade bench --driver microvm: {boots} boots, {} exec round trips; warming up",
+        a.iterations.max(50)
+    );
+    for d in [&vm, &native] {
+        let info = d.create(spec(d.name())).await?;
+        d.destroy(&info.id).await?;
+    }
+    let mut rows = Vec::new();
+    // 1. create: QEMU's start to the guest agent's answer, through the driver.
+    let (mut ours, mut theirs, mut boot_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..boots {
+        let start = Instant::now();
+        let info = vm.create(spec("microvm")).await?;
+        ours.push(start.elapsed());
+        boot_ms.push(Duration::from_millis(
+            info.details.get("boot_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+        ));
+        vm.destroy(&info.id).await?;
+        let start = Instant::now();
+        let info = native.create(spec("native")).await?;
+        theirs.push(start.elapsed());
+        native.destroy(&info.id).await?;
+    }
+    let native_create = summarize(theirs);
+    rows.push(Row::new(
+        "create, cold boot to ready (library)",
+        summarize(ours),
+        "native create",
+        native_create,
+    ));
+    rows.push(Row::new(
+        "  of which QEMU start to agent ready",
+        summarize(boot_ms),
+        "native create",
+        native_create,
+    ));
+    // 2. exec round trip on a live sandbox, interleaved.
+    let (a_vm, a_native) = (
+        vm.create(spec("microvm")).await?,
+        native.create(spec("native")).await?,
+    );
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..a.iterations.max(50) {
+        for (d, id, out) in [(&vm, &a_vm.id, &mut ours), (&native, &a_native.id, &mut theirs)] {
+            let start = Instant::now();
+            d.exec(id, ExecRequest::new(["true"])).await?.output().await?;
+            out.push(start.elapsed());
+        }
+    }
+    rows.push(Row::new(
+        "exec round trip (library)",
+        summarize(ours),
+        "native exec",
+        summarize(theirs),
+    ));
+    // 3. Host memory per idle sandbox: QEMU + supervisor, against native's supervisor + pid 1.
+    let idle = a.idle.clamp(1, 5);
+    let (mut vms, mut natives) = (vec![a_vm], vec![a_native]);
+    for _ in 1..idle {
+        vms.push(vm.create(spec("microvm")).await?);
+        natives.push(native.create(spec("native")).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pss_of = |infos: &[stockade_core::SandboxInfo], keys: [&str; 2]| -> u64 {
+        let mut total = 0;
+        for info in infos {
+            // Fresh details: the pids are there once the sandbox runs.
+            for key in keys {
+                let pid = info.details.get(key).and_then(|v| v.as_i64()).unwrap_or(0) as i32;
+                total += memory_kib(pid).0;
+            }
+        }
+        total / infos.len().max(1) as u64
+    };
+    let vm_pss = pss_of(&vms, ["qemu_pid", "supervisor_pid"]);
+    let native_pss = pss_of(&natives, ["supervisor_pid", "init_pid"]);
+    for info in &vms {
+        vm.destroy(&info.id).await?;
+    }
+    for info in &natives {
+        native.destroy(&info.id).await?;
+    }
+    let accel = vms
+        .first()
+        .and_then(|i| i.details.get("accel"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    if a.json {
+        let v = serde_json::json!({ "driver": "microvm", "accel": accel, "boots": boots, "rows": rows,
+            "memory": { "idle_vms": idle, "vm_pss_kib": vm_pss, "native_pss_kib": native_pss } });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    println!(
+        "{:<44} {:>10} {:>10}   {:<30} {:>10}  {:>7}",
+        "measurement (accel ".to_owned() + &accel + ")",
+        "median ms",
+        "p90 ms",
+        "baseline",
+        "median ms",
+        "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<44} {:>10.2} {:>10.2}   {:<30} {:>10.2}  {:>6.2}x",
+            r.name, r.stockade.median_ms, r.stockade.p90_ms, r.baseline_name, r.baseline.median_ms, r.ratio
+        );
+    }
+    println!(
+        "host memory per idle sandbox ({idle} of each): VM (QEMU + supervisor) PSS {vm_pss} KiB; native (supervisor + pid 1) PSS {native_pss} KiB; {:.1}x",
+        vm_pss as f64 / native_pss.max(1) as f64
     );
     Ok(0)
 }

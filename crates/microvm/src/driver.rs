@@ -237,7 +237,7 @@ impl MicrovmDriver {
             .memory_bytes
             .map_or(DEFAULT_MEMORY_MIB, |b| b.div_ceil(1 << 20) + GUEST_OVERHEAD_MIB);
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let vcpus = r.millicpus.map_or(1, |m| m.div_ceil(1000) as u32).max(1);
+        let vcpus = r.millicpus.map_or(1, |m| m.div_ceil(1000)).max(1);
         if vcpus > host_cpus {
             return Err(Error::invalid(
                 "cpus",

@@ -355,13 +355,16 @@ fn drop_file_capabilities(root: &Path) -> Result<()> {
     for dir in ["usr/bin", "usr/sbin", "usr/lib"] {
         let mut stack = vec![root.join(dir)];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 match entry.file_type() {
                     Ok(t) if t.is_dir() => stack.push(entry.path()),
                     Ok(t) if t.is_file() => {
-                        stockade_sys::remove_xattr(&entry.path(), "security.capability")
-                            .map_err(|e| Error::backend(format!("drop file capabilities of {}", entry.path().display()), e))?;
+                        stockade_sys::remove_xattr(&entry.path(), "security.capability").map_err(|e| {
+                            Error::backend(format!("drop file capabilities of {}", entry.path().display()), e)
+                        })?;
                     }
                     _ => {}
                 }
@@ -454,7 +457,10 @@ pub fn initramfs_for(image: &VmImage, agent: &Path) -> Result<PathBuf> {
         Entry::File {
             path: "init".into(),
             mode: 0o755,
-            data: agent_without_debug_info(agent, &image.dir.join(format!(".agent-{hash}")))?,
+            data: agent_without_debug_info(
+                agent,
+                &image.dir.join(format!(".agent-{hash}-{}", std::process::id())),
+            )?,
         },
     ];
     let order = std::fs::read_to_string(image.modules_dir.join("order"))

@@ -28,11 +28,43 @@ pub struct QemuGuest {
     pub qmp_socket: PathBuf,
     /// A user-mode NIC (`--network full`); none at all otherwise.
     pub network: bool,
+    /// Under emulation, the host's TSC frequency: an emulated guest's TSC is the host's, and a
+    /// guest that calibrates it against the emulated PIT while the host is busy can get it
+    /// wildly wrong and then spin in a delay loop for ever (seen with four guests booting at
+    /// once on two cores). Told the frequency, the guest calibrates nothing.
+    pub tsc_khz: Option<u64>,
+}
+
+/// The host's TSC frequency in kHz, from what its kernel printed in `/proc/cpuinfo`.
+pub fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let has_tsc = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "constant_tsc"));
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (has_tsc && mhz > 0.0).then_some((mhz * 1000.0) as u64)
 }
 
 use stockade_proto::VM_AGENT_PORT as PORT_NAME;
 
 impl QemuGuest {
+    /// The guest kernel's command line: the serial console, power off on panic, the root the
+    /// agent's first stage mounts, and the TSC frequency when it is known.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut line = String::from("console=ttyS0 quiet panic=-1 stockade.root=/dev/vda");
+        if let (Accel::Tcg, Some(khz)) = (self.accel, self.tsc_khz) {
+            line.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+        }
+        line
+    }
+
     /// QEMU's arguments (without the program).
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
@@ -60,7 +92,7 @@ impl QemuGuest {
         a.push(self.initramfs.clone().into());
         let mut push = |s: &str| a.push(s.into());
         push("-append");
-        push("console=ttyS0 quiet panic=-1 stockade.root=/dev/vda");
+        push(&self.kernel_cmdline());
         push("-chardev");
         push(&format!("file,id=console,path={}", chardev_path(&self.console)));
         push("-serial");
@@ -181,6 +213,7 @@ mod tests {
             agent_socket: "/vms/x/serial.sock".into(),
             qmp_socket: "/vms/x/qmp.sock".into(),
             network: false,
+            tsc_khz: Some(2_596_144),
         }
     }
 
@@ -220,5 +253,8 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-accel kvm -cpu host"), "{args}");
+        // Only an emulated guest is told the TSC frequency; KVM reports its own.
+        assert!(!args.contains("tsc_early_khz"), "{args}");
+        assert!(joined(&guest()).contains("tsc_early_khz=2596144 tsc=reliable"));
     }
 }

@@ -89,6 +89,7 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         agent_socket: layout.serial_socket(&id),
         qmp_socket: layout.qmp_socket(&id),
         network: record.spec.network == stockade_core::NetworkMode::Full,
+        tsc_khz: crate::qemu::host_tsc_khz(),
     };
     let qemu_log = std::fs::OpenOptions::new()
         .create(true)
@@ -104,6 +105,14 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         .stderr(qemu_log)
         .kill_on_drop(true);
     stockade_sys::kill_with_parent(&mut command);
+    // Emulated guests boot one at a time per host: booting several at once on a small host
+    // leaves some stuck for good in early boot (seen: four on two cores, each spinning in a delay
+    // loop or on jiffies with its timer starved). A boot takes a few seconds, so a queue is
+    // short; a running guest holds nothing.
+    let boot_turn = match record.accel {
+        crate::accel::Accel::Tcg => Some(boot_lock(&record.image.dir)?),
+        crate::accel::Accel::Kvm => None,
+    };
     let started = Instant::now();
     let mut qemu = command
         .spawn()
@@ -120,6 +129,7 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
                 status.map(|s| s.to_string()).unwrap_or_default(), console_tail(layout, &id)),
         )),
     };
+    drop(boot_turn);
     let mux = match booted {
         Ok(mux) => mux,
         Err(e) => {
@@ -204,6 +214,7 @@ async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
             .accept()
             .await
             .map_err(|e| Error::backend("accept QEMU's agent port", e))?;
+        let conn = wait_for_hello(conn).await?;
         let (mux, _session) = crate::mux::start(conn);
         let stream = mux.open().await?;
         stockade_proto::client::configure(stream, agent_config(record), identity(record)?).await?;
@@ -212,6 +223,39 @@ async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
     tokio::time::timeout(BOOT_TIMEOUT, work)
         .await
         .map_err(|_| Error::Timeout(BOOT_TIMEOUT, format!("VM {} to boot", record.id)))?
+}
+
+/// Waits for this host's boot turn: an exclusive lock on a file beside the image.
+fn boot_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join(".boot.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::backend(format!("open {}", path.display()), e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::backend(format!("lock {}", path.display()), e))
+}
+
+/// Reads the guest agent's hello (the host says nothing before it: see the agent's `vm.rs`).
+async fn wait_for_hello(mut conn: tokio::net::UnixStream) -> Result<tokio::net::UnixStream> {
+    use tokio::io::AsyncReadExt;
+    let want = stockade_proto::VM_AGENT_READY;
+    let mut got = vec![0u8; want.len()];
+    conn.read_exact(&mut got)
+        .await
+        .map_err(|e| Error::backend("the guest's agent port", format!("no hello: {e}")))?;
+    if got != want {
+        return Err(Error::backend(
+            "the guest's agent port",
+            format!(
+                "expected the agent's hello, got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        ));
+    }
+    Ok(conn)
 }
 
 /// The agent's config for the sandbox: the spec's exec defaults and the strict hardening.

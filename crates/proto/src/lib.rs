@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The name of the virtio-serial port a VM guest's agent serves on.
 pub const VM_AGENT_PORT: &str = "stockade.agent";
+/// What a VM guest's agent writes on its port, once, before the host may speak.
+pub const VM_AGENT_READY: &[u8] = b"stockade-agent ready\n";
 /// Largest JSON header accepted.
 pub const MAX_HEADER: usize = 1 << 20;
 /// Largest payload accepted (one file read or write).
@@ -336,4 +338,6 @@ pub mod config;
 pub mod seccomp;
 pub mod users;
 
-pub use config::{AgentConfig, ExecLimits, Hardening, CONFIG_ENV, DEFAULT_PATH, DEVICES, MASKED_PATHS, READ_ONLY_PATHS};
+pub use config::{
+    AgentConfig, ExecLimits, Hardening, CONFIG_ENV, DEFAULT_PATH, DEVICES, MASKED_PATHS, READ_ONLY_PATHS,
+};
