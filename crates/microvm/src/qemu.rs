@@ -72,7 +72,12 @@ impl QemuGuest {
         push("-M");
         push("microvm,pit=on,acpi=on,rtc=on");
         push("-accel");
-        push(self.accel.as_str());
+        // TCG's translation cache defaults to 1 GiB per guest, and a guest fills much of it;
+        // 128 MiB keeps the hot code of a booted guest and its tools.
+        push(match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg,tb-size=128",
+        });
         push("-cpu");
         push(match self.accel {
             Accel::Kvm => "host",
@@ -229,7 +234,7 @@ mod tests {
     fn a_guest_without_network_has_no_nic() {
         let args = joined(&guest());
         assert!(args.contains("-M microvm"), "{args}");
-        assert!(args.contains("-accel tcg -cpu max -m 512M -smp 1"), "{args}");
+        assert!(args.contains("-accel tcg,tb-size=128 -cpu max -m 512M -smp 1"), "{args}");
         assert!(args.contains("-nodefaults"), "{args}");
         assert!(!args.contains("netdev"), "{args}");
         assert!(
