@@ -264,4 +264,87 @@ mod vm_only {
             );
         });
     }
+
+    /// Each bad setup is one clear error, and leaves no record, directory or process behind.
+    fn refused(h: &Microvm, config: DriverConfig, spec: SandboxSpec, expect: &[&str]) {
+        run(async {
+            let home = config.home.clone();
+            let driver = MicrovmDriver::from_config(&config).unwrap();
+            let err = driver.create(spec).await.unwrap_err();
+            assert_eq!(err.kind(), stockade_core::ErrorKind::Unsupported, "{err}");
+            let text = err.to_string();
+            for want in expect {
+                assert!(text.contains(want), "{text:?} does not say {want:?}");
+            }
+            assert!(!text.contains('\n'), "{text:?} is more than one line");
+            let layout = stockade_microvm::layout::Layout::at(&home);
+            let left: Vec<_> = std::fs::read_dir(layout.records())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .chain(
+                    std::fs::read_dir(layout.root.join("vms"))
+                        .into_iter()
+                        .flatten()
+                        .flatten(),
+                )
+                .map(|e| e.path())
+                .collect();
+            assert!(left.is_empty(), "left behind: {left:?}");
+            let _ = h;
+        });
+    }
+
+    fn fresh_config(h: &Microvm, name: &str) -> DriverConfig {
+        let mut config = h.config.clone();
+        config.home = h.config.home.join(name);
+        config
+    }
+
+    #[test]
+    fn no_qemu_is_one_error_naming_what_to_install() {
+        let Some(h) = microvm() else { return };
+        let mut config = fresh_config(&h, "no-qemu");
+        config
+            .env
+            .insert("STOCKADE_QEMU".into(), "/nonexistent/qemu-system-x86_64".into());
+        refused(
+            &h,
+            config,
+            h.spec(),
+            &["STOCKADE_QEMU", "/nonexistent/qemu-system-x86_64"],
+        );
+    }
+
+    #[test]
+    fn no_image_is_one_error_naming_the_command_that_builds_it() {
+        let Some(h) = microvm() else { return };
+        let mut config = fresh_config(&h, "no-image");
+        let empty = config.home.join("no-images-here");
+        config
+            .env
+            .insert("STOCKADE_VM_IMAGES".into(), empty.display().to_string());
+        refused(
+            &h,
+            config,
+            h.spec(),
+            &["no VM image", "stockade image base --driver microvm"],
+        );
+    }
+
+    #[test]
+    fn kvm_asked_for_where_it_cannot_run_says_why() {
+        let Some(h) = microvm() else { return };
+        let probe = stockade_microvm::accel::KvmProbe::host();
+        let Err(why) = probe.usable() else {
+            eprintln!("this host's KVM is usable: nothing to refuse");
+            return;
+        };
+        let spec = SandboxSpec {
+            runtime: Some("qemu:kvm".into()),
+            ..h.spec()
+        };
+        let config = fresh_config(&h, "no-kvm");
+        refused(&h, config, spec, &["qemu:kvm", &why]);
+    }
 }

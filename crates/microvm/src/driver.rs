@@ -36,6 +36,8 @@ pub struct MicrovmDriver {
     /// The static agent: the guest's init and the supervisor's binary.
     agent: Result<PathBuf, String>,
     search_path: Vec<PathBuf>,
+    /// `$STOCKADE_QEMU`: the QEMU binary to use instead of the one on `PATH`.
+    qemu_override: Option<PathBuf>,
 }
 
 /// `name` in `dirs`, then the default `PATH`.
@@ -94,6 +96,7 @@ impl MicrovmDriver {
             images: crate::image::images_dir(config),
             agent: stockade_proto::agent_binary::find(config, DRIVER).map_err(|e| e.to_string()),
             search_path: config.path_dirs(),
+            qemu_override: config.var("STOCKADE_QEMU").map(PathBuf::from),
         })
     }
 
@@ -113,6 +116,17 @@ impl MicrovmDriver {
 
     /// QEMU's path, or what to install.
     pub fn qemu(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.qemu_override {
+            return if path.is_file() {
+                Ok(path.clone())
+            } else {
+                Err(Error::unsupported(
+                    DRIVER,
+                    "sandboxes",
+                    format!("STOCKADE_QEMU names {}, which does not exist", path.display()),
+                ))
+            };
+        }
         let name = qemu_binary();
         find_program(&self.search_path, &name).ok_or_else(|| {
             Error::unsupported(

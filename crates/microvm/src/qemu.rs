@@ -234,7 +234,10 @@ mod tests {
     fn a_guest_without_network_has_no_nic() {
         let args = joined(&guest());
         assert!(args.contains("-M microvm"), "{args}");
-        assert!(args.contains("-accel tcg,tb-size=128 -cpu max -m 512M -smp 1"), "{args}");
+        assert!(
+            args.contains("-accel tcg,tb-size=128 -cpu max -m 512M -smp 1"),
+            "{args}"
+        );
         assert!(args.contains("-nodefaults"), "{args}");
         assert!(!args.contains("netdev"), "{args}");
         assert!(
