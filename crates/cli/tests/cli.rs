@@ -327,7 +327,7 @@ const BAD_INPUT: &[(&[&str], i32, &str)] = &[
     (
         &["create", "--driver", "warp"],
         2,
-        "invalid driver: \"warp\" is not a driver; known drivers: native, docker, podman, e2b",
+        "invalid driver: \"warp\" is not a driver; known drivers: native, docker, podman, microvm, e2b",
     ),
     (
         &["create", "--disk", "lots"],
