@@ -425,11 +425,16 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .map_err(|e| Error::backend("write /etc/machine-id", e))?;
     std::fs::write("/etc/hostname", format!("{}\n", identity.hostname))
         .map_err(|e| Error::backend("write /etc/hostname", e))?;
-    // Mixed into the pool (not credited): siblings from one snapshot diverge from here on.
+    if identity.unix_time_ns > 0 {
+        stockade_sys::set_wall_clock(identity.unix_time_ns)
+            .map_err(|e| Error::backend("set the wall clock", e))?;
+    }
+    // Siblings restored from one snapshot share the kernel's generator state until it reseeds:
+    // the seed is mixed in and the generator reseeded now.
     let seed: Vec<u8> = (0..identity.random_seed.len() / 2)
         .filter_map(|i| u8::from_str_radix(identity.random_seed.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
-    std::fs::write("/dev/urandom", seed).map_err(|e| Error::backend("seed /dev/urandom", e))?;
+    stockade_sys::reseed_kernel_rng(&seed).map_err(|e| Error::backend("reseed the kernel's generator", e))?;
     crate::give_workdir_to_default_user(&config).map_err(|e| Error::backend("workdir", e))?;
     let mut hardening =
         Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;

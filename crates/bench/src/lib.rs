@@ -423,31 +423,51 @@ async fn run_microvm(router: Arc<stockade_router::Router>, a: BenchArgs) -> Resu
         d.destroy(&info.id).await?;
     }
     let mut rows = Vec::new();
-    // 1. create: QEMU's start to the guest agent's answer, through the driver.
-    let (mut ours, mut theirs, mut boot_ms) = (Vec::new(), Vec::new(), Vec::new());
+    // 1. create (restored from the template) against start (a stopped VM boots its kernel),
+    //    through the driver, and native's create.
+    let boot_ms_of = |info: &stockade_core::SandboxInfo| {
+        Duration::from_millis(info.details.get("boot_ms").and_then(|v| v.as_u64()).unwrap_or(0))
+    };
+    let (mut restores, mut restore_ms, mut colds, mut cold_ms, mut natives) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..boots {
         let start = Instant::now();
         let info = vm.create(spec("microvm")).await?;
-        ours.push(start.elapsed());
-        boot_ms.push(Duration::from_millis(
-            info.details.get("boot_ms").and_then(|v| v.as_u64()).unwrap_or(0),
-        ));
+        restores.push(start.elapsed());
+        restore_ms.push(boot_ms_of(&info));
+        vm.stop(&info.id).await?;
+        let start = Instant::now();
+        vm.start(&info.id).await?;
+        colds.push(start.elapsed());
+        cold_ms.push(boot_ms_of(&vm.get(info.id.as_str()).await?));
         vm.destroy(&info.id).await?;
         let start = Instant::now();
         let info = native.create(spec("native")).await?;
-        theirs.push(start.elapsed());
+        natives.push(start.elapsed());
         native.destroy(&info.id).await?;
     }
-    let native_create = summarize(theirs);
+    let (restore, cold, native_create) = (summarize(restores), summarize(colds), summarize(natives));
     rows.push(Row::new(
-        "create, cold boot to ready (library)",
-        summarize(ours),
+        "create, snapshot restore to ready (library)",
+        restore,
+        "start, cold boot to ready",
+        cold,
+    ));
+    rows.push(Row::new(
+        "  of which QEMU start to agent ready",
+        summarize(restore_ms),
+        "the same, cold boot",
+        summarize(cold_ms),
+    ));
+    rows.push(Row::new(
+        "create, snapshot restore to ready (library)",
+        restore,
         "native create",
         native_create,
     ));
     rows.push(Row::new(
-        "  of which QEMU start to agent ready",
-        summarize(boot_ms),
+        "start, cold boot to ready (library)",
+        cold,
         "native create",
         native_create,
     ));

@@ -265,6 +265,91 @@ mod vm_only {
         });
     }
 
+    /// Sandboxes start from the saved template, and each wakes as itself: its own machine-id and
+    /// hostname, a random generator no sibling shares, and the host's time rather than the
+    /// snapshot's.
+    #[test]
+    fn restored_siblings_have_their_own_identity_randomness_and_clock() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let a = Sandbox::new(&h).await;
+            let b = Sandbox::new(&h).await;
+            let script = "cat /etc/machine-id; hostname; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s";
+            let mut seen = Vec::new();
+            for sandbox in [&a, &b] {
+                let info = sandbox.driver.get(sandbox.id.as_str()).await.unwrap();
+                assert_eq!(
+                    info.details["started_from"], "template (snapshot restore)",
+                    "{:?}",
+                    info.details
+                );
+                let out = sh(sandbox, script).await;
+                let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+                assert_eq!(lines.len(), 4, "{out}");
+                assert_eq!(lines[1], info.name, "hostname");
+                let host_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let guest_now: i64 = lines[3].parse().unwrap();
+                assert!(
+                    (guest_now - host_now).abs() <= 5,
+                    "the guest's clock says {guest_now}, the host's {host_now}"
+                );
+                seen.push(lines);
+            }
+            assert_ne!(
+                seen[0][0], seen[1][0],
+                "two restored sandboxes share a machine-id"
+            );
+            assert_ne!(
+                seen[0][2], seen[1][2],
+                "two restored sandboxes read the same random bytes"
+            );
+            drop(a);
+            drop(b);
+        });
+    }
+
+    /// With snapshots off every sandbox boots its kernel; a stopped sandbox always does.
+    #[test]
+    fn with_snapshots_off_a_sandbox_boots_cold() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let mut config = fresh_config(&h, "cold");
+            config
+                .env
+                .insert("STOCKADE_MICROVM_SNAPSHOTS".into(), "off".into());
+            let driver = Arc::new(MicrovmDriver::from_config(&config).unwrap());
+            let info = driver.create(h.spec()).await.unwrap();
+            assert_eq!(info.details["started_from"], "cold boot", "{:?}", info.details);
+            assert!(info.details.get("template").is_none(), "{:?}", info.details);
+            let out = driver
+                .exec(
+                    &info.id,
+                    stockade_core::ExecRequest {
+                        argv: vec!["sh".into(), "-c".into(), "echo up".into()],
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "up");
+            driver.destroy(&info.id).await.unwrap();
+            let mut bad = h.config.clone();
+            bad.env
+                .insert("STOCKADE_MICROVM_SNAPSHOTS".into(), "maybe".into());
+            let err = MicrovmDriver::from_config(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("STOCKADE_MICROVM_SNAPSHOTS") && err.contains("on or off"),
+                "{err}"
+            );
+        });
+    }
+
     /// Each bad setup is one clear error, and leaves no record, directory or process behind.
     fn refused(h: &Microvm, config: DriverConfig, spec: SandboxSpec, expect: &[&str]) {
         run(async {

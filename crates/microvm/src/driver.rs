@@ -38,6 +38,9 @@ pub struct MicrovmDriver {
     search_path: Vec<PathBuf>,
     /// `$STOCKADE_QEMU`: the QEMU binary to use instead of the one on `PATH`.
     qemu_override: Option<PathBuf>,
+    /// New sandboxes start from a template's saved state (`$STOCKADE_MICROVM_SNAPSHOTS=off`:
+    /// every one boots).
+    snapshots: bool,
 }
 
 /// `name` in `dirs`, then the default `PATH`.
@@ -97,6 +100,16 @@ impl MicrovmDriver {
             agent: stockade_proto::agent_binary::find(config, DRIVER).map_err(|e| e.to_string()),
             search_path: config.path_dirs(),
             qemu_override: config.var("STOCKADE_QEMU").map(PathBuf::from),
+            snapshots: match config.var("STOCKADE_MICROVM_SNAPSHOTS") {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "STOCKADE_MICROVM_SNAPSHOTS",
+                        format!("{other:?}: expected on or off"),
+                    ))
+                }
+            },
         })
     }
 
@@ -182,6 +195,9 @@ impl MicrovmDriver {
             l.agent_socket(&record.id).display().to_string().into(),
         );
         details.insert("agent_channel".into(), "yamux over virtio-serial".into());
+        if let Some(template) = &record.template {
+            details.insert("template".into(), template.display().to_string().into());
+        }
         details.insert(
             "network".into(),
             match record.spec.network {
@@ -194,6 +210,15 @@ impl MicrovmDriver {
             details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
             details.insert("qemu_pid".into(), rt.qemu_pid.into());
             details.insert("boot_ms".into(), rt.boot_ms.into());
+            details.insert(
+                "started_from".into(),
+                if rt.restored {
+                    "template (snapshot restore)"
+                } else {
+                    "cold boot"
+                }
+                .into(),
+            );
         }
         SandboxInfo {
             id: record.id.clone(),
@@ -262,19 +287,24 @@ impl MicrovmDriver {
     }
 
     /// Starts the supervisor for `record` and waits for its `ready` line.
-    async fn launch(&self, record: &Record) -> Result<()> {
+    /// `restore`: the template state to start from instead of booting.
+    async fn launch(&self, record: &Record, restore: Option<&Path>) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.layout.log(&record.id))
             .map_err(|e| Error::backend("open the supervisor log", e))?;
-        let mut child = tokio::process::Command::new(&record.agent)
+        let mut command = tokio::process::Command::new(&record.agent);
+        command.env_clear();
+        if let Some(state) = restore {
+            command.env(crate::supervisor::RESTORE_ENV, state);
+        }
+        let mut child = command
             .arg0("stockade-agent")
             .arg("vm-supervise")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)
-            .env_clear()
             .env("PATH", stockade_proto::DEFAULT_PATH)
             .env(HOME_ENV, &self.layout.home)
             .env(ID_ENV, record.id.as_str())
@@ -378,29 +408,14 @@ impl MicrovmDriver {
         ))
     }
 
-    async fn make_disk(&self, record: &Record) -> Result<()> {
-        let qemu_img = find_program(&self.search_path, "qemu-img").ok_or_else(|| {
+    fn qemu_img(&self) -> Result<PathBuf> {
+        find_program(&self.search_path, "qemu-img").ok_or_else(|| {
             Error::unsupported(
                 DRIVER,
                 "sandboxes",
                 "qemu-img is not installed (apt-get install qemu-utils)",
             )
-        })?;
-        let out = tokio::process::Command::new(qemu_img)
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&record.image.rootfs)
-            .arg(self.layout.disk(&record.id))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| Error::backend("qemu-img", e))?;
-        if !out.status.success() {
-            return Err(Error::backend(
-                "qemu-img create",
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            ));
-        }
-        Ok(())
+        })
     }
 
     async fn start_exec(
@@ -416,6 +431,30 @@ impl MicrovmDriver {
             None => stockade_proto::client::exec(conn, req).await,
         }
     }
+}
+
+/// Creates the qcow2 overlay `disk` on `backing` (of format `backing_format`).
+pub(crate) async fn create_overlay(
+    qemu_img: &Path,
+    backing: &Path,
+    backing_format: &str,
+    disk: &Path,
+) -> Result<()> {
+    let out = tokio::process::Command::new(qemu_img)
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+        .arg(backing)
+        .arg(disk)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::backend(format!("run {}", qemu_img.display()), e))?;
+    if !out.status.success() {
+        return Err(Error::backend(
+            "qemu-img create",
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -454,6 +493,7 @@ impl Driver for MicrovmDriver {
                 agent,
                 memory_mib,
                 vcpus,
+                template: None,
             };
             std::fs::create_dir_all(self.layout.vm(&record.id))
                 .map_err(|e| Error::backend("create the VM's directory", e))?;
@@ -461,16 +501,34 @@ impl Driver for MicrovmDriver {
             record
         };
         let started = async {
-            self.make_disk(&record).await?;
-            self.launch(&record).await
+            let record = &record;
+            let qemu_img = self.qemu_img()?;
+            let disk = self.layout.disk(&record.id);
+            if !self.snapshots {
+                create_overlay(&qemu_img, &record.image.rootfs, "raw", &disk).await?;
+                return self.launch(record, None).await.map(|()| record.clone());
+            }
+            let template = crate::template::ensure(record, &self.layout, &qemu_img).await?;
+            create_overlay(&qemu_img, &template.disk(), "qcow2", &disk).await?;
+            let record = Record {
+                template: Some(template.dir.clone()),
+                ..record.clone()
+            };
+            self.records.save(&record)?;
+            self.launch(&record, Some(&template.state()))
+                .await
+                .map(|()| record)
         }
         .await;
-        if let Err(e) = started {
-            let _ = self.halt(&record.id).await;
-            let _ = std::fs::remove_dir_all(self.layout.vm(&record.id));
-            let _ = self.records.remove(&record.id);
-            return Err(e);
-        }
+        let record = match started {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = self.halt(&record.id).await;
+                let _ = std::fs::remove_dir_all(self.layout.vm(&record.id));
+                let _ = self.records.remove(&record.id);
+                return Err(e);
+            }
+        };
         Ok(self.info(&record))
     }
 
@@ -510,7 +568,7 @@ impl Driver for MicrovmDriver {
             });
         }
         self.halt(id).await?;
-        self.launch(&record).await?;
+        self.launch(&record, None).await?;
         record.status = SandboxStatus::Running;
         self.records.save(&record)
     }

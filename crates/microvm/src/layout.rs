@@ -74,6 +74,10 @@ pub struct Record {
     pub agent: PathBuf,
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// The template ([`crate::template`]) the sandbox was restored from and its disk is an
+    /// overlay on; none when it booted cold.
+    #[serde(default)]
+    pub template: Option<PathBuf>,
 }
 
 impl StoredRecord for Record {
@@ -100,6 +104,9 @@ pub struct Runtime {
     pub qemu_start: u64,
     /// Milliseconds from QEMU's start to the agent's answer.
     pub boot_ms: u64,
+    /// Started from a template's saved state rather than booted.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 impl Runtime {

@@ -9,6 +9,8 @@
 //!   native supervisor is) that starts QEMU, holds the guest agent's session ([`mux`]: yamux
 //!   over a virtio-serial port), gives it its config and identity, serves
 //!   `vms/ID/agent.sock` to any host process, and enforces the TTL.
+//! - [`template`]: snapshot restore: a guest saved once per image, memory and vCPUs right after
+//!   its agent said hello; new sandboxes start from it instead of booting.
 //! - [`driver`]: `MicrovmDriver: Driver`; [`plugin`]: its factory and admin side.
 
 pub mod accel;
@@ -20,6 +22,7 @@ pub mod mux;
 pub mod plugin;
 pub mod qemu;
 pub mod supervisor;
+pub mod template;
 
 /// The name this driver registers as.
 pub const DRIVER: &str = "microvm";

@@ -33,6 +33,8 @@ pub struct QemuGuest {
     /// wildly wrong and then spin in a delay loop for ever (seen with four guests booting at
     /// once on two cores). Told the frequency, the guest calibrates nothing.
     pub tsc_khz: Option<u64>,
+    /// A saved state to start from (`-incoming`) instead of booting the kernel.
+    pub incoming: Option<PathBuf>,
 }
 
 /// The host's TSC frequency in kHz, from what its kernel printed in `/proc/cpuinfo`.
@@ -55,6 +57,30 @@ pub fn host_tsc_khz() -> Option<u64> {
 use stockade_proto::VM_AGENT_PORT as PORT_NAME;
 
 impl QemuGuest {
+    /// The guest of a sandbox's record, booting `initramfs`, with the sandbox's own files.
+    pub fn for_record(
+        record: &crate::layout::Record,
+        initramfs: PathBuf,
+        layout: &crate::layout::Layout,
+    ) -> QemuGuest {
+        let id = &record.id;
+        QemuGuest {
+            binary: record.qemu.clone(),
+            accel: record.accel,
+            memory_mib: record.memory_mib,
+            vcpus: record.vcpus,
+            kernel: record.image.kernel.clone(),
+            initramfs,
+            disk: layout.disk(id),
+            console: layout.console(id),
+            agent_socket: layout.serial_socket(id),
+            qmp_socket: layout.qmp_socket(id),
+            network: record.spec.network == stockade_core::NetworkMode::Full,
+            tsc_khz: host_tsc_khz(),
+            incoming: None,
+        }
+    }
+
     /// The guest kernel's command line: the serial console, power off on panic, the root the
     /// agent's first stage mounts, and the TSC frequency when it is known.
     pub fn kernel_cmdline(&self) -> String {
@@ -133,6 +159,10 @@ impl QemuGuest {
             "unix:{},server=on,wait=off",
             chardev_path(&self.qmp_socket)
         ));
+        if let Some(state) = &self.incoming {
+            push("-incoming");
+            push(&format!("exec:cat {}", crate::template::shell_quote(state)));
+        }
         a
     }
 }
@@ -219,6 +249,7 @@ mod tests {
             qmp_socket: "/vms/x/qmp.sock".into(),
             network: false,
             tsc_khz: Some(2_596_144),
+            incoming: None,
         }
     }
 
@@ -264,5 +295,19 @@ mod tests {
         // Only an emulated guest is told the TSC frequency; KVM reports its own.
         assert!(!args.contains("tsc_early_khz"), "{args}");
         assert!(joined(&guest()).contains("tsc_early_khz=2596144 tsc=reliable"));
+        assert!(!joined(&guest()).contains("-incoming"));
+    }
+
+    #[test]
+    fn a_restored_guest_reads_its_state_through_the_shell() {
+        let g = QemuGuest {
+            incoming: Some("/t/it's/state".into()),
+            ..guest()
+        };
+        assert!(
+            joined(&g).ends_with(r"-incoming exec:cat '/t/it'\''s/state'"),
+            "{}",
+            joined(&g)
+        );
     }
 }

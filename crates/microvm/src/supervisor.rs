@@ -25,6 +25,8 @@ use crate::qemu::QemuGuest;
 
 pub const HOME_ENV: &str = "STOCKADE_MICROVM_HOME";
 pub const ID_ENV: &str = "STOCKADE_MICROVM_ID";
+/// Set on a sandbox's first start when it is restored: the template state to load.
+pub const RESTORE_ENV: &str = "STOCKADE_MICROVM_RESTORE";
 /// How long a guest may take from QEMU's start to the agent's answer (software emulation is slow).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -77,19 +79,10 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
     let serial = UnixListener::bind(layout.serial_socket(&id))
         .map_err(|e| Error::backend(format!("bind {}", layout.serial_socket(&id).display()), e))?;
     let initramfs = crate::image::initramfs_for(&record.image, &record.agent)?;
+    let restore = std::env::var_os(RESTORE_ENV).map(std::path::PathBuf::from);
     let guest = QemuGuest {
-        binary: record.qemu.clone(),
-        accel: record.accel,
-        memory_mib: record.memory_mib,
-        vcpus: record.vcpus,
-        kernel: record.image.kernel.clone(),
-        initramfs,
-        disk: layout.disk(&id),
-        console: layout.console(&id),
-        agent_socket: layout.serial_socket(&id),
-        qmp_socket: layout.qmp_socket(&id),
-        network: record.spec.network == stockade_core::NetworkMode::Full,
-        tsc_khz: crate::qemu::host_tsc_khz(),
+        incoming: restore.clone(),
+        ..QemuGuest::for_record(&record, initramfs, layout)
     };
     let qemu_log = std::fs::OpenOptions::new()
         .create(true)
@@ -109,9 +102,9 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
     // leaves some stuck for good in early boot (seen: four on two cores, each spinning in a delay
     // loop or on jiffies with its timer starved). A boot takes a few seconds, so a queue is
     // short; a running guest holds nothing.
-    let boot_turn = match record.accel {
-        crate::accel::Accel::Tcg => Some(boot_lock(&record.image.dir)?),
-        crate::accel::Accel::Kvm => None,
+    let boot_turn = match restore {
+        Some(_) => None,
+        None => boot_turn(&record)?,
     };
     let started = Instant::now();
     let mut qemu = command
@@ -119,7 +112,7 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         .map_err(|e| Error::backend(format!("start {}", guest.binary.display()), e))?;
     let qemu_pid = qemu.id().unwrap_or_default() as i32;
     let booted = tokio::select! {
-        booted = boot(&serial, &record) => booted.map_err(|e| match e {
+        booted = boot(&serial, &record, restore.is_some().then(|| layout.qmp_socket(&id))) => booted.map_err(|e| match e {
             Error::Timeout(after, what) => Error::Timeout(after, format!("{what}{}", console_tail(layout, &id))),
             other => other,
         }),
@@ -147,11 +140,17 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         qemu_pid,
         qemu_start: stockade_store::process_start_time(qemu_pid).unwrap_or_default(),
         boot_ms: started.elapsed().as_millis() as u64,
+        restored: restore.is_some(),
     };
     let json = serde_json::to_vec(&rt).map_err(|e| Error::backend("runtime", e))?;
     stockade_store::write_atomic(&layout.runtime(&id), &json, 0o600)
         .map_err(|e| Error::backend("write runtime", e))?;
-    tracing::info!(boot_ms = rt.boot_ms, accel = record.accel.as_str(), "guest ready");
+    tracing::info!(
+        boot_ms = rt.boot_ms,
+        restored = rt.restored,
+        accel = record.accel.as_str(),
+        "guest ready"
+    );
     report(&format!("ready {}", std::process::id()));
     // Nobody reads stdout any more; a later write must not raise SIGPIPE.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -208,13 +207,25 @@ enum Ending {
 }
 
 /// Waits for QEMU's connection to the agent port, starts the session and configures the guest.
-async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
+/// A guest restored from a template (QMP at `restored_qmp`) said its hello before it was saved;
+/// the host waits instead for QEMU to have loaded the state and resumed it.
+async fn boot(
+    serial: &UnixListener,
+    record: &Record,
+    restored_qmp: Option<std::path::PathBuf>,
+) -> Result<MuxHandle> {
     let work = async {
         let (conn, _) = serial
             .accept()
             .await
             .map_err(|e| Error::backend("accept QEMU's agent port", e))?;
-        let conn = wait_for_hello(conn).await?;
+        let conn = match restored_qmp {
+            Some(qmp) => {
+                wait_until_running(&qmp).await?;
+                conn
+            }
+            None => wait_for_hello(conn).await?,
+        };
         let (mux, _session) = crate::mux::start(conn);
         let stream = mux.open().await?;
         stockade_proto::client::configure(stream, agent_config(record), identity(record)?).await?;
@@ -223,6 +234,41 @@ async fn boot(serial: &UnixListener, record: &Record) -> Result<MuxHandle> {
     tokio::time::timeout(BOOT_TIMEOUT, work)
         .await
         .map_err(|_| Error::Timeout(BOOT_TIMEOUT, format!("VM {} to boot", record.id)))?
+}
+
+/// Polls QMP until QEMU has loaded the state, then resumes the guest (it was saved stopped, and
+/// QEMU restores that run state).
+async fn wait_until_running(qmp_socket: &Path) -> Result<()> {
+    let mut qmp = loop {
+        match crate::qemu::Qmp::connect(qmp_socket).await {
+            Ok(qmp) => break qmp,
+            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    };
+    loop {
+        let status = qmp.execute("query-status", serde_json::json!({})).await?;
+        match status["status"].as_str().unwrap_or("") {
+            "running" => return Ok(()),
+            "inmigrate" | "prelaunch" => tokio::time::sleep(Duration::from_millis(2)).await,
+            "paused" => {
+                qmp.execute("cont", serde_json::json!({})).await?;
+            }
+            other => {
+                return Err(Error::backend(
+                    "restore the VM",
+                    format!("QEMU reports {other:?} while loading the template"),
+                ))
+            }
+        }
+    }
+}
+
+/// Under emulation, waits for this host's boot turn (see where the supervisor takes it).
+pub(crate) fn boot_turn(record: &Record) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    match record.accel {
+        crate::accel::Accel::Tcg => boot_lock(&record.image.dir).map(Some),
+        crate::accel::Accel::Kvm => Ok(None),
+    }
 }
 
 /// Waits for this host's boot turn: an exclusive lock on a file beside the image.
@@ -239,7 +285,7 @@ fn boot_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
 }
 
 /// Reads the guest agent's hello (the host says nothing before it: see the agent's `vm.rs`).
-async fn wait_for_hello(mut conn: tokio::net::UnixStream) -> Result<tokio::net::UnixStream> {
+pub(crate) async fn wait_for_hello(mut conn: tokio::net::UnixStream) -> Result<tokio::net::UnixStream> {
     use tokio::io::AsyncReadExt;
     let want = stockade_proto::VM_AGENT_READY;
     let mut got = vec![0u8; want.len()];
@@ -282,6 +328,9 @@ fn identity(record: &Record) -> Result<GuestIdentity> {
         hostname: record.name.chars().take(63).collect(),
         machine_id: hex(&bytes[..16]),
         random_seed: hex(&bytes[16..]),
+        unix_time_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
     })
 }
 

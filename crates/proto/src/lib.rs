@@ -76,8 +76,12 @@ pub struct GuestIdentity {
     pub hostname: String,
     /// 32 lowercase hex digits, written to `/etc/machine-id`.
     pub machine_id: String,
-    /// Hex bytes mixed into the guest kernel's random pool.
+    /// Hex bytes mixed into the guest kernel's random pool, which is then reseeded.
     pub random_seed: String,
+    /// The host's wall clock when it sent this, in nanoseconds since the epoch: a guest restored
+    /// from a snapshot wakes with the snapshot's time. 0: leave the guest's clock alone.
+    #[serde(default)]
+    pub unix_time_ns: u64,
 }
 
 /// Agent → host.

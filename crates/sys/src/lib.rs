@@ -97,6 +97,36 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<(
     Ok(())
 }
 
+/// Sets the system's wall clock (`CLOCK_REALTIME`) to `unix_ns` nanoseconds since the epoch.
+pub fn set_wall_clock(unix_ns: u64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (unix_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (unix_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime reads one `timespec` through the pointer, which points at a live local.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `RNDRESEEDCRNG` (`_IO('R', 0x07)`, linux/random.h; the libc crate does not name it).
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Mixes `seed` into the kernel's input pool and makes the kernel reseed its random number
+/// generator from the pool now, so that guests restored from one memory snapshot stop sharing
+/// generator state at once rather than at the next scheduled reseed.
+pub fn reseed_kernel_rng(seed: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut urandom = std::fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    urandom.write_all(seed)?;
+    // SAFETY: RNDRESEEDCRNG takes no argument; the fd is open for the call's whole duration.
+    if unsafe { libc::ioctl(urandom.as_raw_fd(), RNDRESEEDCRNG as _) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Marks every fd from `first` up close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range only changes fd flags; no memory is passed.
