@@ -131,7 +131,7 @@ mod tests {
         // Second entry: a character device 5:1 (fields 10 and 11 of the header).
         let console = text.find("dev/console").unwrap();
         let head = &text[console - 110..console];
-        assert_eq!(&head[14..22], "000021b0"); // S_IFCHR | 0600
+        assert_eq!(&head[14..22], "00002180"); // S_IFCHR (0o20000) | 0o600
         assert_eq!(&head[78..86], "00000005");
         assert_eq!(&head[86..94], "00000001");
         let init = text.find("init\0").unwrap();
