@@ -66,12 +66,6 @@ impl Harness for Microvm {
                  (no host, no other sandbox, no 169.254/16); loopback-only is checked by network_none_has_only_loopback"
                     .into(),
             ),
-            Case::fifty_sandboxes_at_once if stockade_microvm::accel::KvmProbe::host().usable().is_err() => Some(
-                "under software emulation (TCG) guests boot one at a time (several booting at once on a small \
-                 host can hang in early boot), about 2.4 s each: fifty take two minutes, the case's whole limit; \
-                 it runs where KVM is usable"
-                    .into(),
-            ),
             _ => None,
         }
     }
