@@ -390,7 +390,7 @@ where
     }
     let frame: Frame<Request> = read_frame(&mut stream).await?;
     let reply = match frame.header {
-        Request::Configure { config, identity } => match configure(config, &identity) {
+        Request::Configure { config, identity } => match configure(*config, &identity) {
             Ok(configured) => {
                 let _ = state.set(configured);
                 Reply::Configured
@@ -435,6 +435,9 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .filter_map(|i| u8::from_str_radix(identity.random_seed.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
     stockade_sys::reseed_kernel_rng(&seed).map_err(|e| Error::backend("reseed the kernel's generator", e))?;
+    if let Some(network) = &identity.network {
+        configure_nic(network).map_err(|e| Error::backend("network", e))?;
+    }
     crate::give_workdir_to_default_user(&config).map_err(|e| Error::backend("workdir", e))?;
     let mut hardening =
         Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
@@ -445,6 +448,40 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .install_in_agent()
         .map_err(|e| Error::backend("hardening", e))?;
     Ok(State::new(config, hardening))
+}
+
+/// Addresses `eth0` (the VM's NIC), routes through the host's side and names the resolvers, with
+/// the image's iproute2, before any exec runs.
+fn configure_nic(network: &stockade_proto::GuestNetwork) -> Result<(), String> {
+    let ip = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .env("PATH", stockade_proto::DEFAULT_PATH)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("ip {}: {e} (the image needs iproute2)", args.join(" ")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    ip(&["addr", "add", &network.address, "dev", "eth0"])?;
+    ip(&["link", "set", "eth0", "up"])?;
+    ip(&["route", "add", "default", "via", &network.gateway])?;
+    if !network.nameservers.is_empty() {
+        let conf: String = network
+            .nameservers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect();
+        std::fs::write("/etc/resolv.conf", conf).map_err(|e| format!("write /etc/resolv.conf: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The cgroup every exec joins, with `limits` written to it; the cgroup file system is then

@@ -61,11 +61,6 @@ impl Harness for Microvm {
             Case::writes_past_the_disk_limit_fail_with_enospc => Some(
                 "a VM's disk is its image's size (4 GiB) for now: the driver refuses --disk with a clear error".into(),
             ),
-            Case::host_loopback_services_are_unreachable => Some(
-                "the driver refuses --network full until a VM's NIC sits behind the host firewall rules \
-                 (no host, no other sandbox, no 169.254/16); loopback-only is checked by network_none_has_only_loopback"
-                    .into(),
-            ),
             _ => None,
         }
     }
@@ -302,6 +297,68 @@ mod vm_only {
             );
             drop(a);
             drop(b);
+        });
+    }
+
+    /// `--network full` is a tap behind the host rules native's veths sit behind: out through
+    /// NAT, but not to another sandbox (here a VM listening on its address) or to link-local
+    /// metadata, each refused at once; and the tap is gone with the VM.
+    #[test]
+    fn full_network_reaches_neither_another_sandbox_nor_metadata() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let full = || SandboxSpec {
+                network: stockade_core::NetworkMode::Full,
+                ..h.spec()
+            };
+            let server = Sandbox::with_spec(&h, full()).await;
+            let client = Sandbox::with_spec(&h, full()).await;
+            let address = sh(
+                &server,
+                "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1",
+            )
+            .await;
+            assert!(address.starts_with("10.200."), "{address:?}");
+            // Listening inside the server VM (for as long as this exec runs), and reachable there.
+            let _listening = server
+                .driver
+                .exec(
+                    &server.id,
+                    stockade_core::ExecRequest::new([
+                        "python3",
+                        "-m",
+                        "http.server",
+                        "8080",
+                        "--bind",
+                        "0.0.0.0",
+                    ]),
+                )
+                .await
+                .unwrap();
+            sh(
+                &server,
+                "for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8080))\" 2>/dev/null && break; sleep 0.1; done",
+            )
+            .await;
+            let probe = |addr: &str, port: u16| {
+                format!(
+                    "python3 -c \"import socket,errno\ntry:\n socket.create_connection(('{addr}',{port}),timeout=5); print('connected')\nexcept OSError as e: print(errno.errorcode.get(e.errno,'timeout'))\""
+                )
+            };
+            assert_eq!(sh(&server, &probe(&address, 8080)).await, "connected");
+            assert_eq!(sh(&client, &probe(&address, 8080)).await, "ECONNREFUSED");
+            assert_eq!(sh(&client, &probe("169.254.169.254", 80)).await, "ECONNREFUSED");
+            let info = client.driver.get(client.id.as_str()).await.unwrap();
+            let network = info.details["network"].as_str().unwrap().to_owned();
+            assert!(network.starts_with("full: tap st"), "{network}");
+            let tap = format!("st{}", client.id);
+            assert!(std::path::Path::new(&format!("/sys/class/net/{tap}")).exists());
+            drop(client);
+            drop(server);
+            assert!(
+                !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
+                "{tap} is left behind"
+            );
         });
     }
 

@@ -198,14 +198,15 @@ impl MicrovmDriver {
         if let Some(template) = &record.template {
             details.insert("template".into(), template.display().to_string().into());
         }
-        details.insert(
-            "network".into(),
-            match record.spec.network {
-                NetworkMode::None => "none (no NIC; the guest's loopback only)",
-                NetworkMode::Full => "user-mode NIC",
-            }
-            .into(),
-        );
+        let network = match (
+            record.spec.network,
+            runtime.as_ref().and_then(|rt| rt.network.clone()),
+        ) {
+            (NetworkMode::None, _) => "none (no NIC; the guest's loopback only)".to_owned(),
+            (NetworkMode::Full, Some(link)) => link,
+            (NetworkMode::Full, None) => "full (a tap behind the host rules, made at start)".to_owned(),
+        };
+        details.insert("network".into(), network.into());
         if let Some(rt) = runtime.filter(|_| status == SandboxStatus::Running) {
             details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
             details.insert("qemu_pid".into(), rt.qemu_pid.into());
@@ -254,11 +255,11 @@ impl MicrovmDriver {
                 "host directories are not shared into VMs yet (virtiofs is planned)",
             ));
         }
-        if spec.network == NetworkMode::Full {
+        if spec.network == NetworkMode::Full && !nix::unistd::geteuid().is_root() {
             return Err(Error::unsupported(
                 DRIVER,
                 "--network full",
-                "not yet: a VM's NIC must sit behind the host firewall rules native uses (no host, no other sandboxes, no 169.254/16), and that is not built",
+                "a VM's NIC is a tap behind host firewall rules, which needs root",
             ));
         }
         let r = &spec.resources;

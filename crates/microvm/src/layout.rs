@@ -107,6 +107,9 @@ pub struct Runtime {
     /// Started from a template's saved state rather than booted.
     #[serde(default)]
     pub restored: bool,
+    /// `--network full`: the guest's link, described.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 impl Runtime {

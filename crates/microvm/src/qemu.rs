@@ -26,8 +26,8 @@ pub struct QemuGuest {
     pub agent_socket: PathBuf,
     /// QMP listens here.
     pub qmp_socket: PathBuf,
-    /// A user-mode NIC (`--network full`); none at all otherwise.
-    pub network: bool,
+    /// The guest's NIC, if any.
+    pub nic: Nic,
     /// Under emulation, the host's TSC frequency: an emulated guest's TSC is the host's, and a
     /// guest that calibrates it against the emulated PIT while the host is busy can get it
     /// wildly wrong and then spin in a delay loop for ever (seen with four guests booting at
@@ -35,6 +35,20 @@ pub struct QemuGuest {
     pub tsc_khz: Option<u64>,
     /// A saved state to start from (`-incoming`) instead of booting the kernel.
     pub incoming: Option<PathBuf>,
+}
+
+/// A guest's network card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nic {
+    /// `--network none`: no NIC at all; the guest has its loopback only.
+    None,
+    /// `--network full`: a virtio NIC on the tap whose queue QEMU inherits as this fd.
+    Tap { fd: i32 },
+    /// The NIC a template is saved with, on a backend that reaches nothing and keeps no state of
+    /// its own (a port on an otherwise empty QEMU hub: a user-mode backend would put slirp's
+    /// state in the snapshot, which a tap-backed restore cannot load); a restored sandbox's QEMU
+    /// puts its own tap behind it.
+    Unplugged,
 }
 
 /// The host's TSC frequency in kHz, from what its kernel printed in `/proc/cpuinfo`.
@@ -75,7 +89,10 @@ impl QemuGuest {
             console: layout.console(id),
             agent_socket: layout.serial_socket(id),
             qmp_socket: layout.qmp_socket(id),
-            network: record.spec.network == stockade_core::NetworkMode::Full,
+            nic: match record.spec.network {
+                stockade_core::NetworkMode::None => Nic::None,
+                stockade_core::NetworkMode::Full => Nic::Unplugged,
+            },
             tsc_khz: host_tsc_khz(),
             incoming: None,
         }
@@ -148,9 +165,14 @@ impl QemuGuest {
         push("rng-random,id=rng,filename=/dev/urandom");
         push("-device");
         push("virtio-rng-device,rng=rng");
-        if self.network {
+        let netdev = match self.nic {
+            Nic::None => None,
+            Nic::Tap { fd } => Some(format!("tap,id=net0,fd={fd}")),
+            Nic::Unplugged => Some("hubport,id=net0,hubid=0".to_owned()),
+        };
+        if let Some(netdev) = netdev {
             push("-netdev");
-            push("user,id=net0");
+            push(&netdev);
             push("-device");
             push("virtio-net-device,netdev=net0");
         }
@@ -247,7 +269,7 @@ mod tests {
             console: "/vms/x/console.log".into(),
             agent_socket: "/vms/x/serial.sock".into(),
             qmp_socket: "/vms/x/qmp.sock".into(),
-            network: false,
+            nic: Nic::None,
             tsc_khz: Some(2_596_144),
             incoming: None,
         }
@@ -280,17 +302,22 @@ mod tests {
     }
 
     #[test]
-    fn full_network_adds_one_user_mode_nic_and_kvm_uses_the_host_cpu() {
+    fn full_network_adds_one_tap_nic_and_kvm_uses_the_host_cpu() {
         let g = QemuGuest {
-            network: true,
+            nic: Nic::Tap { fd: 7 },
             accel: Accel::Kvm,
             ..guest()
         };
         let args = joined(&g);
         assert!(
-            args.contains("-netdev user,id=net0 -device virtio-net-device,netdev=net0"),
+            args.contains("-netdev tap,id=net0,fd=7 -device virtio-net-device,netdev=net0"),
             "{args}"
         );
+        let template = QemuGuest {
+            nic: Nic::Unplugged,
+            ..guest()
+        };
+        assert!(joined(&template).contains("-netdev hubport,id=net0,hubid=0"));
         assert!(args.contains("-accel kvm -cpu host"), "{args}");
         // Only an emulated guest is told the TSC frequency; KVM reports its own.
         assert!(!args.contains("tsc_early_khz"), "{args}");

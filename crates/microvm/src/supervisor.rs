@@ -80,9 +80,27 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         .map_err(|e| Error::backend(format!("bind {}", layout.serial_socket(&id).display()), e))?;
     let initramfs = crate::image::initramfs_for(&record.image, &record.agent)?;
     let restore = std::env::var_os(RESTORE_ENV).map(std::path::PathBuf::from);
-    let guest = QemuGuest {
+    let mut guest = QemuGuest {
         incoming: restore.clone(),
         ..QemuGuest::for_record(&record, initramfs, layout)
+    };
+    // --network full: a tap of this VM's own behind the host rules every sandbox shares. Only
+    // QEMU holds it once started, so it goes when QEMU does, however QEMU ends.
+    let tap = match guest.nic {
+        crate::qemu::Nic::None => None,
+        _ => {
+            let (link, tap) =
+                stockade_hostnet::reserve(id.as_str(), &layout.home.join("network.lock"), |link| {
+                    let tap = stockade_sys::open_tap(&link.host_if)?;
+                    stockade_hostnet::address_host_side(link)?;
+                    Ok(tap)
+                })
+                .map_err(|e| Error::backend("the VM's network", e))?;
+            guest.nic = crate::qemu::Nic::Tap {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
+            };
+            Some((link, tap))
+        }
     };
     let qemu_log = std::fs::OpenOptions::new()
         .create(true)
@@ -107,19 +125,31 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         None => boot_turn(&record)?,
     };
     let started = Instant::now();
-    let mut qemu = command
-        .spawn()
-        .map_err(|e| Error::backend(format!("start {}", guest.binary.display()), e))?;
+    // The tap's fd must survive exec in QEMU (it is close-on-exec here). Cleared right before
+    // the spawn and dropped after it: this supervisor is single-threaded, nothing else spawns.
+    if let Some((_, fd)) = &tap {
+        stockade_sys::set_cloexec(fd, false).map_err(|e| Error::backend("the tap's fd", e))?;
+    }
+    let spawned = command.spawn();
+    let link = tap.map(|(link, fd)| {
+        drop(fd);
+        link
+    });
+    let mut qemu = spawned.map_err(|e| Error::backend(format!("start {}", guest.binary.display()), e))?;
     let qemu_pid = qemu.id().unwrap_or_default() as i32;
     let booted = tokio::select! {
-        booted = boot(&serial, &record, restore.is_some().then(|| layout.qmp_socket(&id))) => booted.map_err(|e| match e {
+        booted = boot(&serial, &record, restore.is_some().then(|| layout.qmp_socket(&id)), link.as_ref()) => booted.map_err(|e| match e {
             Error::Timeout(after, what) => Error::Timeout(after, format!("{what}{}", console_tail(layout, &id))),
+            Error::Backend { context, reason } => Error::Backend {
+                context,
+                reason: format!("{reason}{}", qemu_says(layout, &id)),
+            },
             other => other,
         }),
         status = qemu.wait() => Err(Error::backend(
             "the VM",
-            format!("QEMU exited ({}) before the guest's agent answered{}",
-                status.map(|s| s.to_string()).unwrap_or_default(), console_tail(layout, &id)),
+            format!("QEMU exited ({}) before the guest's agent answered{}{}",
+                status.map(|s| s.to_string()).unwrap_or_default(), qemu_says(layout, &id), console_tail(layout, &id)),
         )),
     };
     drop(boot_turn);
@@ -141,6 +171,12 @@ async fn supervise(layout: &Layout, id: &str) -> Result<()> {
         qemu_start: stockade_store::process_start_time(qemu_pid).unwrap_or_default(),
         boot_ms: started.elapsed().as_millis() as u64,
         restored: restore.is_some(),
+        network: link.as_ref().map(|link| {
+            format!(
+                "full: tap {} ({}) <-> eth0 ({}), NAT out of the host; no host, no other sandbox, no 169.254/16",
+                link.host_if, link.host_ip, link.sandbox_ip
+            )
+        }),
     };
     let json = serde_json::to_vec(&rt).map_err(|e| Error::backend("runtime", e))?;
     stockade_store::write_atomic(&layout.runtime(&id), &json, 0o600)
@@ -213,6 +249,7 @@ async fn boot(
     serial: &UnixListener,
     record: &Record,
     restored_qmp: Option<std::path::PathBuf>,
+    link: Option<&stockade_hostnet::Link>,
 ) -> Result<MuxHandle> {
     let work = async {
         let (conn, _) = serial
@@ -228,7 +265,7 @@ async fn boot(
         };
         let (mux, _session) = crate::mux::start(conn);
         let stream = mux.open().await?;
-        stockade_proto::client::configure(stream, agent_config(record), identity(record)?).await?;
+        stockade_proto::client::configure(stream, agent_config(record), identity(record, link)?).await?;
         Ok(mux)
     };
     tokio::time::timeout(BOOT_TIMEOUT, work)
@@ -318,7 +355,7 @@ pub fn agent_config(record: &Record) -> AgentConfig {
     config
 }
 
-fn identity(record: &Record) -> Result<GuestIdentity> {
+fn identity(record: &Record, link: Option<&stockade_hostnet::Link>) -> Result<GuestIdentity> {
     let mut bytes = [0u8; 48];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -331,6 +368,11 @@ fn identity(record: &Record) -> Result<GuestIdentity> {
         unix_time_ns: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
+        network: link.map(|link| stockade_proto::GuestNetwork {
+            address: format!("{}/30", link.sandbox_ip),
+            gateway: link.host_ip.to_string(),
+            nameservers: stockade_hostnet::sandbox_nameservers(),
+        }),
     })
 }
 
@@ -365,6 +407,20 @@ fn cleanup(layout: &Layout, id: &SandboxId) {
     ] {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// QEMU's last complaint on its stderr (the supervisor's log), for an error message.
+fn qemu_says(layout: &Layout, id: &SandboxId) -> String {
+    let log = std::fs::read_to_string(layout.log(id)).unwrap_or_default();
+    log.lines()
+        .rev()
+        .filter(|l| l.starts_with("qemu-system"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|l| format!("; QEMU said: {}", l.trim()))
+        .collect()
 }
 
 /// The last lines the guest printed, for an error message.

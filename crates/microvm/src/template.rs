@@ -6,7 +6,7 @@
 //! identity (hostname, machine-id, a random seed the kernel reseeds from, the wall clock).
 //!
 //! The key is what the saved state depends on: the image, the initramfs (so the agent binary),
-//! memory, vCPUs, acceleration and the QEMU binary (a migration stream is only loaded by a QEMU
+//! whether there is a NIC, memory, vCPUs, acceleration and the QEMU binary (a migration stream is only loaded by a QEMU
 //! that can read it). Templates live beside their image, in `templates/KEY/`; removing the
 //! image removes them.
 
@@ -43,22 +43,28 @@ impl Template {
     }
 }
 
-/// The template key of a record's guest (with the initramfs it boots).
-pub fn key(record: &Record, initramfs: &Path) -> String {
+/// The template key of a guest: its QEMU command line with the per-sandbox paths left out (so
+/// the image, the initramfs and with it the agent build, the devices, memory, vCPUs and
+/// acceleration), and the QEMU binary's stamp.
+pub fn key(guest: &QemuGuest) -> String {
     use std::os::unix::fs::MetadataExt;
-    let qemu = std::fs::metadata(&record.qemu)
+    let qemu = std::fs::metadata(&guest.binary)
         .map(|m| format!("{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec()))
         .unwrap_or_default();
-    let stamp = format!(
-        "v1|{}|{}|{}|{}|{}|{}|{}",
-        record.image.key,
-        initramfs.display(),
-        record.memory_mib,
-        record.vcpus,
-        record.accel.as_str(),
-        record.qemu.display(),
-        qemu,
-    );
+    let unplaced = QemuGuest {
+        disk: "DISK".into(),
+        console: "CONSOLE".into(),
+        agent_socket: "SERIAL".into(),
+        qmp_socket: "QMP".into(),
+        incoming: None,
+        ..guest.clone()
+    };
+    let args: Vec<String> = unplaced
+        .args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let stamp = format!("v1|{}|{qemu}|{}", guest.binary.display(), args.join(" "));
     Sha256::digest(stamp.as_bytes())
         .iter()
         .take(8)
@@ -72,7 +78,7 @@ pub fn key(record: &Record, initramfs: &Path) -> String {
 pub async fn ensure(record: &Record, layout: &Layout, qemu_img: &Path) -> Result<Template> {
     let initramfs = crate::image::initramfs_for(&record.image, &record.agent)?;
     let templates = record.image.dir.join("templates");
-    let key = key(record, &initramfs);
+    let key = key(&QemuGuest::for_record(record, initramfs.clone(), layout));
     let template = Template {
         dir: templates.join(&key),
     };

@@ -250,7 +250,15 @@ pub async fn configure<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    write_frame(&mut conn, &Request::Configure { config, identity }, &[]).await?;
+    write_frame(
+        &mut conn,
+        &Request::Configure {
+            config: Box::new(config),
+            identity,
+        },
+        &[],
+    )
+    .await?;
     conn.flush()
         .await
         .map_err(|e| Error::backend("agent connection", e))?;

@@ -65,7 +65,7 @@ pub enum Request {
     /// once: the sandbox's config and the guest's identity, which a VM restored from a snapshot
     /// must not share with its siblings. Answered by [`Reply::Configured`].
     Configure {
-        config: AgentConfig,
+        config: Box<AgentConfig>,
         identity: GuestIdentity,
     },
 }
@@ -82,6 +82,19 @@ pub struct GuestIdentity {
     /// from a snapshot wakes with the snapshot's time. 0: leave the guest's clock alone.
     #[serde(default)]
     pub unix_time_ns: u64,
+    /// `--network full`: how the guest's NIC (`eth0`) is addressed; none without a NIC.
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+}
+
+/// A guest NIC's addressing: a point-to-point /30 with the host's side as the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// `ADDRESS/PREFIX`, e.g. `10.200.0.2/30`.
+    pub address: String,
+    pub gateway: String,
+    /// Written to the guest's `/etc/resolv.conf` (left alone when empty).
+    pub nameservers: Vec<String>,
 }
 
 /// Agent → host.

@@ -127,6 +127,14 @@ pub fn reseed_kernel_rng(seed: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets or clears `fd`'s close-on-exec flag.
+pub fn set_cloexec(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(flags)).map_err(io::Error::from)?;
+    Ok(())
+}
+
 /// Marks every fd from `first` up close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range only changes fd flags; no memory is passed.
@@ -379,6 +387,34 @@ pub fn loopback_up() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Creates the tap interface `name` (no packet information header) and returns its queue. The
+/// interface is not persistent: it goes away when the last holder of the fd closes it, so a VMM
+/// killed at any point leaves no interface behind.
+pub fn open_tap(name: &str) -> io::Result<std::os::fd::OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?}: expected 1 to 15 bytes"),
+        ));
+    }
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads (and may write back the name into) the ifreq we pass by pointer,
+    // which is live; the fd is the open tun device.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tun.into())
 }
 
 /// `_exit(code)`: ends a forked child without running the parent's atexit handlers or destructors.
