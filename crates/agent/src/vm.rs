@@ -441,6 +441,9 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
     crate::give_workdir_to_default_user(&config).map_err(|e| Error::backend("workdir", e))?;
     let mut hardening =
         Prepared::new(config.hardening.clone()).map_err(|e| Error::backend("hardening", e))?;
+    if let Some(bytes) = config.exec_limits.as_ref().and_then(|l| l.disk_bytes) {
+        reserve_disk(bytes).map_err(|e| Error::invalid("disk", e))?;
+    }
     if let Some(limits) = &config.exec_limits {
         hardening.exec_cgroup = Some(exec_cgroup(limits).map_err(|e| Error::backend("exec limits", e))?);
     }
@@ -448,6 +451,64 @@ fn configure(config: AgentConfig, identity: &GuestIdentity) -> stockade_core::Re
         .install_in_agent()
         .map_err(|e| Error::backend("hardening", e))?;
     Ok(State::new(config, hardening))
+}
+
+/// Where the space a `--disk` limit keeps from the sandbox is allocated (on the root disk; an
+/// empty read-only tmpfs covers it in the sandbox's view).
+const DISK_RESERVE: &str = "/var/lib/stockade/disk-reserve";
+
+/// Leaves the sandbox `limit` bytes of the root disk: the rest of the space its processes could
+/// use is allocated to a file the sandbox can neither see nor remove. The file stays on the
+/// disk, so a stopped and started sandbox keeps the limit, and what it wrote counts against it.
+fn reserve_disk(limit: u64) -> Result<(), String> {
+    use nix::sys::statvfs::statvfs;
+    let dir = Path::new(DISK_RESERVE);
+    let file = dir.join("space");
+    if !file.exists() {
+        let vfs = statvfs("/").map_err(|e| format!("statvfs /: {e}"))?;
+        // Execs may run as uid 0, which ext4 lets into the blocks reserved for root (its
+        // `resuid` is 0, capabilities or not): what they can use is the free space less only
+        // ext4's own reserve for metadata (`reserved_clusters`; the image has no bigalloc, so
+        // a cluster is a block).
+        let block = vfs.fragment_size() as u64;
+        let ext4_reserve = std::fs::read_to_string("/sys/fs/ext4/vda/reserved_clusters")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let available = match ext4_reserve {
+            Some(clusters) => (vfs.blocks_free() as u64).saturating_sub(clusters) * block,
+            None => vfs.blocks_available() as u64 * block,
+        };
+        if limit > available {
+            return Err(format!(
+                "{limit} bytes asked; the VM image's disk has {available} bytes free, the most --disk can give"
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {DISK_RESERVE}: {e}"))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| format!("chmod {DISK_RESERVE}: {e}"))?;
+        let out = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().write(true).create_new(true),
+            0o600,
+        )
+        .open(&file)
+        .map_err(|e| format!("create {}: {e}", file.display()))?;
+        // A file in a 0700 directory: nobody but root sees it before it is covered.
+        let keep = (available - limit) as libc::off_t;
+        if keep > 0 {
+            nix::fcntl::fallocate(out.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, keep)
+                .map_err(|e| format!("allocate {keep} bytes to {}: {e}", file.display()))?;
+        }
+        out.sync_all()
+            .map_err(|e| format!("sync {}: {e}", file.display()))?;
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=0,mode=0555"),
+    )
+    .map_err(|e| format!("cover {DISK_RESERVE}: {e}"))
 }
 
 /// Addresses `eth0` (the VM's NIC), routes through the host's side and names the resolvers, with

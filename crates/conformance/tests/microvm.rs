@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use stockade_conformance::{conformance_suite, isolation_suite, skip, Case, Harness, Sandbox};
+use stockade_conformance::{conformance_suite, isolation_suite, skip, Harness, Sandbox};
 use stockade_core::{Driver, DriverConfig, SandboxId, SandboxSpec};
 use stockade_microvm::MicrovmDriver;
 
@@ -56,14 +56,7 @@ impl Harness for Microvm {
         }
     }
 
-    fn unsupported(&self, case: Case) -> Option<String> {
-        match case {
-            Case::writes_past_the_disk_limit_fail_with_enospc => Some(
-                "a VM's disk is its image's size (4 GiB) for now: the driver refuses --disk with a clear error".into(),
-            ),
-            _ => None,
-        }
-    }
+    // Every case runs: nothing is excused on this driver.
 
     fn leftovers(&self, id: &SandboxId) -> Vec<String> {
         let layout = stockade_microvm::layout::Layout::at(&self.config.home);
@@ -359,6 +352,30 @@ mod vm_only {
                 !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
                 "{tap} is left behind"
             );
+        });
+    }
+
+    /// A `--disk` limit beyond what the image's disk has free is one error saying how much there
+    /// is, and the sandbox is gone.
+    #[test]
+    fn a_disk_limit_past_the_image_is_one_error_naming_what_is_free() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let config = fresh_config(&h, "big-disk");
+            let driver = MicrovmDriver::from_config(&config).unwrap();
+            let mut spec = h.spec();
+            spec.resources.disk_bytes = Some(100 << 30);
+            let err = driver.create(spec).await.unwrap_err().to_string();
+            assert!(
+                err.contains("disk") && err.contains("107374182400 bytes asked") && err.contains("free"),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err:?}");
+            assert!(driver.list().await.unwrap().is_empty());
+            let vms = stockade_microvm::layout::Layout::at(&config.home)
+                .root
+                .join("vms");
+            assert_eq!(std::fs::read_dir(vms).unwrap().count(), 0);
         });
     }
 

@@ -263,13 +263,6 @@ impl MicrovmDriver {
             ));
         }
         let r = &spec.resources;
-        if r.disk_bytes.is_some() {
-            return Err(Error::unsupported(
-                DRIVER,
-                "disk limit",
-                "each VM's disk is the image's size (4 GiB) for now",
-            ));
-        }
         let accel = KvmProbe::host()
             .choose(parse_runtime(spec.runtime.as_deref())?)
             .map_err(|why| Error::unsupported(DRIVER, "--runtime qemu:kvm", why))?;

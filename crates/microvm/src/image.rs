@@ -459,7 +459,9 @@ pub fn initramfs_for(image: &VmImage, agent: &Path) -> Result<PathBuf> {
             mode: 0o755,
             data: agent_without_debug_info(
                 agent,
-                &image.dir.join(format!(".agent-{hash}-{}", std::process::id())),
+                &image
+                    .dir
+                    .join(format!(".agent-{hash}-{}-{}", std::process::id(), next_scratch())),
             )?,
         },
     ];
@@ -483,6 +485,12 @@ pub fn initramfs_for(image: &VmImage, agent: &Path) -> Result<PathBuf> {
     stockade_store::write_atomic(&path, &out, 0o644)
         .map_err(|e| Error::backend(format!("write {}", path.display()), e))?;
     Ok(path)
+}
+
+/// A number no other call in this process gets (threads may make one initramfs at once).
+fn next_scratch() -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The agent's bytes without debug info (a debug build is five times the size, and the guest

@@ -351,6 +351,7 @@ pub fn agent_config(record: &Record) -> AgentConfig {
         memory_bytes: r.memory_bytes,
         pids: r.pids,
         millicpus: r.millicpus.filter(|m| m % 1000 != 0),
+        disk_bytes: r.disk_bytes,
     });
     config
 }

@@ -45,6 +45,10 @@ pub struct ExecLimits {
     pub pids: Option<u32>,
     /// Thousandths of a CPU.
     pub millicpus: Option<u32>,
+    /// What the sandbox may write to the guest's root disk, in bytes: the rest of the disk's
+    /// free space is allocated to a file the sandbox cannot see or remove.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 /// Hardening for exec'd processes. The default is the strict set; drivers opt out explicitly.

@@ -54,7 +54,10 @@ pub fn is_same_process(pid: i32, start: u64) -> bool {
 
 /// Writes `data` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per call, not only per process: two threads may write the same path at once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}.{call}", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
