@@ -37,6 +37,10 @@ pub enum Command {
     Stop(TargetArgs),
     /// Start a stopped sandbox again.
     Start(TargetArgs),
+    /// Freeze a running sandbox: processes and memory kept, no CPU (microvm).
+    Pause(TargetArgs),
+    /// Thaw a paused sandbox.
+    Resume(TargetArgs),
     /// Destroy sandboxes.
     Rm(RemoveArgs),
     /// What this host supports and which drivers are usable.

@@ -432,6 +432,18 @@ async fn dispatch(d: Arc<dyn Driver>, command: Command, secrets: Secrets) -> Res
             println!("{}", info.id);
             Ok(0)
         }
+        Command::Pause(a) => {
+            let info = d.get(&a.sandbox).await?;
+            d.pause(&info.id).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
+        Command::Resume(a) => {
+            let info = d.get(&a.sandbox).await?;
+            d.resume(&info.id).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
         Command::Rm(a) => remove(&*d, &a).await,
         Command::Info(_)
         | Command::Bench(_)

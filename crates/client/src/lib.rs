@@ -363,6 +363,16 @@ impl Driver for RemoteDriver {
             .await
             .map(drop)
     }
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.call(Method::POST, &format!("/api/sandboxes/{id}/pause"), None)
+            .await
+            .map(drop)
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.call(Method::POST, &format!("/api/sandboxes/{id}/resume"), None)
+            .await
+            .map(drop)
+    }
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         self.start(id, req).await
     }

@@ -379,6 +379,85 @@ mod vm_only {
         });
     }
 
+    /// Pause halts the guest's vCPUs: a spinning process gets no CPU (its CPU time is flat
+    /// across a second), an exec is refused naming the state, and resume lets it go on with the
+    /// same pid. Stop and destroy work from paused too.
+    #[test]
+    fn pause_freezes_the_guest_and_resume_goes_on() {
+        let Some(h) = microvm() else { return };
+        run(async {
+            let sandbox = Sandbox::new(&h).await;
+            let d = &sandbox.driver;
+            let _spinner = d
+                .exec(
+                    &sandbox.id,
+                    stockade_core::ExecRequest::new([
+                        "sh",
+                        "-c",
+                        "echo $$ > /tmp/spinner; while :; do :; done",
+                    ]),
+                )
+                .await
+                .unwrap();
+            let ticks = "pid=$(cat /tmp/spinner); echo $pid $(cut -d' ' -f14 /proc/$pid/stat)";
+            let before = loop {
+                let out = sh(&sandbox, ticks).await;
+                if out.split(' ').count() == 2 {
+                    break out;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            d.pause(&sandbox.id).await.unwrap();
+            let info = d.get(sandbox.id.as_str()).await.unwrap();
+            assert_eq!(info.status, stockade_core::SandboxStatus::Paused);
+            // The guest's own clock does not run while paused, so the host watches: QEMU's vCPU
+            // thread gets (close to) no CPU.
+            let qemu_pid = info.details["qemu_pid"].as_i64().unwrap();
+            let cpu = || {
+                let stat = std::fs::read_to_string(format!("/proc/{qemu_pid}/stat")).unwrap();
+                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+                let fields: Vec<u64> = after_name.split(' ').filter_map(|f| f.parse().ok()).collect();
+                fields[10] + fields[11]
+            };
+            let paused_from = cpu();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let paused_for_a_second = cpu() - paused_from;
+            assert!(
+                paused_for_a_second <= 10,
+                "QEMU used {paused_for_a_second} ticks in a paused second"
+            );
+            let refused = d
+                .exec(&sandbox.id, stockade_core::ExecRequest::new(["true"]))
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(refused.contains("paused"), "{refused}");
+            let again = d.pause(&sandbox.id).await.unwrap_err().to_string();
+            assert!(again.contains("paused") && again.contains("running"), "{again}");
+            d.resume(&sandbox.id).await.unwrap();
+            let after = sh(&sandbox, ticks).await;
+            let (pid, t0) = before.split_once(' ').unwrap();
+            let (pid_after, t1) = after.split_once(' ').unwrap();
+            assert_eq!(pid, pid_after, "the spinner is the same process");
+            assert!(t1.parse::<u64>().unwrap() > t0.parse::<u64>().unwrap());
+            let not_paused = d.resume(&sandbox.id).await.unwrap_err().to_string();
+            assert!(
+                not_paused.contains("running") && not_paused.contains("paused"),
+                "{not_paused}"
+            );
+            // From paused, stop works (the guest runs again to sync its disk first).
+            d.pause(&sandbox.id).await.unwrap();
+            d.stop(&sandbox.id).await.unwrap();
+            d.start(&sandbox.id).await.unwrap();
+            assert_eq!(sh(&sandbox, "echo up").await, "up");
+            d.pause(&sandbox.id).await.unwrap();
+            let id = sandbox.id.clone();
+            drop(sandbox);
+            assert!(h.leftovers(&id).is_empty(), "{:?}", h.leftovers(&id));
+        });
+    }
+
     /// With snapshots off every sandbox boots its kernel; a stopped sandbox always does.
     #[test]
     fn with_snapshots_off_a_sandbox_boots_cold() {

@@ -117,6 +117,25 @@ pub trait Driver: Send + Sync {
     async fn start(&self, id: &SandboxId) -> Result<()>;
     /// Removes every process, mount, cgroup and file the sandbox had.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+    /// Freezes a running sandbox: its processes and memory stay, and get no CPU until
+    /// [`Driver::resume`]. Execs, files and stats are refused while it is paused.
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        let _ = id;
+        Err(crate::Error::unsupported(
+            self.name(),
+            "pause",
+            "this driver cannot freeze a sandbox (stop keeps its files)",
+        ))
+    }
+    /// Thaws a paused sandbox; its processes go on where they were.
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        let _ = id;
+        Err(crate::Error::unsupported(
+            self.name(),
+            "resume",
+            "this driver cannot freeze a sandbox, so none of its sandboxes is paused",
+        ))
+    }
     /// Starts a command.
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession>;
     /// Starts a command the sandbox keeps under `exec_id`: it runs on when the caller goes away

@@ -445,7 +445,8 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// Lifecycle: creating → running ⇄ stopped → destroyed, and lost when the backend vanished.
+/// Lifecycle: creating → running ⇄ stopped → destroyed, running ⇄ paused, and lost when the
+/// backend vanished.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -456,6 +457,8 @@ pub enum SandboxStatus {
     Destroyed,
     /// The supervisor (or container) is gone without being stopped.
     Lost,
+    /// Frozen by `pause`: its processes and memory are kept and get no CPU until `resume`.
+    Paused,
 }
 
 impl SandboxStatus {
@@ -463,9 +466,17 @@ impl SandboxStatus {
     pub fn can_exec(self) -> bool {
         self == SandboxStatus::Running
     }
-    /// Only a running sandbox can be stopped.
+    /// A running or paused sandbox can be stopped.
     pub fn can_stop(self) -> bool {
+        matches!(self, SandboxStatus::Running | SandboxStatus::Paused)
+    }
+    /// Only a running sandbox can be paused.
+    pub fn can_pause(self) -> bool {
         self == SandboxStatus::Running
+    }
+    /// Only a paused sandbox can be resumed.
+    pub fn can_resume(self) -> bool {
+        self == SandboxStatus::Paused
     }
     /// A stopped or lost sandbox can be started again (its files are kept).
     pub fn can_start(self) -> bool {
@@ -483,6 +494,7 @@ impl SandboxStatus {
             SandboxStatus::Stopped => "stopped",
             SandboxStatus::Destroyed => "destroyed",
             SandboxStatus::Lost => "lost",
+            SandboxStatus::Paused => "paused",
         }
     }
 }

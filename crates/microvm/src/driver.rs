@@ -159,6 +159,13 @@ impl MicrovmDriver {
     fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
         let runtime = self.load_runtime(&record.id);
         match record.status {
+            SandboxStatus::Paused => {
+                if runtime.as_ref().is_some_and(Runtime::alive) {
+                    (SandboxStatus::Paused, runtime)
+                } else {
+                    (SandboxStatus::Lost, runtime)
+                }
+            }
             SandboxStatus::Running | SandboxStatus::Creating => {
                 if runtime.as_ref().is_some_and(Runtime::alive) {
                     (SandboxStatus::Running, runtime)
@@ -207,7 +214,8 @@ impl MicrovmDriver {
             (NetworkMode::Full, None) => "full (a tap behind the host rules, made at start)".to_owned(),
         };
         details.insert("network".into(), network.into());
-        if let Some(rt) = runtime.filter(|_| status == SandboxStatus::Running) {
+        if let Some(rt) = runtime.filter(|_| matches!(status, SandboxStatus::Running | SandboxStatus::Paused))
+        {
             details.insert("supervisor_pid".into(), rt.supervisor_pid.into());
             details.insert("qemu_pid".into(), rt.qemu_pid.into());
             details.insert("boot_ms".into(), rt.boot_ms.into());
@@ -379,6 +387,15 @@ impl MicrovmDriver {
     }
 
     async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
+        // A paused guest's socket still answers (its supervisor runs), but nothing would reply.
+        if self.records.load(id)?.status == SandboxStatus::Paused {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: SandboxStatus::Paused.to_string(),
+                operation: "this".into(),
+                needed: "running (stockade resume)".into(),
+            });
+        }
         let connect_error = match UnixStream::connect(self.layout.agent_socket(id)).await {
             Ok(conn) => return Ok(conn),
             Err(e) => e,
@@ -410,6 +427,37 @@ impl MicrovmDriver {
                 "qemu-img is not installed (apt-get install qemu-utils)",
             )
         })
+    }
+
+    /// Runs one QMP command on the VM's QEMU.
+    async fn qmp(&self, id: &SandboxId, command: &str) -> Result<()> {
+        let mut qmp = crate::qemu::Qmp::connect(&self.layout.qmp_socket(id)).await?;
+        qmp.execute(command, serde_json::json!({})).await.map(drop)
+    }
+
+    /// Pauses or resumes: `from` is the status needed, `command` the QMP command, `to` the
+    /// status after.
+    async fn freeze(
+        &self,
+        id: &SandboxId,
+        from: SandboxStatus,
+        command: &str,
+        to: SandboxStatus,
+    ) -> Result<()> {
+        let _lock = self.records.lock()?;
+        let mut record = self.records.load(id)?;
+        let (status, _) = self.live_status(&record);
+        if status != from {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: if command == "stop" { "pause" } else { "resume" }.into(),
+                needed: from.to_string(),
+            });
+        }
+        self.qmp(id, command).await?;
+        record.status = to;
+        self.records.save(&record)
     }
 
     async fn start_exec(
@@ -545,6 +593,10 @@ impl Driver for MicrovmDriver {
                 needed: "running".into(),
             });
         }
+        if status == SandboxStatus::Paused {
+            // The guest syncs its disk before it is stopped, so it must run again first.
+            self.qmp(id, "cont").await?;
+        }
         self.halt(id).await?;
         record.status = SandboxStatus::Stopped;
         self.records.save(&record)
@@ -568,7 +620,17 @@ impl Driver for MicrovmDriver {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        self.records.load(id)?;
+        if self.records.load(id)?.status == SandboxStatus::Paused {
+            // No sync on the way out is worth waiting for a frozen guest: it is killed as is.
+            if let Some(rt) = self.load_runtime(id) {
+                if stockade_store::is_same_process(rt.qemu_pid, rt.qemu_start) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(rt.qemu_pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                }
+            }
+        }
         self.halt(id).await?;
         let dir = self.layout.vm(id);
         std::fs::remove_dir_all(&dir)
@@ -585,6 +647,18 @@ impl Driver for MicrovmDriver {
 
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         self.start_exec(id, req, None).await
+    }
+
+    /// QMP `stop`: the vCPUs halt; memory, devices and the guest's processes stay as they are.
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, SandboxStatus::Running, "stop", SandboxStatus::Paused)
+            .await
+    }
+
+    /// QMP `cont`.
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, SandboxStatus::Paused, "cont", SandboxStatus::Running)
+            .await
     }
 
     async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {

@@ -108,6 +108,12 @@ impl Driver for Router {
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         self.holding(id.as_str())?.destroy(id).await
     }
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.holding(id.as_str())?.pause(id).await
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.holding(id.as_str())?.resume(id).await
+    }
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         self.holding(id.as_str())?.exec(id, req).await
     }

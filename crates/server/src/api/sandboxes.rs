@@ -20,6 +20,8 @@ pub(super) fn routes(router: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<
         .routes(routes!(get_sandbox, delete_sandbox))
         .routes(routes!(stop_sandbox))
         .routes(routes!(start_sandbox))
+        .routes(routes!(pause_sandbox))
+        .routes(routes!(resume_sandbox))
         .routes(routes!(sandbox_stats))
 }
 
@@ -86,6 +88,27 @@ pub async fn start_sandbox(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SandboxInfo>> {
     Ok(Json(Start { sandbox: id }.run(&state).await?))
+}
+
+/// Freezes a running sandbox: processes and memory kept, no CPU (where the driver can; 422
+/// naming the driver where it cannot).
+#[utoipa::path(post, path = "/api/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn pause_sandbox(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(Pause { sandbox: id }.run(&state).await?))
+}
+
+/// Thaws a paused sandbox.
+#[utoipa::path(post, path = "/api/sandboxes/{id}/resume", tag = "sandboxes", params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn resume_sandbox(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SandboxInfo>> {
+    Ok(Json(Resume { sandbox: id }.run(&state).await?))
 }
 
 /// Resource usage.
@@ -292,6 +315,42 @@ impl Start {
     pub async fn run(self, state: &AppState) -> ApiResult<SandboxInfo> {
         let info = sandbox(state, &self.sandbox).await?;
         state.driver.start(&info.id).await?;
+        state
+            .events
+            .publish(crate::events::sandbox(info.id.as_str(), "running"));
+        Ok(state.driver.get(info.id.as_str()).await?)
+    }
+}
+
+/// `POST /api/sandboxes/{id}/pause`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pause {
+    pub sandbox: String,
+}
+
+impl Pause {
+    /// The sandbox as it is once paused.
+    pub async fn run(self, state: &AppState) -> ApiResult<SandboxInfo> {
+        let info = sandbox(state, &self.sandbox).await?;
+        state.driver.pause(&info.id).await?;
+        state
+            .events
+            .publish(crate::events::sandbox(info.id.as_str(), "paused"));
+        Ok(state.driver.get(info.id.as_str()).await?)
+    }
+}
+
+/// `POST /api/sandboxes/{id}/resume`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    pub sandbox: String,
+}
+
+impl Resume {
+    /// The sandbox as it is once resumed.
+    pub async fn run(self, state: &AppState) -> ApiResult<SandboxInfo> {
+        let info = sandbox(state, &self.sandbox).await?;
+        state.driver.resume(&info.id).await?;
         state
             .events
             .publish(crate::events::sandbox(info.id.as_str(), "running"));
