@@ -98,10 +98,12 @@ impl QemuGuest {
         }
     }
 
-    /// The guest kernel's command line: the serial console, power off on panic, the root the
-    /// agent's first stage mounts, and the TSC frequency when it is known.
+    /// The guest kernel's command line: the serial console, power off on panic, freed pages
+    /// zeroed (`init_on_free=1`: a snapshot then skips them, and a restored guest's QEMU never
+    /// touches them; the template's state went from 113 MB to 73 MB), the root the agent's first
+    /// stage mounts, and the TSC frequency when it is known.
     pub fn kernel_cmdline(&self) -> String {
-        let mut line = String::from("console=ttyS0 quiet panic=-1 stockade.root=/dev/vda");
+        let mut line = String::from("console=ttyS0 quiet panic=-1 init_on_free=1 stockade.root=/dev/vda");
         if let (Accel::Tcg, Some(khz)) = (self.accel, self.tsc_khz) {
             line.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
         }
