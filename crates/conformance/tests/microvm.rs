@@ -458,6 +458,90 @@ mod vm_only {
         });
     }
 
+    /// A root filesystem tarball (what `docker export` writes) becomes a VM image that boots the
+    /// base image's kernel: here a busybox tree with nothing else in it. Bad tarballs and names
+    /// are one error each.
+    #[test]
+    fn an_imported_tarball_boots_as_a_vm_image() {
+        let Some(h) = microvm() else { return };
+        let Some(busybox) = ["/usr/bin/busybox", "/bin/busybox"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+        else {
+            skip("busybox-static is not installed (scripts/test-deps installs it)");
+            return;
+        };
+        run(async {
+            let config = fresh_config(&h, "import");
+            let images = config.home.join("images");
+            std::fs::create_dir_all(&images).unwrap();
+            // The imported image boots the shared base image's kernel: point this home's images
+            // directory's `latest` at it.
+            let base = std::fs::canonicalize(images_dir().join("latest")).unwrap();
+            std::os::unix::fs::symlink(&base, images.join("latest")).unwrap();
+            let mut config = config;
+            config
+                .env
+                .insert("STOCKADE_VM_IMAGES".into(), images.display().to_string());
+            let tree = config.home.join("tree");
+            std::fs::create_dir_all(tree.join("bin")).unwrap();
+            std::fs::create_dir_all(tree.join("etc")).unwrap();
+            std::fs::copy(&busybox, tree.join("bin/busybox")).unwrap();
+            for applet in ["sh", "ls", "cat", "uname"] {
+                std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+            }
+            std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+            std::fs::write(tree.join("etc/group"), "root:x:0:\n").unwrap();
+            let tarball = config.home.join("tree.tar");
+            let tar = std::process::Command::new("tar")
+                .arg("-C")
+                .arg(&tree)
+                .arg("-cf")
+                .arg(&tarball)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(tar.success());
+            let driver = MicrovmDriver::from_config(&config).unwrap();
+            let builder = stockade_core::DriverAdmin::images(&driver).unwrap();
+            builder.import(&tarball, "tiny", &mut |_: &str| {}).await.unwrap();
+            let again = builder
+                .import(&tarball, "tiny", &mut |_: &str| {})
+                .await
+                .unwrap_err();
+            assert!(again.to_string().contains("exists"), "{again}");
+            let not_tar = builder
+                .import(&tree.join("etc/passwd"), "other", &mut |_: &str| {})
+                .await
+                .unwrap_err();
+            assert_eq!(not_tar.kind(), stockade_core::ErrorKind::Invalid, "{not_tar}");
+            assert!(not_tar.to_string().contains("tarball"), "{not_tar}");
+            let bad_name = builder
+                .import(&tarball, "latest", &mut |_: &str| {})
+                .await
+                .unwrap_err();
+            assert!(bad_name.to_string().contains("name"), "{bad_name}");
+            let driver: Arc<dyn Driver> = Arc::new(driver);
+            let info = driver
+                .create(SandboxSpec {
+                    image: Some("tiny".into()),
+                    ..h.spec()
+                })
+                .await
+                .unwrap();
+            let sandbox = Sandbox {
+                driver: Arc::clone(&driver),
+                id: info.id.clone(),
+            };
+            assert_eq!(info.details["image"], "tiny");
+            let out = sh(&sandbox, "ls /bin; uname -r").await;
+            assert!(out.starts_with("busybox\ncat\nls\nsh\nuname\n"), "{out}");
+            assert!(out.ends_with("cloud-amd64"), "{out}");
+            drop(sandbox);
+        });
+    }
+
     /// With snapshots off every sandbox boots its kernel; a stopped sandbox always does.
     #[test]
     fn with_snapshots_off_a_sandbox_boots_cold() {

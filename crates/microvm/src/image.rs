@@ -405,6 +405,150 @@ async fn make_ext4(root: &Path, image: &Path, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// The root directories a guest needs whatever the tree holds: where stage one mounts, `/etc`
+/// (identity), `/tmp` and the default workdir.
+const GUEST_DIRS: [(&str, u32); 9] = [
+    (".stockade", 0o755),
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("run", 0o755),
+    ("etc", 0o755),
+    ("root", 0o700),
+    ("tmp", 0o1777),
+    ("workspace", 0o755),
+];
+
+/// Whether `name` can name an imported image: a lowercase word that is neither `latest` nor
+/// shaped like a recipe key (12 hex digits).
+pub fn check_image_name(name: &str) -> Result<()> {
+    let word = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let key_shaped = name.len() == 12 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if !word || key_shaped || name == "latest" {
+        return Err(Error::invalid(
+            "name",
+            format!("{name:?}: expected up to 64 of a-z 0-9 . _ - (starting with a letter or digit), not \"latest\" and not 12 hex digits"),
+        ));
+    }
+    Ok(())
+}
+
+/// `stockade image import TARBALL NAME --driver microvm`: a root filesystem tarball (`docker
+/// export` of a container, say) as VM image `NAME`, booting the newest base image's kernel and
+/// modules. The tree gets the directories a guest needs and loses file capabilities, as the
+/// base image does; anything else (a shell for `sh -c`, iproute2 for `--network full`) is the
+/// tree's. An existing name is refused: sandboxes' disks are overlays on its root.
+pub async fn import(
+    images: &Path,
+    tarball: &Path,
+    name: &str,
+    scratch: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<VmImage> {
+    check_image_name(name)?;
+    if !tarball.is_file() {
+        return Err(Error::invalid(
+            "tarball",
+            format!("{}: no such file", tarball.display()),
+        ));
+    }
+    if images.join(name).exists() {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "VM image {name:?} exists in {} (sandboxes' disks may be overlays on it): choose another name",
+                images.display()
+            ),
+        ));
+    }
+    let base = find(images, "latest")?;
+    let work = scratch.join(format!("vm-import-{name}-{}", std::process::id()));
+    let root = work.join("root");
+    let staged = images.join(format!(".{name}.partial"));
+    let result = async {
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::backend(format!("create {}", root.display()), e))?;
+        progress(&format!("unpacking {}", tarball.display()));
+        let out = tokio::process::Command::new("tar")
+            .args(["-x", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-f"])
+            .arg(tarball)
+            .arg("-C")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::backend("tar", e))?;
+        if !out.status.success() {
+            return Err(Error::invalid(
+                "tarball",
+                format!(
+                    "{}: not a tarball tar can unpack: {}",
+                    tarball.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                ),
+            ));
+        }
+        for (dir, mode) in GUEST_DIRS {
+            let path = root.join(dir);
+            if !path.is_dir() {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| Error::backend(format!("create {}", path.display()), e))?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(|e| Error::backend(format!("chmod {}", path.display()), e))?;
+            }
+        }
+        drop_file_capabilities(&root)?;
+        let _ = std::fs::remove_dir_all(&staged);
+        std::fs::create_dir_all(staged.join("modules")).map_err(|e| Error::backend("create image dir", e))?;
+        std::fs::copy(&base.kernel, staged.join("vmlinuz"))
+            .map_err(|e| Error::backend("copy the kernel", e))?;
+        for entry in std::fs::read_dir(&base.modules_dir)
+            .map_err(|e| Error::backend("read the base image's modules", e))?
+        {
+            let entry = entry.map_err(|e| Error::backend("read the base image's modules", e))?;
+            std::fs::copy(entry.path(), staged.join("modules").join(entry.file_name()))
+                .map_err(|e| Error::backend("copy a module", e))?;
+        }
+        let bytes = VmRecipe::default().disk_bytes;
+        progress(&format!("writing the root filesystem ({bytes} bytes, sparse)"));
+        make_ext4(&root, &staged.join("rootfs.ext4"), bytes).await?;
+        let base_manifest: Manifest = std::fs::read(base.dir.join("recipe.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::backend("the base image", "unreadable recipe.json"))?;
+        let manifest = Manifest {
+            key: name.to_owned(),
+            kernel_release: base.kernel_release.clone(),
+            modules: base_manifest.modules,
+            built_at: stockade_store::now_secs(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("manifest", e))?;
+        std::fs::write(staged.join("recipe.json"), json).map_err(|e| Error::backend("write manifest", e))?;
+        std::fs::rename(&staged, images.join(name)).map_err(|e| Error::backend("install the image", e))?;
+        Ok::<(), Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    result?;
+    progress(&format!("VM image {name}: kernel {}", base.kernel_release));
+    find(images, name)
+}
+
 /// The initramfs for `agent` over `image`'s modules: built once per agent binary (its size and
 /// modification time name it) and kept beside the image.
 pub fn initramfs_for(image: &VmImage, agent: &Path) -> Result<PathBuf> {

@@ -151,14 +151,13 @@ impl ImageBuilder for MicrovmDriver {
 
     async fn import(
         &self,
-        _tarball: &std::path::Path,
-        _name: &str,
-        _progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
+        tarball: &std::path::Path,
+        name: &str,
+        progress: &mut (dyn for<'s> FnMut(&'s str) + Send),
     ) -> Result<()> {
-        Err(Error::unsupported(
-            DRIVER,
-            "image import",
-            "not yet; VM images come from `stockade image base --driver microvm`",
-        ))
+        let scratch = self.layout().root.join("scratch");
+        crate::image::import(self.images_dir(), tarball, name, &scratch, progress)
+            .await
+            .map(drop)
     }
 }
