@@ -365,7 +365,10 @@ mod vm_only {
             let driver = MicrovmDriver::from_config(&config).unwrap();
             let mut spec = h.spec();
             spec.resources.disk_bytes = Some(100 << 30);
-            let err = driver.create(spec).await.unwrap_err().to_string();
+            let err = driver.create(spec).await.unwrap_err();
+            assert_eq!(err.kind(), stockade_core::ErrorKind::Invalid, "{err}");
+            assert_eq!(err.field(), Some("disk"), "{err}");
+            let err = err.to_string();
             assert!(
                 err.contains("disk") && err.contains("107374182400 bytes asked") && err.contains("free"),
                 "{err}"

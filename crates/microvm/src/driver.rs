@@ -331,12 +331,24 @@ impl MicrovmDriver {
             Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
             Ok(Ok(_)) => {
                 let msg = line.trim().strip_prefix("error ").unwrap_or(line.trim());
-                let msg = if msg.is_empty() {
-                    "the supervisor exited without a word"
-                } else {
-                    msg
-                };
-                Err(Error::backend(format!("start VM {}", record.id), msg))
+                let context = format!("start VM {}", record.id);
+                match serde_json::from_str::<stockade_proto::Reply>(msg) {
+                    Ok(stockade_proto::Reply::Error {
+                        kind,
+                        message,
+                        subject,
+                    }) => Err(match (kind.as_str(), subject) {
+                        ("invalid", Some(field)) => Error::InvalidSpec {
+                            field,
+                            reason: message,
+                        },
+                        _ => Error::backend(context, message),
+                    }),
+                    _ if msg.is_empty() => {
+                        Err(Error::backend(context, "the supervisor exited without a word"))
+                    }
+                    _ => Err(Error::backend(context, msg)),
+                }
             }
         }
     }

@@ -50,7 +50,10 @@ pub fn main(home: &Path, id: &str) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            report(&format!("error {e}"));
+            // The error as the agent protocol carries one, so the driver keeps its kind (bad
+            // input stays bad input).
+            let wire = serde_json::to_string(&stockade_proto::Reply::from_error(&e)).unwrap_or_default();
+            report(&format!("error {wire}"));
             1
         }
     }
