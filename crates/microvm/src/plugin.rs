@@ -40,6 +40,28 @@ pub fn register(registry: &mut Registry) {
 
 #[async_trait]
 impl DriverAdmin for MicrovmDriver {
+    /// Template states unused for a week (their disks stay: sandboxes' disks may be overlays on
+    /// them), and VM directories without a record that are over two minutes old (a create's
+    /// directory exists a moment before its record).
+    async fn gc(&self) -> Result<Vec<String>> {
+        let mut removed = crate::template::reclaim_unused(self.images_dir());
+        let vms = self.layout().root.join("vms");
+        for entry in std::fs::read_dir(&vms).into_iter().flatten().flatten() {
+            let Ok(id) = stockade_core::SandboxId::parse(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(120));
+            let recorded = self.layout().records().join(format!("{id}.json")).exists();
+            if old && !recorded && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(format!("VM directory {}", entry.path().display()));
+            }
+        }
+        Ok(removed)
+    }
+
     async fn probe(&self) -> Result<()> {
         self.qemu()?;
         crate::image::find(self.images_dir(), "latest")?;

@@ -72,6 +72,31 @@ pub fn key(guest: &QemuGuest) -> String {
         .collect()
 }
 
+/// The saved generations of one key, oldest first: `KEY`, then `KEY.1`, `KEY.2`, ... A
+/// generation's directory is never removed here, since sandboxes' disks are overlays on its
+/// disk: when its state is gone (reclaimed by `gc`, or removed by hand to free space), the next
+/// save goes into a new generation.
+fn generations<'a>(templates: &'a Path, key: &str) -> impl Iterator<Item = Template> + 'a {
+    let key = key.to_owned();
+    (0u32..).map(move |n| Template {
+        dir: templates.join(if n == 0 { key.clone() } else { format!("{key}.{n}") }),
+    })
+}
+
+/// The newest complete generation of `key`, or the directory the next save goes to.
+fn current(templates: &Path, key: &str) -> std::result::Result<Template, Template> {
+    let mut complete = None;
+    for template in generations(templates, key) {
+        if !template.dir.exists() {
+            return complete.ok_or(template);
+        }
+        if template.is_complete() {
+            complete = Some(template);
+        }
+    }
+    unreachable!("generations never end")
+}
+
 /// The template for `record`'s guest, saved now if there is none yet (the saving guest's sockets
 /// are the creating sandbox's, whose paths are known to be short enough).
 /// Concurrent callers for one key wait for the first; a failed save leaves nothing.
@@ -79,10 +104,8 @@ pub async fn ensure(record: &Record, layout: &Layout, qemu_img: &Path) -> Result
     let initramfs = crate::image::initramfs_for(&record.image, &record.agent)?;
     let templates = record.image.dir.join("templates");
     let key = key(&QemuGuest::for_record(record, initramfs.clone(), layout));
-    let template = Template {
-        dir: templates.join(&key),
-    };
-    if template.is_complete() {
+    if let Ok(template) = current(&templates, &key) {
+        mark_used(&template);
         return Ok(template);
     }
     std::fs::create_dir_all(&templates)
@@ -91,9 +114,13 @@ pub async fn ensure(record: &Record, layout: &Layout, qemu_img: &Path) -> Result
     let _lock = tokio::task::spawn_blocking(move || lock(&lock_path))
         .await
         .map_err(|e| Error::backend("template lock", e))??;
-    if template.is_complete() {
-        return Ok(template);
-    }
+    let template = match current(&templates, &key) {
+        Ok(template) => {
+            mark_used(&template);
+            return Ok(template);
+        }
+        Err(next) => next,
+    };
     let staged = templates.join(format!(".{key}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staged);
     std::fs::create_dir_all(&staged)
@@ -105,13 +132,52 @@ pub async fn ensure(record: &Record, layout: &Layout, qemu_img: &Path) -> Result
         let _ = std::fs::remove_dir_all(&staged);
         return Err(e);
     }
-    let _ = std::fs::remove_dir_all(&template.dir);
     std::fs::rename(&staged, &template.dir).map_err(|e| {
         let _ = std::fs::remove_dir_all(&staged);
         Error::backend(format!("rename into {}", template.dir.display()), e)
     })?;
     tracing::info!(template = %template.dir.display(), "saved a VM template");
     Ok(template)
+}
+
+/// Records a restore from `template` (its state's modification time), for `gc`.
+fn mark_used(template: &Template) {
+    if let Ok(state) = std::fs::File::options().append(true).open(template.state()) {
+        let _ = state.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// How long a template's state may go unused before `gc` reclaims it.
+pub const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the saved states (the large part) of templates in `images` that no sandbox has been
+/// restored from for [`UNUSED_FOR`]; their disks stay, since sandboxes' disks may be overlays
+/// on them. Returns what was removed.
+pub fn reclaim_unused(images: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let now = std::time::SystemTime::now();
+    let Ok(images) = std::fs::read_dir(images) else {
+        return removed;
+    };
+    for image in images.flatten() {
+        // `latest` is a symlink to one of the others.
+        if image.file_type().map_or(true, |t| t.is_symlink()) {
+            continue;
+        }
+        let Ok(templates) = std::fs::read_dir(image.path().join("templates")) else {
+            continue;
+        };
+        for template in templates.flatten() {
+            let state = template.path().join("state");
+            let unused = std::fs::metadata(&state)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > UNUSED_FOR);
+            if unused && std::fs::remove_file(&state).is_ok() {
+                removed.push(format!("VM template state {}", state.display()));
+            }
+        }
+    }
+    removed
 }
 
 fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
@@ -232,6 +298,49 @@ pub fn shell_quote(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_whose_state_is_gone_is_saved_again_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        // Nothing yet: the first save goes to KEY.
+        assert_eq!(current(t, "k").unwrap_err().dir, t.join("k"));
+        std::fs::create_dir_all(t.join("k")).unwrap();
+        std::fs::write(t.join("k/disk.qcow2"), "").unwrap();
+        std::fs::write(t.join("k/state"), "").unwrap();
+        assert_eq!(current(t, "k").unwrap().dir, t.join("k"));
+        // Its state reclaimed, KEY stays (sandboxes' disks may sit on its disk) and the next
+        // save goes to KEY.1.
+        std::fs::remove_file(t.join("k/state")).unwrap();
+        assert_eq!(current(t, "k").unwrap_err().dir, t.join("k.1"));
+        std::fs::create_dir_all(t.join("k.1")).unwrap();
+        std::fs::write(t.join("k.1/disk.qcow2"), "").unwrap();
+        std::fs::write(t.join("k.1/state"), "").unwrap();
+        assert_eq!(current(t, "k").unwrap().dir, t.join("k.1"));
+    }
+
+    #[test]
+    fn gc_reclaims_only_states_unused_for_a_week() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path();
+        for (name, age) in [
+            ("old", UNUSED_FOR + Duration::from_secs(60)),
+            ("new", Duration::ZERO),
+        ] {
+            let t = images.join("img/templates").join(name);
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("disk.qcow2"), "").unwrap();
+            let state = std::fs::File::create(t.join("state")).unwrap();
+            state.set_modified(std::time::SystemTime::now() - age).unwrap();
+        }
+        std::os::unix::fs::symlink("img", images.join("latest")).unwrap();
+        let removed = reclaim_unused(images);
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert!(removed[0].contains("old/state"), "{removed:?}");
+        assert!(!images.join("img/templates/old/state").exists());
+        assert!(images.join("img/templates/old/disk.qcow2").exists());
+        assert!(images.join("img/templates/new/state").exists());
+    }
 
     #[test]
     fn a_quoted_path_survives_the_shell() {
