@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use crate::accel::{Accel, KvmProbe};
 use crate::layout::{Layout, Record, Runtime};
 use crate::supervisor::{BOOT_TIMEOUT, HOME_ENV, ID_ENV};
+use crate::vmm::{QemuControl, VmmControl};
 use crate::DRIVER;
 
 /// A guest's memory when the spec sets no limit.
@@ -441,21 +442,13 @@ impl MicrovmDriver {
         })
     }
 
-    /// Runs one QMP command on the VM's QEMU.
-    async fn qmp(&self, id: &SandboxId, command: &str) -> Result<()> {
-        let mut qmp = crate::qemu::Qmp::connect(&self.layout.qmp_socket(id)).await?;
-        qmp.execute(command, serde_json::json!({})).await.map(drop)
+    /// The control side of the VM's VMM.
+    fn control(&self, id: &SandboxId) -> QemuControl {
+        QemuControl::at(&self.layout.qmp_socket(id))
     }
 
-    /// Pauses or resumes: `from` is the status needed, `command` the QMP command, `to` the
-    /// status after.
-    async fn freeze(
-        &self,
-        id: &SandboxId,
-        from: SandboxStatus,
-        command: &str,
-        to: SandboxStatus,
-    ) -> Result<()> {
+    /// Pauses (`to` paused) or resumes (`to` running) a VM that is `from`.
+    async fn freeze(&self, id: &SandboxId, from: SandboxStatus, to: SandboxStatus) -> Result<()> {
         let _lock = self.records.lock()?;
         let mut record = self.records.load(id)?;
         let (status, _) = self.live_status(&record);
@@ -463,11 +456,20 @@ impl MicrovmDriver {
             return Err(Error::WrongState {
                 id: id.to_string(),
                 status: status.to_string(),
-                operation: if command == "stop" { "pause" } else { "resume" }.into(),
+                operation: if to == SandboxStatus::Paused {
+                    "pause"
+                } else {
+                    "resume"
+                }
+                .into(),
                 needed: from.to_string(),
             });
         }
-        self.qmp(id, command).await?;
+        if to == SandboxStatus::Paused {
+            self.control(id).pause().await?;
+        } else {
+            self.control(id).resume().await?;
+        }
         record.status = to;
         self.records.save(&record)
     }
@@ -607,7 +609,7 @@ impl Driver for MicrovmDriver {
         }
         if status == SandboxStatus::Paused {
             // The guest syncs its disk before it is stopped, so it must run again first.
-            self.qmp(id, "cont").await?;
+            self.control(id).resume().await?;
         }
         self.halt(id).await?;
         record.status = SandboxStatus::Stopped;
@@ -661,15 +663,15 @@ impl Driver for MicrovmDriver {
         self.start_exec(id, req, None).await
     }
 
-    /// QMP `stop`: the vCPUs halt; memory, devices and the guest's processes stay as they are.
+    /// The vCPUs halt (QEMU: QMP `stop`); memory, devices and the guest's processes stay.
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, SandboxStatus::Running, "stop", SandboxStatus::Paused)
+        self.freeze(id, SandboxStatus::Running, SandboxStatus::Paused)
             .await
     }
 
-    /// QMP `cont`.
+    /// QEMU: QMP `cont`.
     async fn resume(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, SandboxStatus::Paused, "cont", SandboxStatus::Running)
+        self.freeze(id, SandboxStatus::Paused, SandboxStatus::Running)
             .await
     }
 

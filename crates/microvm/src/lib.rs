@@ -3,7 +3,8 @@
 //!
 //! - [`image`]: the guest kernel, its modules and an ext4 root from Debian packages, cached by
 //!   recipe hash; the initramfs per agent binary ([`initramfs`]: cpio written by hand).
-//! - [`qemu`]: QEMU's `-M microvm` command line as a value, and QMP.
+//! - [`qemu`]: QEMU's `-M microvm` command line as a value, and QMP; [`vmm`]: what is asked of
+//!   a running VMM (pause, resume, save, finish a restore), with QEMU's answer.
 //! - [`accel`]: KVM where it can run the guest, else software emulation (TCG).
 //! - [`supervisor`]: one host process per VM (hosted by the `stockade-agent` binary, as the
 //!   native supervisor is) that starts QEMU, holds the guest agent's session ([`mux`]: yamux
@@ -23,6 +24,7 @@ pub mod plugin;
 pub mod qemu;
 pub mod supervisor;
 pub mod template;
+pub mod vmm;
 
 /// The name this driver registers as.
 pub const DRIVER: &str = "microvm";

@@ -261,7 +261,7 @@ async fn boot(
             .map_err(|e| Error::backend("accept QEMU's agent port", e))?;
         let conn = match restored_qmp {
             Some(qmp) => {
-                wait_until_running(&qmp).await?;
+                crate::vmm::VmmControl::finish_restore(&crate::vmm::QemuControl::at(&qmp)).await?;
                 conn
             }
             None => wait_for_hello(conn).await?,
@@ -274,33 +274,6 @@ async fn boot(
     tokio::time::timeout(BOOT_TIMEOUT, work)
         .await
         .map_err(|_| Error::Timeout(BOOT_TIMEOUT, format!("VM {} to boot", record.id)))?
-}
-
-/// Polls QMP until QEMU has loaded the state, then resumes the guest (it was saved stopped, and
-/// QEMU restores that run state).
-async fn wait_until_running(qmp_socket: &Path) -> Result<()> {
-    let mut qmp = loop {
-        match crate::qemu::Qmp::connect(qmp_socket).await {
-            Ok(qmp) => break qmp,
-            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-        }
-    };
-    loop {
-        let status = qmp.execute("query-status", serde_json::json!({})).await?;
-        match status["status"].as_str().unwrap_or("") {
-            "running" => return Ok(()),
-            "inmigrate" | "prelaunch" => tokio::time::sleep(Duration::from_millis(2)).await,
-            "paused" => {
-                qmp.execute("cont", serde_json::json!({})).await?;
-            }
-            other => {
-                return Err(Error::backend(
-                    "restore the VM",
-                    format!("QEMU reports {other:?} while loading the template"),
-                ))
-            }
-        }
-    }
 }
 
 /// Under emulation, waits for this host's boot turn (see where the supervisor takes it).

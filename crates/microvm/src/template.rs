@@ -18,7 +18,8 @@ use stockade_core::{Error, Result};
 use tokio::net::UnixListener;
 
 use crate::layout::{Layout, Record};
-use crate::qemu::{QemuGuest, Qmp};
+use crate::qemu::QemuGuest;
+use crate::vmm::{QemuControl, VmmControl};
 
 /// How long saving a template may take (a migration of a few hundred MiB to a local file).
 const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -245,14 +246,17 @@ async fn save(
     drop(boot_turn);
     // The connection stays open until QEMU quits: the guest must see its host as present.
     let _conn = booted?;
-    let saved = tokio::time::timeout(SAVE_TIMEOUT, migrate_to_file(&qmp_socket, &staged.join("state")))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Timeout(
-                SAVE_TIMEOUT,
-                "the template's state to save".into(),
-            ))
-        });
+    let saved = tokio::time::timeout(
+        SAVE_TIMEOUT,
+        QemuControl::at(&qmp_socket).save(&staged.join("state")),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Error::Timeout(
+            SAVE_TIMEOUT,
+            "the template's state to save".into(),
+        ))
+    });
     let _ = qemu.start_kill();
     let _ = qemu.wait().await;
     saved?;
@@ -264,30 +268,6 @@ async fn save(
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o444))
         .map_err(|e| Error::backend(format!("chmod {}", disk.display()), e))?;
     Ok(())
-}
-
-/// Stops the guest and writes QEMU's migration stream to `state`; the guest stays stopped.
-pub async fn migrate_to_file(qmp_socket: &Path, state: &Path) -> Result<()> {
-    let mut qmp = Qmp::connect(qmp_socket).await?;
-    qmp.execute("stop", serde_json::json!({})).await?;
-    let uri = format!("exec:cat > {}", shell_quote(state));
-    qmp.execute("migrate", serde_json::json!({ "uri": uri })).await?;
-    loop {
-        let info = qmp.execute("query-migrate", serde_json::json!({})).await?;
-        match info["status"].as_str().unwrap_or("") {
-            "completed" => return Ok(()),
-            "failed" | "cancelled" => {
-                return Err(Error::backend(
-                    "save the VM's state",
-                    info["error-desc"]
-                        .as_str()
-                        .unwrap_or("migration failed")
-                        .to_owned(),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
 }
 
 /// `s` in single quotes for `sh -c` (QEMU runs an `exec:` URI with the shell).
