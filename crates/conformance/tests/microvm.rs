@@ -652,6 +652,31 @@ mod vm_only {
     }
 
     #[test]
+    fn an_image_without_its_kernel_is_one_error_naming_what_is_missing() {
+        let Some(h) = microvm() else { return };
+        let mut config = fresh_config(&h, "no-kernel");
+        // A copy of the image's files, all but the kernel.
+        let images = config.home.join("images");
+        let base = std::fs::canonicalize(images_dir().join("latest")).unwrap();
+        let broken = images.join("broken");
+        std::fs::create_dir_all(broken.join("modules")).unwrap();
+        for part in ["recipe.json", "modules/order"] {
+            std::fs::copy(base.join(part), broken.join(part)).unwrap();
+        }
+        std::os::unix::fs::symlink(base.join("rootfs.ext4"), broken.join("rootfs.ext4")).unwrap();
+        std::os::unix::fs::symlink("broken", images.join("latest")).unwrap();
+        config
+            .env
+            .insert("STOCKADE_VM_IMAGES".into(), images.display().to_string());
+        refused(
+            &h,
+            config,
+            h.spec(),
+            &["has no vmlinuz", "stockade image base --driver microvm"],
+        );
+    }
+
+    #[test]
     fn kvm_asked_for_where_it_cannot_run_says_why() {
         let Some(h) = microvm() else { return };
         let probe = stockade_microvm::accel::KvmProbe::host();

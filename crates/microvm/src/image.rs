@@ -114,6 +114,18 @@ pub fn find(images: &Path, name: &str) -> Result<VmImage> {
         })?;
     let dir =
         std::fs::canonicalize(&dir).map_err(|e| Error::backend(format!("image {}", dir.display()), e))?;
+    for part in ["vmlinuz", "rootfs.ext4", "modules/order"] {
+        if !dir.join(part).is_file() {
+            return Err(Error::unsupported(
+                DRIVER,
+                "sandboxes",
+                format!(
+                    "VM image {name} in {} has no {part}: rebuild it with `stockade image base --driver microvm` (remove the directory first)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     Ok(VmImage {
         kernel: dir.join("vmlinuz"),
         rootfs: dir.join("rootfs.ext4"),
