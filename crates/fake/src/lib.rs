@@ -319,6 +319,24 @@ impl Driver for FakeDriver {
         r.status = SandboxStatus::Running;
         self.records.save(&r)
     }
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        let mut r = self.running(id, "pause")?;
+        r.status = SandboxStatus::Paused;
+        self.records.save(&r)
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        let mut r = self.records.load(id)?;
+        if !r.status.can_resume() {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: r.status.to_string(),
+                operation: "resume".into(),
+                needed: "paused".into(),
+            });
+        }
+        r.status = SandboxStatus::Running;
+        self.records.save(&r)
+    }
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         self.records.load(id)?;
         self.files().retain(|(sandbox, _), _| sandbox != id.as_str());

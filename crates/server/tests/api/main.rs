@@ -121,6 +121,24 @@ const COVERAGE: &[(&str, &str, Covered, &[&str])] = &[
         ],
     ),
     (
+        "POST",
+        "/api/sandboxes/{id}/pause",
+        Covered::Fully,
+        &[
+            "sandboxes::pause_freezes_a_running_sandbox_and_resume_thaws_it",
+            "sandboxes::a_missing_or_malformed_sandbox_is_named",
+        ],
+    ),
+    (
+        "POST",
+        "/api/sandboxes/{id}/resume",
+        Covered::Fully,
+        &[
+            "sandboxes::pause_freezes_a_running_sandbox_and_resume_thaws_it",
+            "sandboxes::a_missing_or_malformed_sandbox_is_named",
+        ],
+    ),
+    (
         "GET",
         "/api/sandboxes/{id}/stats",
         Covered::Fully,

@@ -65,6 +65,45 @@ async fn a_sandbox_lives_by_id_and_by_name() {
 }
 
 #[tokio::test]
+async fn pause_freezes_a_running_sandbox_and_resume_thaws_it() {
+    let d = daemon().await;
+    d.json("POST", "/api/sandboxes", json!({"name": "p1"}))
+        .await
+        .ok(201);
+    let reply = d.call("POST", "/api/sandboxes/p1/pause").await;
+    reply.ok(200);
+    assert_eq!(reply.json()["status"], "paused");
+    let message = d
+        .call("POST", "/api/sandboxes/p1/pause")
+        .await
+        .error(409, "wrong_state", None);
+    assert!(
+        message.contains("paused") && message.contains("running"),
+        "{message}"
+    );
+    let message = d
+        .get("/api/sandboxes/p1/stats")
+        .await
+        .error(409, "wrong_state", None);
+    assert!(message.contains("paused"), "{message}");
+    let reply = d.get("/api/sandboxes?status=paused").await;
+    reply.ok(200);
+    assert_eq!(reply.json().as_array().unwrap().len(), 1);
+    let reply = d.call("POST", "/api/sandboxes/p1/resume").await;
+    reply.ok(200);
+    assert_eq!(reply.json()["status"], "running");
+    let message = d
+        .call("POST", "/api/sandboxes/p1/resume")
+        .await
+        .error(409, "wrong_state", None);
+    assert!(
+        message.contains("running") && message.contains("paused"),
+        "{message}"
+    );
+    d.call("DELETE", "/api/sandboxes/p1").await.ok(204);
+}
+
+#[tokio::test]
 async fn listing_filters_by_status_and_label() {
     let d = daemon().await;
     let a = d.create(json!({"labels": ["team=core"]})).await;
@@ -169,6 +208,8 @@ async fn a_missing_or_malformed_sandbox_is_named() {
         ("DELETE", ""),
         ("POST", "/stop"),
         ("POST", "/start"),
+        ("POST", "/pause"),
+        ("POST", "/resume"),
         ("GET", "/stats"),
     ] {
         let message = d
