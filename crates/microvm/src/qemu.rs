@@ -135,6 +135,11 @@ impl QemuGuest {
         for fixed in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
             push(fixed);
         }
+        // QEMU's own seccomp filter: no obsolete system calls, no privilege changes (setuid and
+        // the like), no scheduler or resource control. Spawning stays allowed: the template's
+        // state goes through `exec:cat`.
+        push("-sandbox");
+        push("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny");
         push("-kernel");
         a.push(self.kernel.clone().into());
         let mut push = |s: &str| a.push(s.into());
@@ -294,6 +299,10 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-nodefaults"), "{args}");
+        assert!(
+            args.contains("-sandbox on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"),
+            "{args}"
+        );
         assert!(!args.contains("netdev"), "{args}");
         assert!(
             args.contains("virtserialport,chardev=agent,name=stockade.agent"),
