@@ -37,7 +37,7 @@ pub enum Command {
     Stop(TargetArgs),
     /// Start a stopped sandbox again.
     Start(TargetArgs),
-    /// Freeze a running sandbox: processes and memory kept, no CPU (microvm).
+    /// Freeze a running sandbox: its processes and memory kept, no CPU, until resume.
     Pause(TargetArgs),
     /// Thaw a paused sandbox.
     Resume(TargetArgs),

@@ -101,6 +101,7 @@ macro_rules! __with_cases {
                     fifty_sandboxes_at_once,
                     reattach_by_id_from_a_new_driver,
                     stop_start_keeps_files,
+                    pause_stops_a_spinner_and_resume_goes_on,
                     a_non_root_user_owns_the_workspace,
                     stats_report_usage,
                     kept_exec_outlives_its_caller_and_replays_from_seq,
@@ -944,6 +945,68 @@ pub mod cases {
             .await
             .unwrap();
         assert_eq!(out.stdout, b"kept\n");
+    }
+
+    /// Pause freezes the sandbox: a spinning process gains (next to) no CPU time over two paused
+    /// seconds, execs are refused naming the state, pausing twice is refused; resume lets the
+    /// same process go on. Stop works from paused.
+    pub async fn pause_stops_a_spinner_and_resume_goes_on(h: &dyn Harness) {
+        let sb = Sandbox::new(h).await;
+        let d = &sb.driver;
+        let _spinner = d
+            .exec(
+                &sb.id,
+                ExecRequest::new(["sh", "-c", "echo $$ > /tmp/spinner; while :; do :; done"]),
+            )
+            .await
+            .unwrap();
+        // pid, then utime + stime in clock ticks (100 a second).
+        let read = "pid=$(cat /tmp/spinner 2>/dev/null) && set -- $(cut -d' ' -f14,15 /proc/$pid/stat) && echo $pid $(($1 + $2))";
+        let sample = || async {
+            let out = text(&sb.sh(read).await.stdout);
+            let mut words = out.split_whitespace();
+            match (words.next(), words.next().and_then(|t| t.parse::<u64>().ok())) {
+                (Some(pid), Some(ticks)) => Some((pid.to_owned(), ticks)),
+                _ => None,
+            }
+        };
+        let mut before = None;
+        for _ in 0..100 {
+            before = sample().await;
+            if before.as_ref().is_some_and(|(_, ticks)| *ticks > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (pid, ticks_before) = before.expect("the spinner started");
+        d.pause(&sb.id).await.unwrap();
+        assert_eq!(d.get(sb.id.as_str()).await.unwrap().status, SandboxStatus::Paused);
+        let err = d.exec(&sb.id, ExecRequest::new(["true"])).await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::WrongState, "{err}");
+        assert!(err.to_string().contains("paused"), "{err}");
+        let twice = d.pause(&sb.id).await.unwrap_err();
+        assert_eq!(twice.kind(), ErrorKind::WrongState, "{twice}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        d.resume(&sb.id).await.unwrap();
+        let (pid_after, ticks_after) = sample().await.expect("the spinner after resume");
+        assert_eq!(pid_after, pid, "the spinner is the same process");
+        // Unpaused, two seconds of spinning is up to 200 ticks; the reads around the pause
+        // (one exec each side) are what may count.
+        assert!(
+            ticks_after - ticks_before <= 40,
+            "the spinner ran while paused: {ticks_before} -> {ticks_after} ticks"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, later) = sample().await.expect("the spinner goes on");
+        assert!(later > ticks_after, "the spinner did not run after resume");
+        let not_paused = d.resume(&sb.id).await.unwrap_err();
+        assert_eq!(not_paused.kind(), ErrorKind::WrongState, "{not_paused}");
+        d.pause(&sb.id).await.unwrap();
+        d.stop(&sb.id).await.unwrap();
+        assert_eq!(
+            d.get(sb.id.as_str()).await.unwrap().status,
+            SandboxStatus::Stopped
+        );
     }
 
     pub async fn stop_start_keeps_files(h: &dyn Harness) {

@@ -143,6 +143,10 @@ impl Harness for E2b {
                 "envd runs a process as a user of the template named in Basic auth: a uid:gid user is not one, \
                  and E2B's create has no way to give the workdir to a user"
             }
+            Case::pause_stops_a_spinner_and_resume_goes_on => {
+                "E2B's pause snapshots the sandbox and ends its processes (the driver maps it to stop); E2B's API \
+                 has no freeze that keeps processes running in place"
+            }
             Case::a_port_inside_is_reachable => {
                 "envd's port routing carries HTTP requests, not a raw TCP stream: the driver has no byte \
                  stream to a sandbox's port to give"

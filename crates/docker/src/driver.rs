@@ -557,6 +557,7 @@ impl DockerDriver {
     fn status_of(record: &Record, state: Option<&str>) -> SandboxStatus {
         match state {
             Some("running") => SandboxStatus::Running,
+            Some("paused") => SandboxStatus::Paused,
             Some("restarting" | "created") if record.status != SandboxStatus::Stopped => {
                 SandboxStatus::Creating
             }
@@ -703,6 +704,18 @@ impl DockerDriver {
     }
 
     async fn connect(&self, record: &Record) -> Result<AgentConnection> {
+        // A paused container's agent would take the connection and never answer.
+        if record.status == SandboxStatus::Paused {
+            let status = self.live_info(record).await.status;
+            if status != SandboxStatus::Running {
+                return Err(Error::WrongState {
+                    id: record.id.to_string(),
+                    status: status.to_string(),
+                    operation: "this".into(),
+                    needed: "running (stockade resume)".into(),
+                });
+            }
+        }
         match record.transport {
             Transport::Socket => match UnixStream::connect(self.socket(&record.id)).await {
                 Ok(c) => Ok(AgentConnection::Socket(c)),
@@ -716,6 +729,43 @@ impl DockerDriver {
                 }
             }
         }
+    }
+
+    /// Pauses (`frozen`) a running sandbox, or resumes a paused one.
+    async fn freeze(&self, id: &SandboxId, frozen: bool) -> Result<()> {
+        let mut record = self.records.load(id)?;
+        let status = self.live_info(&record).await.status;
+        let (from, to) = if frozen {
+            (SandboxStatus::Running, SandboxStatus::Paused)
+        } else {
+            (SandboxStatus::Paused, SandboxStatus::Running)
+        };
+        if status != from {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: if frozen { "pause" } else { "resume" }.into(),
+                needed: from.to_string(),
+            });
+        }
+        let engine = self.engine_at(&record.engine)?;
+        let done = if frozen {
+            engine.client.pause_container(&record.container).await
+        } else {
+            engine.client.unpause_container(&record.container).await
+        };
+        done.map_err(|e| {
+            engine_err(
+                format!(
+                    "{} {}",
+                    if frozen { "pause" } else { "unpause" },
+                    record.container
+                ),
+                &e,
+            )
+        })?;
+        record.status = to;
+        self.records.save(&record)
     }
 
     async fn why_unreachable(&self, record: &Record, error: String) -> Error {
@@ -971,6 +1021,14 @@ impl Driver for DockerDriver {
     async fn stop(&self, id: &SandboxId) -> Result<()> {
         let mut record = self.records.load(id)?;
         let engine = self.engine_at(&record.engine)?;
+        if self.live_info(&record).await.status == SandboxStatus::Paused {
+            // A frozen container takes no signal: thawed first, then stopped as usual.
+            engine
+                .client
+                .unpause_container(&record.container)
+                .await
+                .map_err(|e| engine_err(format!("unpause {}", record.container), &e))?;
+        }
         let options = StopContainerOptionsBuilder::new().t(2).build();
         match engine
             .client
@@ -1015,6 +1073,15 @@ impl Driver for DockerDriver {
         let record = self.records.load(id)?;
         self.teardown(&record).await?;
         self.records.remove(id)
+    }
+
+    /// The engine's pause (the cgroup freezer under runc and Podman, gVisor's own under runsc).
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, true).await
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, false).await
     }
 
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {

@@ -18,6 +18,8 @@ pub enum CgroupHost {
         pids: PathBuf,
         cpu: PathBuf,
         cpuacct: PathBuf,
+        /// For pause (`freezer.state`); a host without it cannot pause sandboxes.
+        freezer: Option<PathBuf>,
     },
     /// No usable cgroups (not root, or nothing mounted).
     None { reason: String },
@@ -59,6 +61,7 @@ impl CgroupHost {
                 pids,
                 cpu,
                 cpuacct,
+                freezer: find(&["freezer"]),
             },
             _ => CgroupHost::None {
                 reason: "no cgroup v2 controllers and no v1 memory/pids/cpu hierarchies".into(),
@@ -98,8 +101,12 @@ impl CgroupHost {
                 pids,
                 cpu,
                 cpuacct,
+                freezer,
             } => {
                 let mut dirs = vec![pids.join(&leaf), cpuacct.join(&leaf)];
+                if let Some(freezer) = freezer {
+                    dirs.push(freezer.join(&leaf));
+                }
                 if memory_cgroup {
                     dirs.push(memory.join(&leaf));
                 }
@@ -184,6 +191,50 @@ impl CgroupHost {
         }
         Ok(dirs)
     }
+}
+
+/// Freezes (or thaws) every process in a sandbox's cgroups `dirs`: v2's `cgroup.freeze`, v1's
+/// freezer, whichever the sandbox has; returns once the kernel reports the state reached.
+/// `Unsupported`-shaped error (`ErrorKind::Unsupported`) when the sandbox has no freezer.
+pub fn freeze(dirs: &[PathBuf], frozen: bool) -> std::io::Result<()> {
+    let (file, value, done): (PathBuf, &str, Box<dyn Fn() -> bool>) = if let Some(d) =
+        dirs.iter().find(|d| d.join("cgroup.freeze").exists())
+    {
+        let events = d.join("cgroup.events");
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        (
+            d.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+            Box::new(move || fs::read_to_string(&events).is_ok_and(|e| e.lines().any(|l| l == want))),
+        )
+    } else if let Some(d) = dirs.iter().find(|d| d.join("freezer.state").exists()) {
+        let state = d.join("freezer.state");
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        let check = state.clone();
+        (
+            state,
+            want,
+            Box::new(move || fs::read_to_string(&check).is_ok_and(|s| s.trim() == want)),
+        )
+    } else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the sandbox has no freezer cgroup (the host has none, or the sandbox started before pause existed: stop and start it)",
+        ));
+    };
+    fs::write(&file, value)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("write {value} to {}: {e}", file.display())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not reach {value}", file.display()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// Moves `pid` into every directory.
@@ -315,16 +366,21 @@ mod tests {
             pids: "/nonexistent/pids".into(),
             cpu: "/nonexistent/cpu".into(),
             cpuacct: "/nonexistent/cpuacct".into(),
+            freezer: Some("/nonexistent/freezer".into()),
         };
         let w = host.limit_writes("abc", &res());
         let get = |f: &str| w.iter().find(|(p, _)| p.ends_with(f)).map(|(_, v)| v.as_str());
         assert_eq!(get("memory.limit_in_bytes"), Some("536870912"));
         assert_eq!(get("cpu.cfs_quota_us"), Some("150000"));
         assert_eq!(get("pids.max"), Some("256"));
-        assert_eq!(host.dirs_for("abc").len(), 4);
-        assert_eq!(host.needed_dirs("abc", &res()).len(), 4);
+        assert_eq!(host.dirs_for("abc").len(), 5);
+        assert_eq!(host.needed_dirs("abc", &res()).len(), 5);
         let no_limits = host.needed_dirs("abc", &Resources::default());
-        assert_eq!(no_limits.len(), 2, "pids and cpuacct only: {no_limits:?}");
+        assert_eq!(
+            no_limits.len(),
+            3,
+            "pids, cpuacct and freezer only: {no_limits:?}"
+        );
         assert!(no_limits.iter().all(|d| !d.starts_with("/nonexistent/memory")));
     }
 

@@ -189,6 +189,20 @@ impl NativeDriver {
     fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
         let runtime = self.store.load_runtime(&record.id);
         match record.status {
+            SandboxStatus::Paused => {
+                let alive = runtime.as_ref().is_some_and(|rt| {
+                    store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
+                        && store::is_same_process(rt.init_pid, rt.init_start)
+                });
+                (
+                    if alive {
+                        SandboxStatus::Paused
+                    } else {
+                        SandboxStatus::Lost
+                    },
+                    runtime,
+                )
+            }
             SandboxStatus::Running | SandboxStatus::Creating => {
                 let alive = runtime.as_ref().is_some_and(|rt| {
                     store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
@@ -461,10 +475,49 @@ impl NativeDriver {
         crate::cgroup::remove(&rt.cgroups).map_err(|e| Error::backend("remove cgroups", e))?;
         let _ = std::fs::remove_file(self.layout().socket(id));
         let _ = std::fs::remove_file(self.layout().runtime(id));
+        let _ = std::fs::remove_file(self.layout().paused_marker(id));
         Ok(())
     }
 
+    /// Freezes (`frozen`) or thaws a sandbox that is `from`, leaving it `to`.
+    fn freeze(&self, id: &SandboxId, frozen: bool, from: SandboxStatus, to: SandboxStatus) -> Result<()> {
+        let mut record = self.store.load(id)?;
+        let (status, runtime) = self.live_status(&record);
+        let Some(rt) = runtime.filter(|_| status == from) else {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: if frozen { "pause" } else { "resume" }.into(),
+                needed: from.to_string(),
+            });
+        };
+        crate::cgroup::freeze(&rt.cgroups, frozen).map_err(|e| match e.kind() {
+            std::io::ErrorKind::Unsupported => Error::unsupported(DRIVER, "pause", e.to_string()),
+            _ => Error::backend("the cgroup freezer", e),
+        })?;
+        let marker = self.layout().paused_marker(id);
+        if frozen {
+            std::fs::write(&marker, b"")
+                .map_err(|e| Error::backend(format!("write {}", marker.display()), e))?;
+        } else {
+            let _ = std::fs::remove_file(&marker);
+        }
+        record.status = to;
+        self.store.save(&record)
+    }
+
     async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
+        // A paused sandbox's socket still takes connections (the kernel queues them), but its
+        // frozen pid 1 would never answer.
+        if self.layout().paused_marker(id).exists() {
+            let (status, _) = self.live_status(&self.store.load(id)?);
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                operation: "this".into(),
+                needed: "running (stockade resume)".into(),
+            });
+        }
         // The socket exists only while the sandbox runs; the slow path below explains why not.
         let connect_error = match UnixStream::connect(self.layout().socket(id)).await {
             Ok(conn) => return Ok(conn),
@@ -558,6 +611,10 @@ impl Driver for NativeDriver {
     async fn stop(&self, id: &SandboxId) -> Result<()> {
         let mut record = self.store.load(id)?;
         let (status, _) = self.live_status(&record);
+        if status == SandboxStatus::Paused {
+            // Frozen processes do not die until thawed (v1's freezer).
+            self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)?;
+        }
         if !status.can_stop() && status != SandboxStatus::Lost {
             return Err(Error::WrongState {
                 id: id.to_string(),
@@ -590,6 +647,9 @@ impl Driver for NativeDriver {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         let record = self.store.load(id)?;
+        if self.live_status(&record).0 == SandboxStatus::Paused {
+            self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)?;
+        }
         // Nothing runs in the sandbox once pid 1 is killed, so its files can go while the
         // supervisor is still tearing down the namespaces and cgroups.
         let dir = self.layout().sandbox_dir(&record.id);
@@ -607,6 +667,15 @@ impl Driver for NativeDriver {
 
     async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecSession> {
         self.start_exec(id, req, None).await
+    }
+
+    /// The cgroup freezer: every process of the sandbox, pid 1 included, stops getting CPU.
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, true, SandboxStatus::Running, SandboxStatus::Paused)
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)
     }
 
     async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {

@@ -40,6 +40,10 @@ impl Layout {
     pub fn socket(&self, id: &SandboxId) -> PathBuf {
         self.run_dir().join(format!("{id}.sock"))
     }
+    /// Present while the sandbox is paused: execs are refused without reading the record.
+    pub fn paused_marker(&self, id: &SandboxId) -> PathBuf {
+        self.run_dir().join(format!("{id}.paused"))
+    }
     pub fn log(&self, id: &SandboxId) -> PathBuf {
         self.run_dir().join(format!("{id}.log"))
     }
