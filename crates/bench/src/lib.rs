@@ -253,6 +253,10 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
         "fork+exec true on the host",
         host,
     ));
+    // 2b. Pause + resume (the cgroup freezer) against stop + start.
+    let info = driver.create(SandboxSpec::default()).await?;
+    rows.push(pause_against_stop(&*driver, &info.id, n, n.min(10)).await?);
+    driver.destroy(&info.id).await?;
 
     // 3. Many sandboxes created at once.
     let start = Instant::now();
@@ -405,6 +409,36 @@ pub async fn run(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i
 /// `stockade bench --driver microvm`: a VM's create (boot to a ready agent), exec round trip and
 /// idle host memory, each against the native driver in the same run (the baseline a user moving
 /// from `--driver native` compares with).
+/// Pause + resume of the live sandbox `id` (`pauses` times) against stop + start of it
+/// (`stops` times); the sandbox is running again after.
+async fn pause_against_stop(
+    d: &dyn Driver,
+    id: &stockade_core::SandboxId,
+    pauses: usize,
+    stops: usize,
+) -> Result<Row> {
+    let mut paused = Vec::new();
+    for _ in 0..pauses {
+        let start = Instant::now();
+        d.pause(id).await?;
+        d.resume(id).await?;
+        paused.push(start.elapsed());
+    }
+    let mut stopped = Vec::new();
+    for _ in 0..stops {
+        let start = Instant::now();
+        d.stop(id).await?;
+        d.start(id).await?;
+        stopped.push(start.elapsed());
+    }
+    Ok(Row::new(
+        "pause + resume (library)",
+        summarize(paused),
+        "stop + start",
+        summarize(stopped),
+    ))
+}
+
 async fn run_microvm(router: Arc<stockade_router::Router>, a: BenchArgs) -> Result<i32> {
     let registry = router.registry();
     let vm = registry.driver("microvm")?;
@@ -490,6 +524,11 @@ async fn run_microvm(router: Arc<stockade_router::Router>, a: BenchArgs) -> Resu
         "native exec",
         summarize(theirs),
     ));
+    // 2b. Pause + resume (vCPUs halted and run again) against stop + start (a cold boot).
+    // On a VM of its own: the starts boot it cold, which would change what the memory row sees.
+    let paused = vm.create(spec("microvm")).await?;
+    rows.push(pause_against_stop(&*vm, &paused.id, a.iterations.max(10), 3).await?);
+    vm.destroy(&paused.id).await?;
     // 3. Host memory per idle sandbox: QEMU + supervisor, against native's supervisor + pid 1.
     let idle = a.idle.clamp(1, 5);
     let (mut vms, mut natives) = (vec![a_vm], vec![a_native]);
