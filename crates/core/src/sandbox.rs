@@ -470,13 +470,23 @@ impl SandboxStatus {
     pub fn can_stop(self) -> bool {
         matches!(self, SandboxStatus::Running | SandboxStatus::Paused)
     }
-    /// Only a running sandbox can be paused.
-    pub fn can_pause(self) -> bool {
-        self == SandboxStatus::Running
-    }
-    /// Only a paused sandbox can be resumed.
-    pub fn can_resume(self) -> bool {
-        self == SandboxStatus::Paused
+    /// The status a pause (`frozen`) or a resume leaves sandbox `id` in, from this one: only a
+    /// running sandbox can be paused, only a paused one resumed; anything else is `WrongState`.
+    pub fn after_freeze(self, id: &SandboxId, frozen: bool) -> Result<SandboxStatus> {
+        let (from, to, operation) = if frozen {
+            (SandboxStatus::Running, SandboxStatus::Paused, "pause")
+        } else {
+            (SandboxStatus::Paused, SandboxStatus::Running, "resume")
+        };
+        if self != from {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: self.to_string(),
+                operation: operation.into(),
+                needed: from.to_string(),
+            });
+        }
+        Ok(to)
     }
     /// A stopped or lost sandbox can be started again (its files are kept).
     pub fn can_start(self) -> bool {

@@ -320,21 +320,13 @@ impl Driver for FakeDriver {
         self.records.save(&r)
     }
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        let mut r = self.running(id, "pause")?;
-        r.status = SandboxStatus::Paused;
+        let mut r = self.records.load(id)?;
+        r.status = r.status.after_freeze(id, true)?;
         self.records.save(&r)
     }
     async fn resume(&self, id: &SandboxId) -> Result<()> {
         let mut r = self.records.load(id)?;
-        if !r.status.can_resume() {
-            return Err(Error::WrongState {
-                id: id.to_string(),
-                status: r.status.to_string(),
-                operation: "resume".into(),
-                needed: "paused".into(),
-            });
-        }
-        r.status = SandboxStatus::Running;
+        r.status = r.status.after_freeze(id, false)?;
         self.records.save(&r)
     }
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

@@ -261,7 +261,7 @@ impl MicrovmDriver {
             return Err(Error::unsupported(
                 DRIVER,
                 "volumes",
-                "host directories are not shared into VMs yet (virtiofs is planned)",
+                "host directories are not shared into VMs: Debian 12's virtiofsd runs as host root without uid translation, so a guest could leave setuid-root files in them",
             ));
         }
         if spec.network == NetworkMode::Full && !nix::unistd::geteuid().is_root() {
@@ -334,17 +334,13 @@ impl MicrovmDriver {
                 let msg = line.trim().strip_prefix("error ").unwrap_or(line.trim());
                 let context = format!("start VM {}", record.id);
                 match serde_json::from_str::<stockade_proto::Reply>(msg) {
+                    // Bad input keeps its kind and field; anything else is this start's failure.
                     Ok(stockade_proto::Reply::Error {
                         kind,
                         message,
                         subject,
-                    }) => Err(match (kind.as_str(), subject) {
-                        ("invalid", Some(field)) => Error::InvalidSpec {
-                            field,
-                            reason: message,
-                        },
-                        _ => Error::backend(context, message),
-                    }),
+                    }) if kind == "invalid" => Err(stockade_proto::error_from_wire(&kind, message, subject)),
+                    Ok(stockade_proto::Reply::Error { message, .. }) => Err(Error::backend(context, message)),
                     _ if msg.is_empty() => {
                         Err(Error::backend(context, "the supervisor exited without a word"))
                     }
@@ -393,6 +389,7 @@ impl MicrovmDriver {
             l.serial_socket(id),
             l.qmp_socket(id),
             l.runtime(id),
+            l.paused_marker(id),
         ] {
             let _ = std::fs::remove_file(path);
         }
@@ -401,10 +398,11 @@ impl MicrovmDriver {
 
     async fn connect(&self, id: &SandboxId) -> Result<UnixStream> {
         // A paused guest's socket still answers (its supervisor runs), but nothing would reply.
-        if self.records.load(id)?.status == SandboxStatus::Paused {
+        if self.layout.paused_marker(id).exists() {
+            let (status, _) = self.live_status(&self.records.load(id)?);
             return Err(Error::WrongState {
                 id: id.to_string(),
-                status: SandboxStatus::Paused.to_string(),
+                status: status.to_string(),
                 operation: "this".into(),
                 needed: "running (stockade resume)".into(),
             });
@@ -447,28 +445,19 @@ impl MicrovmDriver {
         QemuControl::at(&self.layout.qmp_socket(id))
     }
 
-    /// Pauses (`to` paused) or resumes (`to` running) a VM that is `from`.
-    async fn freeze(&self, id: &SandboxId, from: SandboxStatus, to: SandboxStatus) -> Result<()> {
+    /// Pauses (`frozen`) a running VM, or resumes a paused one.
+    async fn freeze(&self, id: &SandboxId, frozen: bool) -> Result<()> {
         let _lock = self.records.lock()?;
         let mut record = self.records.load(id)?;
-        let (status, _) = self.live_status(&record);
-        if status != from {
-            return Err(Error::WrongState {
-                id: id.to_string(),
-                status: status.to_string(),
-                operation: if to == SandboxStatus::Paused {
-                    "pause"
-                } else {
-                    "resume"
-                }
-                .into(),
-                needed: from.to_string(),
-            });
-        }
-        if to == SandboxStatus::Paused {
+        let to = self.live_status(&record).0.after_freeze(id, frozen)?;
+        let marker = self.layout.paused_marker(id);
+        if frozen {
             self.control(id).pause().await?;
+            std::fs::write(&marker, b"")
+                .map_err(|e| Error::backend(format!("write {}", marker.display()), e))?;
         } else {
             self.control(id).resume().await?;
+            let _ = std::fs::remove_file(&marker);
         }
         record.status = to;
         self.records.save(&record)
@@ -610,6 +599,7 @@ impl Driver for MicrovmDriver {
         if status == SandboxStatus::Paused {
             // The guest syncs its disk before it is stopped, so it must run again first.
             self.control(id).resume().await?;
+            let _ = std::fs::remove_file(self.layout.paused_marker(id));
         }
         self.halt(id).await?;
         record.status = SandboxStatus::Stopped;
@@ -634,7 +624,8 @@ impl Driver for MicrovmDriver {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        if self.records.load(id)?.status == SandboxStatus::Paused {
+        self.records.load(id)?;
+        if self.layout.paused_marker(id).exists() {
             // No sync on the way out is worth waiting for a frozen guest: it is killed as is.
             if let Some(rt) = self.load_runtime(id) {
                 if stockade_store::is_same_process(rt.qemu_pid, rt.qemu_start) {
@@ -665,14 +656,12 @@ impl Driver for MicrovmDriver {
 
     /// The vCPUs halt (QEMU: QMP `stop`); memory, devices and the guest's processes stay.
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, SandboxStatus::Running, SandboxStatus::Paused)
-            .await
+        self.freeze(id, true).await
     }
 
     /// QEMU: QMP `cont`.
     async fn resume(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, SandboxStatus::Paused, SandboxStatus::Running)
-            .await
+        self.freeze(id, false).await
     }
 
     async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {

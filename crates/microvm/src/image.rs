@@ -83,6 +83,20 @@ struct Manifest {
     built_at: u64,
 }
 
+impl Manifest {
+    /// The manifest of the image in `dir`, if it has a readable one.
+    fn read(dir: &Path) -> Option<Manifest> {
+        serde_json::from_slice(&std::fs::read(dir.join("recipe.json")).ok()?).ok()
+    }
+
+    /// Writes this manifest into the image tree `staged` and moves the tree to `dest`.
+    fn install(&self, staged: &Path, dest: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::backend("manifest", e))?;
+        std::fs::write(staged.join("recipe.json"), json).map_err(|e| Error::backend("write manifest", e))?;
+        std::fs::rename(staged, dest).map_err(|e| Error::backend("install the image", e))
+    }
+}
+
 /// Where images live: `$STOCKADE_VM_IMAGES` when set (so several homes can share one), else
 /// `$STOCKADE_HOME/microvm/images`.
 pub fn images_dir(config: &stockade_core::DriverConfig) -> PathBuf {
@@ -95,23 +109,20 @@ pub fn images_dir(config: &stockade_core::DriverConfig) -> PathBuf {
 /// The image `name` names in `images`: `latest` (the default), or a recipe key.
 pub fn find(images: &Path, name: &str) -> Result<VmImage> {
     let dir = images.join(name);
-    let manifest: Manifest = std::fs::read(dir.join("recipe.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            if name == "latest" {
-                Error::unsupported(
-                    DRIVER,
-                    "sandboxes",
-                    format!(
-                        "no VM image is built in {}: run `stockade image base --driver microvm` (as root; it needs debootstrap and e2fsprogs)",
-                        images.display()
-                    ),
-                )
-            } else {
-                Error::invalid("image", format!("no VM image {name:?} in {}", images.display()))
-            }
-        })?;
+    let manifest = Manifest::read(&dir).ok_or_else(|| {
+        if name == "latest" {
+            Error::unsupported(
+                DRIVER,
+                "sandboxes",
+                format!(
+                    "no VM image is built in {}: run `stockade image base --driver microvm` (as root; it needs debootstrap and e2fsprogs)",
+                    images.display()
+                ),
+            )
+        } else {
+            Error::invalid("image", format!("no VM image {name:?} in {}", images.display()))
+        }
+    })?;
     let dir =
         std::fs::canonicalize(&dir).map_err(|e| Error::backend(format!("image {}", dir.display()), e))?;
     for part in ["vmlinuz", "rootfs.ext4", "modules/order"] {
@@ -205,10 +216,8 @@ pub async fn build(
             modules,
             built_at: stockade_store::now_secs(),
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("manifest", e))?;
-        std::fs::write(staged.join("recipe.json"), json).map_err(|e| Error::backend("write manifest", e))?;
         let _ = std::fs::remove_dir_all(images.join(&key));
-        std::fs::rename(&staged, images.join(&key)).map_err(|e| Error::backend("install the image", e))?;
+        manifest.install(&staged, &images.join(&key))?;
         Ok::<(), Error>(())
     }
     .await;
@@ -536,9 +545,7 @@ pub async fn import(
         let bytes = VmRecipe::default().disk_bytes;
         progress(&format!("writing the root filesystem ({bytes} bytes, sparse)"));
         make_ext4(&root, &staged.join("rootfs.ext4"), bytes).await?;
-        let base_manifest: Manifest = std::fs::read(base.dir.join("recipe.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let base_manifest = Manifest::read(&base.dir)
             .ok_or_else(|| Error::backend("the base image", "unreadable recipe.json"))?;
         let manifest = Manifest {
             key: name.to_owned(),
@@ -546,9 +553,7 @@ pub async fn import(
             modules: base_manifest.modules,
             built_at: stockade_store::now_secs(),
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::backend("manifest", e))?;
-        std::fs::write(staged.join("recipe.json"), json).map_err(|e| Error::backend("write manifest", e))?;
-        std::fs::rename(&staged, images.join(name)).map_err(|e| Error::backend("install the image", e))?;
+        manifest.install(&staged, &images.join(name))?;
         Ok::<(), Error>(())
     }
     .await;

@@ -54,6 +54,10 @@ impl Layout {
     pub fn log(&self, id: &SandboxId) -> PathBuf {
         self.vm(id).join("supervisor.log")
     }
+    /// Present while the VM is paused: execs are refused without reading the record.
+    pub fn paused_marker(&self, id: &SandboxId) -> PathBuf {
+        self.vm(id).join("paused")
+    }
     pub fn runtime(&self, id: &SandboxId) -> PathBuf {
         self.vm(id).join("runtime.json")
     }

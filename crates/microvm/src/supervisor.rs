@@ -286,12 +286,16 @@ pub(crate) fn boot_turn(record: &Record) -> Result<Option<nix::fcntl::Flock<std:
 
 /// Waits for this host's boot turn: an exclusive lock on a file beside the image.
 fn boot_lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = dir.join(".boot.lock");
+    lock_exclusive(&dir.join(".boot.lock"))
+}
+
+/// An exclusive lock on the file at `path` (made if missing), held until dropped; blocks.
+pub(crate) fn lock_exclusive(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| Error::backend(format!("open {}", path.display()), e))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::backend(format!("lock {}", path.display()), e))

@@ -5,10 +5,11 @@
 //! that file instead of booting; the first thing the restored guest then hears is its config and
 //! identity (hostname, machine-id, a random seed the kernel reseeds from, the wall clock).
 //!
-//! The key is what the saved state depends on: the image, the initramfs (so the agent binary),
-//! whether there is a NIC, memory, vCPUs, acceleration and the QEMU binary (a migration stream is only loaded by a QEMU
-//! that can read it). Templates live beside their image, in `templates/KEY/`; removing the
-//! image removes them.
+//! The key is what the saved state depends on: QEMU's command line without the per-sandbox
+//! paths (the image, the initramfs and so the agent build, the devices, memory, vCPUs,
+//! acceleration) and the QEMU binary (a migration stream loads only in a QEMU that reads it).
+//! Templates live beside their image, in `templates/KEY/` (then `KEY.1`, ... when a state was
+//! reclaimed: see [`reclaim_unused`]); removing the image removes them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,7 +113,7 @@ pub async fn ensure(record: &Record, layout: &Layout, qemu_img: &Path) -> Result
     std::fs::create_dir_all(&templates)
         .map_err(|e| Error::backend(format!("create {}", templates.display()), e))?;
     let lock_path = templates.join(format!(".{key}.lock"));
-    let _lock = tokio::task::spawn_blocking(move || lock(&lock_path))
+    let _lock = tokio::task::spawn_blocking(move || crate::supervisor::lock_exclusive(&lock_path))
         .await
         .map_err(|e| Error::backend("template lock", e))??;
     let template = match current(&templates, &key) {
@@ -179,17 +180,6 @@ pub fn reclaim_unused(images: &Path) -> Vec<String> {
         }
     }
     removed
-}
-
-fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::backend(format!("open {}", path.display()), e))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::backend(format!("lock {}", path.display()), e))
 }
 
 /// Boots a guest on a fresh overlay of the image in `staged`, waits for its agent's hello, and

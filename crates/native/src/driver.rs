@@ -188,27 +188,17 @@ impl NativeDriver {
     /// lost, except during a create's start window.
     fn live_status(&self, record: &Record) -> (SandboxStatus, Option<Runtime>) {
         let runtime = self.store.load_runtime(&record.id);
+        let alive = || {
+            runtime.as_ref().is_some_and(|rt| {
+                store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
+                    && store::is_same_process(rt.init_pid, rt.init_start)
+            })
+        };
         match record.status {
-            SandboxStatus::Paused => {
-                let alive = runtime.as_ref().is_some_and(|rt| {
-                    store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
-                        && store::is_same_process(rt.init_pid, rt.init_start)
-                });
-                (
-                    if alive {
-                        SandboxStatus::Paused
-                    } else {
-                        SandboxStatus::Lost
-                    },
-                    runtime,
-                )
-            }
+            SandboxStatus::Paused if alive() => (SandboxStatus::Paused, runtime),
+            SandboxStatus::Paused => (SandboxStatus::Lost, runtime),
             SandboxStatus::Running | SandboxStatus::Creating => {
-                let alive = runtime.as_ref().is_some_and(|rt| {
-                    store::is_same_process(rt.supervisor_pid, rt.supervisor_start)
-                        && store::is_same_process(rt.init_pid, rt.init_start)
-                });
-                if alive {
+                if alive() {
                     (SandboxStatus::Running, runtime)
                 } else if record.status == SandboxStatus::Creating
                     && runtime.is_none()
@@ -479,18 +469,13 @@ impl NativeDriver {
         Ok(())
     }
 
-    /// Freezes (`frozen`) or thaws a sandbox that is `from`, leaving it `to`.
-    fn freeze(&self, id: &SandboxId, frozen: bool, from: SandboxStatus, to: SandboxStatus) -> Result<()> {
+    /// Freezes (`frozen`) a running sandbox, or thaws a paused one.
+    fn freeze(&self, id: &SandboxId, frozen: bool) -> Result<()> {
         let mut record = self.store.load(id)?;
         let (status, runtime) = self.live_status(&record);
-        let Some(rt) = runtime.filter(|_| status == from) else {
-            return Err(Error::WrongState {
-                id: id.to_string(),
-                status: status.to_string(),
-                operation: if frozen { "pause" } else { "resume" }.into(),
-                needed: from.to_string(),
-            });
-        };
+        let to = status.after_freeze(id, frozen)?;
+        let rt = runtime
+            .ok_or_else(|| Error::backend("the cgroup freezer", "the sandbox has no runtime record"))?;
         crate::cgroup::freeze(&rt.cgroups, frozen).map_err(|e| match e.kind() {
             std::io::ErrorKind::Unsupported => Error::unsupported(DRIVER, "pause", e.to_string()),
             _ => Error::backend("the cgroup freezer", e),
@@ -613,7 +598,7 @@ impl Driver for NativeDriver {
         let (status, _) = self.live_status(&record);
         if status == SandboxStatus::Paused {
             // Frozen processes do not die until thawed (v1's freezer).
-            self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)?;
+            self.freeze(id, false)?;
         }
         if !status.can_stop() && status != SandboxStatus::Lost {
             return Err(Error::WrongState {
@@ -647,8 +632,13 @@ impl Driver for NativeDriver {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         let record = self.store.load(id)?;
-        if self.live_status(&record).0 == SandboxStatus::Paused {
-            self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)?;
+        if self.layout().paused_marker(id).exists() {
+            // Frozen processes do not die until thawed (v1's freezer). A sandbox whose
+            // supervisor died while paused (lost) has nothing to thaw.
+            match self.freeze(id, false) {
+                Err(e) if e.kind() != stockade_core::ErrorKind::WrongState => return Err(e),
+                _ => {}
+            }
         }
         // Nothing runs in the sandbox once pid 1 is killed, so its files can go while the
         // supervisor is still tearing down the namespaces and cgroups.
@@ -671,11 +661,11 @@ impl Driver for NativeDriver {
 
     /// The cgroup freezer: every process of the sandbox, pid 1 included, stops getting CPU.
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, true, SandboxStatus::Running, SandboxStatus::Paused)
+        self.freeze(id, true)
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<()> {
-        self.freeze(id, false, SandboxStatus::Paused, SandboxStatus::Running)
+        self.freeze(id, false)
     }
 
     async fn exec_kept(&self, id: &SandboxId, req: ExecRequest, exec_id: &str) -> Result<ExecSession> {
